@@ -1,0 +1,57 @@
+"""What every entry point shares: bad input becomes one `error: ...` line and exit status 2,
+and a run directory that the failed start left (config files only) is removed."""
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+
+from ganlab.errors import GanlabError
+
+EXIT_BAD_INPUT = 2
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message for an error caused by the user's input, else None (a real bug)."""
+    if isinstance(exc, GanlabError):
+        return str(exc)
+    if isinstance(exc, InstantiationException):
+        cause = exc.__cause__
+        key = next((line.split(":", 1)[1].strip() for line in str(exc).splitlines()
+                    if line.startswith("full_key:")), None)
+        inner = user_error(cause) if cause is not None else None
+        if inner is None and isinstance(cause, (ValueError, TypeError)):
+            inner = str(cause)
+        if inner is not None:
+            return f"{key}: {inner}" if key and not inner.startswith(key) else inner
+    return None
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove a run dir that holds nothing but Hydra's own files (nothing was trained or written)."""
+    keep = {".hydra", f"{HydraConfig.get().job.name}.log", "config_resolved.yaml"}
+    if run_dir.is_dir() and all(p.name in keep for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def entry_point(task):
+    """Decorator for a Hydra task function."""
+
+    @functools.wraps(task)
+    def wrapper(cfg):
+        try:
+            return task(cfg)
+        except Exception as exc:
+            message = user_error(exc)
+            if message is None:
+                raise
+            if HydraConfig.initialized():
+                remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""GAN families (networks), their losses and the shared LightningModule."""

@@ -1,0 +1,91 @@
+"""DCGAN (Radford et al. 2016): transposed-conv generator, strided-conv discriminator.
+
+Both networks work for any power-of-two image size from 32 to 256 and 1 or 3 channels.
+`width` is the channel count of the layer nearest the image (ngf / ndf in the paper's code);
+deeper layers double it, capped at 8x.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm as _sn
+
+SUPPORTED_SIZES = (32, 64, 128, 256)
+
+
+def check_image_size(image_size: int) -> int:
+    if image_size not in SUPPORTED_SIZES:
+        raise ValueError(
+            f"image_size={image_size} is not supported by DCGAN networks; use one of {SUPPORTED_SIZES}"
+        )
+    return int(math.log2(image_size)) - 2  # number of 2x up/down-sampling stages from/to 4x4
+
+
+def channel_plan(image_size: int, width: int) -> list[int]:
+    """Channels from the 4x4 layer to the image-sized layer, e.g. 64 px/width 64 -> [512,256,128,64]."""
+    stages = check_image_size(image_size)
+    return [width * min(2 ** (stages - 1 - i), 8) for i in range(stages)]
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) for conv weights, N(1, 0.02) for BatchNorm scales (DCGAN paper)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, latent_dim: int = 100, image_size: int = 64, channels: int = 1, width: int = 64):
+        super().__init__()
+        self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
+        plan = channel_plan(image_size, width)
+        self.stem = nn.Sequential(
+            nn.ConvTranspose2d(self.stem_in_features(), plan[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(plan[0]),
+            nn.ReLU(True),
+        )
+        blocks = []
+        for c_in, c_out in zip(plan[:-1], plan[1:]):
+            blocks += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        self.blocks = nn.Sequential(*blocks)
+        self.to_image = nn.Sequential(nn.ConvTranspose2d(plan[-1], channels, 4, 2, 1, bias=False), nn.Tanh())
+        dcgan_init(self)
+
+    def stem_in_features(self) -> int:
+        return self.latent_dim
+
+    def stem_input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return z
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.stem(self.stem_input(z, labels)[:, :, None, None])
+        return self.to_image(self.blocks(h))
+
+
+class DCGANDiscriminator(nn.Module):
+    """Returns one logit per image (no Sigmoid: losses work on logits, which is AMP-safe)."""
+
+    def __init__(self, image_size: int = 64, channels: int = 1, width: int = 64, spectral_norm: bool = False):
+        super().__init__()
+        self.image_size, self.channels = image_size, channels
+        plan = channel_plan(image_size, width)[::-1]  # image-sized layer first
+        sn = _sn if spectral_norm else (lambda m: m)
+        # BatchNorm and spectral norm are alternatives; mixing them hurts stability.
+        norm = (lambda c: nn.Identity()) if spectral_norm else nn.BatchNorm2d
+        layers = [sn(nn.Conv2d(channels, plan[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+        for c_in, c_out in zip(plan[:-1], plan[1:]):
+            layers += [sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)), norm(c_out), nn.LeakyReLU(0.2, True)]
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = plan[-1]
+        self.head = sn(nn.Conv2d(plan[-1], 1, 4, 1, 0))
+        dcgan_init(self)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x)).flatten()

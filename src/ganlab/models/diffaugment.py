@@ -1,0 +1,79 @@
+"""DiffAugment (Zhao et al. 2020): differentiable augmentations applied to real AND fake images
+before the discriminator, so D cannot memorise a small training set.
+
+The policy string is the API: comma-separated ops from `OPS`, e.g. "translation,cutout".
+"color" (brightness, saturation, contrast) is the original; on 1-channel MRI, saturation is
+meaningless, so "brightness,contrast" are offered separately and `MRI_POLICY` uses them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MRI_POLICY = "translation,brightness,contrast"
+
+
+def brightness(x):
+    return x + (torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device) - 0.5)
+
+
+def saturation(x):
+    mean = x.mean(dim=1, keepdim=True)
+    return (x - mean) * (torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device) * 2) + mean
+
+
+def contrast(x):
+    mean = x.mean(dim=[1, 2, 3], keepdim=True)
+    return (x - mean) * (torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device) + 0.5) + mean
+
+
+def translation(x, ratio: float = 0.125):
+    """Shift by up to ratio*size pixels, filling with the background (-1 = black)."""
+    b, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device)
+    dx = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device)
+    gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+    gy = (gy.unsqueeze(0) + dy + 1).clamp(0, h + 1)
+    gx = (gx.unsqueeze(0) + dx + 1).clamp(0, w + 1)
+    padded = F.pad(x, [1, 1, 1, 1], value=-1.0)
+    idx = (gy * (w + 2) + gx).flatten(1)  # (b, h*w) into the padded image
+    out = padded.flatten(2).gather(2, idx.unsqueeze(1).expand(-1, x.size(1), -1))
+    return out.view_as(x)
+
+
+def cutout(x, ratio: float = 0.5):
+    """Black out one random square of ratio*size per image. Can leak into G's outputs on tiny data."""
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    top = torch.randint(0, h - ch + 1, (b, 1, 1), device=x.device)
+    left = torch.randint(0, w - cw + 1, (b, 1, 1), device=x.device)
+    gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+    inside = (gy >= top) & (gy < top + ch) & (gx >= left) & (gx < left + cw)
+    return torch.where(inside.unsqueeze(1), torch.full_like(x, -1.0), x)
+
+
+OPS = {
+    "color": (brightness, saturation, contrast),
+    "brightness": (brightness,),
+    "saturation": (saturation,),
+    "contrast": (contrast,),
+    "translation": (translation,),
+    "cutout": (cutout,),
+}
+
+
+def parse_policy(policy: str | None) -> tuple:
+    names = [p.strip() for p in (policy or "").split(",") if p.strip()]
+    unknown = [n for n in names if n not in OPS]
+    if unknown:
+        raise ValueError(f"unknown DiffAugment op(s) {unknown}; choose from {sorted(OPS)}")
+    return tuple(names)
+
+
+def diff_augment(x: torch.Tensor, policy: str | tuple | None) -> torch.Tensor:
+    names = parse_policy(policy) if isinstance(policy, str) or policy is None else policy
+    for name in names:
+        for op in OPS[name]:
+            x = op(x)
+    return x.contiguous()
