@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import hydra
 import lightning as L
@@ -18,6 +19,8 @@ from ganlab.cli import entry_point
 from ganlab.config import to_plain
 
 log = logging.getLogger("ganlab.train")
+# Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API on every run.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:

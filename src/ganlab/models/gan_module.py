@@ -10,9 +10,9 @@ from typing import Sequence
 import lightning as L
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ganlab.models.diffaugment import diff_augment, parse_policy
+from ganlab.models.ema import make_ema
 from ganlab.models.losses import GANLoss, NonSaturatingLoss, r1_penalty, wgan_gradient_penalty
 
 
@@ -51,9 +51,7 @@ class GANModule(L.LightningModule):
         self.augment_ops = parse_policy(diffaugment)
         self.generator_ema = None
         if ema_decay:
-            self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay),
-                                               use_buffers=True)
-            self.generator_ema.requires_grad_(False)
+            self.generator_ema = make_ema(generator, ema_decay)
         # The fixed-noise grid: the same latent vectors (and labels) for the whole run, saved in checkpoints.
         rows = max(num_classes, 1) if num_classes else sample_rows
         cols = 8

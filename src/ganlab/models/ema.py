@@ -1,0 +1,26 @@
+"""Generator EMA with a warm-up: the decay ramps as min(decay, (1 + n) / (10 + n)) over the first
+updates, so short runs are not stuck near the initial weights (n = updates so far)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+
+def warmup_ema_fn(decay: float):
+    @torch.no_grad()
+    def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        if not averaged[0].is_floating_point():  # integer buffers (BatchNorm's step counter)
+            torch._foreach_copy_(averaged, current)
+            return
+        # kept as a tensor: no host sync per step on GPU
+        d = torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay)
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return ema_update
+
+
+def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
+    """A frozen copy of `generator` that `update_parameters(generator)` moves towards it (buffers too)."""
+    ema = AveragedModel(generator, multi_avg_fn=warmup_ema_fn(decay), use_buffers=True)
+    return ema.requires_grad_(False)

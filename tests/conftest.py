@@ -1,0 +1,54 @@
+"""Shared test helpers: run a ganlab CLI as a user would (a subprocess, real Hydra config) with tiny
+overrides, and a session-wide data dir so the embedded dataset is rendered once per test session."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny but real configuration: 32 px, narrow networks, one short epoch, no progress bars.
+TINY = [
+    "data.image_size=32",
+    "data.per_class=24",
+    "data.batch_size=8",
+    "model.generator.width=8",
+    "model.discriminator.width=8",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ganlab_data")
+
+
+@pytest.fixture
+def cli_env(data_dir, tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(GANLAB_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", HOME=str(tmp_path / "home"),
+               WANDB_SILENT="true")
+    return env
+
+
+@pytest.fixture
+def run_cli(cli_env, tmp_path):
+    """run_cli("ganlab.train", *overrides) -> CompletedProcess (never raises on a non-zero exit)."""
+
+    def run(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env or cli_env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
