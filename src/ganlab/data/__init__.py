@@ -1,0 +1,1 @@
+"""Datasets: image folders and the embedded offline "brainsim" data."""
