@@ -11,12 +11,13 @@ import lightning as L
 import torch
 from torch import nn
 
+from ganlab.errors import GanlabError
 from ganlab.models.diffaugment import diff_augment, parse_policy
 from ganlab.models.ema import make_ema
 from ganlab.models.losses import GANLoss, NonSaturatingLoss, r1_penalty, wgan_gradient_penalty
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(GanlabError):
     """A loss became NaN/inf; training stops before a bad checkpoint can be written."""
 
 
