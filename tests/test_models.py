@@ -20,7 +20,7 @@ NUM_CLASSES = 3
 
 def networks(family: str, size: int, channels: int):
     if family == "gan":
-        return MLPGenerator(16, size, channels, hidden=16, depth=2), MLPDiscriminator(size, channels, hidden=16, depth=2)
+        return MLPGenerator(16, size, channels, width=16, depth=2), MLPDiscriminator(size, channels, width=16, depth=2)
     if family == "dcgan":
         return DCGANGenerator(16, size, channels, width=4), DCGANDiscriminator(size, channels, width=4)
     g = ConditionalDCGANGenerator(NUM_CLASSES, 16, size, channels, width=4, embed_dim=4)

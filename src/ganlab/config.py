@@ -23,9 +23,17 @@ def wandb_mode() -> str:
     return "offline"
 
 
+def gan_strategy(devices, num_nodes) -> str:
+    from ganlab.strategy import choose_strategy  # registers "gan_ddp" with Lightning
+
+    return choose_strategy(devices, num_nodes)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("wandb_mode"):
         OmegaConf.register_new_resolver("wandb_mode", wandb_mode)
+    if not OmegaConf.has_resolver("gan_strategy"):
+        OmegaConf.register_new_resolver("gan_strategy", gan_strategy)
 
 
 def to_plain(cfg: DictConfig) -> dict:

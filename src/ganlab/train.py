@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganlab.callbacks.recipe import Recipe, data_facts
 from ganlab.cli import entry_point
 from ganlab.config import to_plain
+from ganlab.strategy import NAME as _GAN_DDP  # noqa: F401  (registers the gan_ddp strategy)
 
 log = logging.getLogger("ganlab.train")
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API on every run.
