@@ -96,3 +96,21 @@ def test_datamodule_serves_minus_one_to_one_batches_with_all_classes(tmp_path):
 def test_datamodule_rejects_bad_parameters(tmp_path):
     with pytest.raises(GanlabError, match="imbalance"):
         BrainSimDataModule(str(tmp_path), imbalance={"Severe": 0.1})
+
+
+def test_render_is_byte_identical_for_a_seed(tmp_path):
+    a, b, c = (render_brainsim(tmp_path / d, image_size=32, per_class=3, seed=s) for d, s in
+               (("a", 5), ("b", 5), ("c", 6)))
+    files = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert len(files) == 12
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert any((a / f).read_bytes() != (c / f).read_bytes() for f in files)
+
+
+def test_other_parameters_refused_unless_overwrite_and_no_temp_dirs_left(tmp_path):
+    root = render_brainsim(tmp_path / "r", image_size=32, per_class=2)
+    with pytest.raises(ValueError, match="overwrite"):
+        render_brainsim(root, image_size=32, per_class=3)
+    render_brainsim(root, image_size=32, per_class=3, overwrite=True)
+    assert sum(1 for _ in root.glob("*/NonDemented/*.png")) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]

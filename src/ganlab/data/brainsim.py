@@ -61,11 +61,12 @@ def _template(image_size: int) -> tuple[np.ndarray, np.ndarray]:
 def _sample(stack: np.ndarray, z: float, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Trilinear lookup at one (fractional) slice: (H, W) coordinates -> (H, W, channel)."""
     z0 = min(int(z), stack.shape[0] - 2)
-    plane = stack[z0] + (z - z0) * (stack[z0 + 1] - stack[z0])
+    plane = stack[z0] + np.float32(z - z0) * (stack[z0 + 1] - stack[z0])
     rows = np.clip(rows, 0, plane.shape[0] - 1.001)
     cols = np.clip(cols, 0, plane.shape[1] - 1.001)
     r0, c0 = rows.astype(np.intp), cols.astype(np.intp)
-    fr, fc = (rows - r0)[..., None], (cols - c0)[..., None]
+    fr = (rows - r0).astype(np.float32)[..., None]
+    fc = (cols - c0).astype(np.float32)[..., None]
     top = plane[r0, c0] * (1 - fc) + plane[r0, c0 + 1] * fc
     bottom = plane[r0 + 1, c0] * (1 - fc) + plane[r0 + 1, c0 + 1] * fc
     return top * (1 - fr) + bottom * fr
@@ -102,7 +103,7 @@ def make_slice(rng: np.random.Generator, severity_class: int, image_size: int = 
     shift = rng.normal(0.0, 4.0, size=2)
     ax = ((np.arange(n, dtype=np.float32) + 0.5) / n - 0.5) * _FOV_MM
     yy, xx = np.meshgrid(ax - shift[0], ax - shift[1], indexing="ij")
-    c, s = np.cos(angle), np.sin(angle)
+    c, s = float(np.cos(angle)), float(np.sin(angle))
     elastic = _smooth_field(rng, 2, n, 5) * 1.5
     rows = (c * yy - s * xx) / scale[0] + elastic[0] + center[0]
     cols = (s * yy + c * xx) / scale[1] + elastic[1] + center[1]
@@ -165,11 +166,13 @@ def _counts(p: dict) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _read_meta(root: Path) -> dict | None:
+def _matches(root: Path, p: dict) -> bool:
+    """Whether root holds a complete render made with parameters p."""
     try:
-        return json.loads((root / _META).read_text())
+        meta = json.loads((root / _META).read_text())
     except (OSError, ValueError):
-        return None
+        return False
+    return isinstance(meta, dict) and {k: meta.get(k) for k in p} == p
 
 
 def render_brainsim(root, *, image_size=64, per_class=500, imbalance=None, test_fraction=0.2,
@@ -183,8 +186,7 @@ def render_brainsim(root, *, image_size=64, per_class=500, imbalance=None, test_
     """
     p = _params(image_size, per_class, imbalance, test_fraction, seed, channels)
     root = Path(root)
-    meta = _read_meta(root)
-    if meta is not None and {k: meta.get(k) for k in p} == p:
+    if _matches(root, p):
         return root
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise ValueError(f"{root} exists and is not a brainsim render with these parameters; "
@@ -204,8 +206,11 @@ def render_brainsim(root, *, image_size=64, per_class=500, imbalance=None, test_
                     pil = pil.convert("RGB")
                 split = "train" if i < n_train else "test"
                 pil.save(tmp / split / name / f"{i:05d}.png", compress_level=1)
-        p["counts"] = {name: {"train": a, "test": b} for name, (a, b) in counts.items()}
-        (tmp / _META).write_text(json.dumps(p, indent=2, sort_keys=True) + "\n")
+        meta = dict(p, counts={name: {"train": a, "test": b} for name, (a, b) in counts.items()})
+        (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if _matches(root, p):  # another process finished the same render meanwhile
+            shutil.rmtree(tmp)
+            return root
         old = None
         if root.exists():
             old = root.with_name(f"{tmp.name}.old")

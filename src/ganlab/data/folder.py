@@ -1,23 +1,30 @@
-"""Any ImageFolder-style root: `<root>/[<split>/]<class>/<image>`.
+"""Any ImageFolder-style root: `<root>/[<split>/]<class>/<image>`, and the base of every real dataset.
 
-Images are decoded once into a uint8 tensor store (N, C, H, W) held in memory; batches are turned
-into float [-1, 1] after the transfer to the device (`on_after_batch_transfer`), so the loader
-moves 4x fewer bytes and GPU runs convert on the GPU.
+Images are decoded once into a uint8 tensor store (N, C, H, W) held in memory (and cached on disk
+under `cache_dir` when given); batches are turned into float [-1, 1] after the transfer to the
+device (`on_after_batch_transfer`), so the loader moves 4x fewer bytes and GPU runs convert on the GPU.
+Subclasses adapt a dataset's layout through `layout_root`, `class_folders` and `list_splits`, and
+name its subjects through `subject_of` (so no subject ends up on both sides of a split ganlab makes).
 """
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import lightning as L
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from ganlab.data.readers import IMAGE_EXTENSIONS, RESIZE_POLICIES, list_files, list_images, load_image, source_file
+from ganlab.data.splits import holdout
+from ganlab.data.store import Listing, build_store, decode, fingerprint
 from ganlab.errors import GanlabError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "UInt8ImageDataset", "list_images", "load_image",
+           "to_model_range", "to_uint8"]
+log = logging.getLogger("ganlab.data")
 
 
 class UInt8ImageDataset(Dataset):
@@ -32,42 +39,24 @@ class UInt8ImageDataset(Dataset):
     def __getitem__(self, i):
         return self.images[i], self.labels[i]
 
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def load_image(path: Path, image_size: int, channels: int, resize: str = "pad") -> np.ndarray:
-    """Decode one file to uint8 (C, H, W). resize: "pad" keeps the whole image (letterbox on black),
-    "crop" centre-crops to a square, "stretch" ignores the aspect ratio."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-    except Exception as exc:  # PIL raises many types for broken files
-        raise GanlabError(f"cannot read image {path}: {exc.__class__.__name__}: {exc}") from exc
-    size = (image_size, image_size)
-    if resize == "pad":
-        im = ImageOps.pad(im, size, method=Image.BICUBIC, color=0)
-    elif resize == "crop":
-        im = ImageOps.fit(im, size, method=Image.BICUBIC)
-    elif resize == "stretch":
-        im = im.resize(size, Image.BICUBIC)
-    else:
-        raise GanlabError(f"data.resize={resize!r}: choose pad, crop or stretch")
-    arr = np.asarray(im, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    def subset(self, idx: Sequence[int]) -> "UInt8ImageDataset":
+        idx = torch.as_tensor(list(idx), dtype=torch.long)
+        return UInt8ImageDataset(self.images[idx], self.labels[idx], [self.files[i] for i in idx.tolist()])
 
 
 class ImageFolderDataModule(L.LightningDataModule):
     """Classes are the sub-folders of `<root>/<train_split>` (sorted, or `class_names` in that order).
 
-    The train split is divided into train/val by `val_fraction` (deterministic for `seed`);
-    `<root>/<test_split>` when present is the test split.
+    `<root>/<val_split>` and `<root>/<test_split>`, when present, are the val and test splits;
+    otherwise `test_fraction`, then `val_fraction`, of the train split is held out (deterministic for
+    `seed`, stratified by class, whole subjects at a time when `subject_pattern` names them).
     """
+
+    obtain_hint = "see experiments/datasets.md"  # where to get the dataset, shown when the root is missing
 
     def __init__(
         self,
-        root: str,
+        root: str | None,
         image_size: int = 64,
         channels: int = 1,
         batch_size: int = 64,
@@ -80,17 +69,48 @@ class ImageFolderDataModule(L.LightningDataModule):
         resize: str = "pad",
         balanced_sampling: bool = False,
         seed: int = 0,
+        val_split: str | None = None,
+        test_fraction: float = 0.0,
+        subject_pattern: str | None = None,
+        cache_dir: str | None = None,
+        skip_bad_files: bool = False,
     ):
         super().__init__()
+        if not root:
+            raise GanlabError(f"data.root is not set: pass data.root=/path/to/dataset, laid out as "
+                              f"{self.layout_help()}; {self.obtain_hint}")
         self.root = Path(root).expanduser()
         self.image_size, self.channels, self.batch_size = image_size, channels, batch_size
         self.num_workers, self.train_split, self.test_split = num_workers, train_split, test_split
         self.class_names = list(class_names) if class_names else None
         self.expected_num_classes = num_classes
         self.val_fraction, self.resize, self.balanced_sampling, self.seed = val_fraction, resize, balanced_sampling, seed
+        self.val_split, self.test_fraction, self.skip_bad_files = val_split, test_fraction, skip_bad_files
+        try:
+            self.subject_pattern = re.compile(subject_pattern) if subject_pattern else None
+        except re.error as exc:
+            raise GanlabError(f"data.subject_pattern={subject_pattern!r} is not a regular expression: {exc}") from exc
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.image_column = "image"
         self.datasets: dict[str, UInt8ImageDataset] = {}
+        self.validate_options()
 
-    # ------------------------------------------------------------------ discovery
+    def validate_options(self) -> None:
+        if self.channels not in (1, 3):
+            raise GanlabError(f"data.channels={self.channels}: images are read as 1 (grayscale) or 3 (RGB) channels")
+        if self.resize not in RESIZE_POLICIES:
+            raise GanlabError(f"data.resize={self.resize!r}: choose one of {', '.join(RESIZE_POLICIES)}")
+        if not (isinstance(self.image_size, int) and self.image_size >= 4):
+            raise GanlabError(f"data.image_size={self.image_size!r}: expected an integer >= 4")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise GanlabError(f"data.batch_size={self.batch_size!r}: expected an integer >= 1")
+        for key in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise GanlabError(f"data.{key}={getattr(self, key)}: expected a fraction in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise GanlabError("data.val_fraction + data.test_fraction must be below 1")
+
+    # ------------------------------------------------------------------ layout (subclasses adapt these)
     @property
     def num_classes(self) -> int:
         return len(self.class_names) if self.class_names else (self.expected_num_classes or 0)
@@ -98,64 +118,146 @@ class ImageFolderDataModule(L.LightningDataModule):
     def split_dir(self, split: str | None) -> Path:
         return self.root / split if split else self.root
 
-    def check_root(self) -> None:
-        train_dir = self.split_dir(self.train_split)
-        if not train_dir.is_dir():
-            raise GanlabError(f"data root {train_dir} does not exist; expected {self.expected_layout()}")
+    def layout_help(self) -> str:
+        split = f"{self.train_split}/" if getattr(self, "train_split", None) else ""
+        return f"<root>/{split}<class>/<image>"
 
     def expected_layout(self) -> str:
-        split = f"{self.train_split}/" if self.train_split else ""
-        return f"<root>/{split}<class>/<image> (root={self.root})"
+        return f"{self.layout_help()} (root={self.root})"
+
+    def layout_root(self) -> Path:
+        """The folder where the layout starts (subclasses look inside the download, see `find_dir`)."""
+        return self.root
+
+    def find_dir(self, matches: Callable[[Path], bool], depth: int = 2) -> Path | None:
+        """self.root when it `matches`, else the one sub-folder (at the shallowest depth) that does."""
+        level = [self.root]
+        for _ in range(depth + 1):
+            hits = [d for d in level if matches(d)]
+            if len(hits) == 1:
+                return hits[0]
+            if hits:
+                raise GanlabError(f"{self.root} holds several datasets ({', '.join(map(str, hits))}): "
+                                  f"point data.root at one of them")
+            level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+        return None
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise GanlabError(f"data root {self.root} does not exist; expected {self.layout_help()}; "
+                              f"{self.obtain_hint}")
+        self.root = self.layout_root()
+        train_dir = self.split_dir(self.train_split)
+        if not train_dir.is_dir():
+            raise GanlabError(f"{train_dir} does not exist; expected {self.expected_layout()}; {self.obtain_hint}")
+
+    def class_folders(self, split_dir: Path) -> dict[str, Path]:
+        """Class name -> its folder under split_dir (the ones present)."""
+        if not split_dir.is_dir():
+            return {}
+        skip = {self.val_split, self.test_split} if self.train_split is None else set()
+        return {p.name: p for p in sorted(split_dir.iterdir())
+                if p.is_dir() and not p.name.startswith(".") and p.name not in skip}
 
     def discover_classes(self) -> list[str]:
         train_dir = self.split_dir(self.train_split)
-        found = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        found = self.class_folders(train_dir)
         if self.class_names:
             missing = [c for c in self.class_names if c not in found]
             if missing:
-                raise GanlabError(f"class folder(s) {missing} missing under {train_dir}")
-            return self.class_names
+                raise GanlabError(f"class folder(s) {missing} missing under {train_dir}; expected "
+                                  f"{self.expected_layout()}")
+            extra = sorted(set(found) - set(self.class_names))
+            if extra:
+                log.warning("ignoring folder(s) %s under %s: not among the classes %s", extra, train_dir,
+                            self.class_names)
+            return list(self.class_names)
         if not found:
             raise GanlabError(f"no class folders under {train_dir}; expected {self.expected_layout()}")
-        if self.expected_num_classes and len(found) != self.expected_num_classes:
-            raise GanlabError(f"data.num_classes={self.expected_num_classes} but {train_dir} has "
-                              f"{len(found)} class folders {found}")
-        return found
+        return sorted(found)
+
+    def list_split(self, split_dir: Path, required: bool) -> list[tuple[str, int]]:
+        folders = self.class_folders(split_dir)
+        records = []
+        for label, name in enumerate(self.class_names):
+            folder = folders.get(name)
+            files = list_files(folder) if folder else []
+            if required and not files:
+                raise GanlabError(f"class folder {folder or split_dir / name} has no images")
+            records += [(str(p), label) for p in files]
+        return records
+
+    def list_splits(self) -> Listing:
+        """Split name ("train", and "val"/"test" when on disk) -> [(record key, label)]."""
+        listing = {"train": self.list_split(self.split_dir(self.train_split), required=True)}
+        for name, split in (("val", self.val_split), ("test", self.test_split)):
+            if split and self.split_dir(split).is_dir():
+                listing[name] = self.list_split(self.split_dir(split), required=False)
+        return listing
+
+    def subject_of(self, key: str) -> str | None:
+        """The subject a record belongs to (None: unknown, every record its own group)."""
+        m = self.subject_pattern.search(Path(source_file(key)).name) if self.subject_pattern else None
+        return (m.group(1) if m.groups() else m.group(0)) if m else None
 
     def read_split(self, split: str | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        images, labels, files = [], [], []
-        for label, name in enumerate(self.class_names):
-            folder = self.split_dir(split) / name
-            paths = list_images(folder) if folder.is_dir() else []
-            if not paths and split == self.train_split:
-                raise GanlabError(f"class folder {folder} has no images")
-            for path in paths:
-                images.append(load_image(path, self.image_size, self.channels, self.resize))
-                labels.append(label)
-                files.append(str(path))
-        if not images:
-            return torch.empty(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8), \
-                torch.empty(0, dtype=torch.long), []
-        return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long), files
+        """Decode one on-disk split without the cache."""
+        records = self.list_split(self.split_dir(split), required=split == self.train_split)
+        images, kept, _ = decode([k for k, _ in records], self.image_size, self.channels, self.resize,
+                                 skip_bad_files=self.skip_bad_files)
+        return images, torch.tensor([records[i][1] for i in kept], dtype=torch.long), [records[i][0] for i in kept]
 
     # ------------------------------------------------------------------ Lightning hooks
+    def cache_file(self, listing: Listing) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        cache_dir, root = self.cache_dir.resolve(), self.root.resolve()
+        if cache_dir == root or root in cache_dir.parents:
+            log.warning("data.cache_dir %s is inside the dataset %s: not caching", cache_dir, root)
+            return None
+        key = fingerprint(listing, image_size=self.image_size, channels=self.channels, resize=self.resize,
+                          image_column=self.image_column)
+        return cache_dir / f"{type(self).__name__.lower().removesuffix('datamodule')}-{key}.pt"
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         self.check_root()
         self.class_names = self.discover_classes()
-        images, labels, files = self.read_split(self.train_split)
-        if len(labels) < self.batch_size:
-            raise GanlabError(f"{self.split_dir(self.train_split)} has {len(labels)} images, fewer than one "
-                              f"batch (data.batch_size={self.batch_size})")
-        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
-        n_val = int(round(len(labels) * self.val_fraction))
-        val_idx, train_idx = perm[:n_val], perm[n_val:]
-        self.datasets["train"] = UInt8ImageDataset(images[train_idx], labels[train_idx],
-                                                   [files[i] for i in train_idx])
-        self.datasets["val"] = UInt8ImageDataset(images[val_idx], labels[val_idx], [files[i] for i in val_idx])
-        if self.test_split and self.split_dir(self.test_split).is_dir():
-            self.datasets["test"] = UInt8ImageDataset(*self.read_split(self.test_split))
+        if self.expected_num_classes and self.expected_num_classes != len(self.class_names):
+            raise GanlabError(f"data.num_classes={self.expected_num_classes} but {self.root} has "
+                              f"{len(self.class_names)} classes {self.class_names}")
+        listing = self.list_splits()
+        store = build_store(listing, image_size=self.image_size, channels=self.channels, resize=self.resize,
+                            image_column=self.image_column, skip_bad_files=self.skip_bad_files,
+                            cache_file=self.cache_file(listing))
+        splits = {k: UInt8ImageDataset(v["images"], v["labels"], v["files"]) for k, v in store["splits"].items()}
+        train = splits["train"]
+        empty = [n for n, c in zip(self.class_names, torch.bincount(train.labels, minlength=self.num_classes)) if not c]
+        if empty and self.num_classes > 1:
+            raise GanlabError(f"class(es) {empty} have no readable training images under {self.root}")
+        # test first: the test split does not depend on val_fraction
+        for name, fraction, seed in (("test", self.test_fraction, self.seed + 1), ("val", self.val_fraction, self.seed)):
+            if name not in splits:
+                groups = [self.subject_of(f) or f for f in train.files]
+                keep, held = holdout(train.labels.tolist(), groups, fraction, seed)
+                train, splits[name] = train.subset(keep), train.subset(held)
+        if len(train) < self.batch_size:
+            raise GanlabError(f"{self.split_dir(self.train_split)}: {len(train)} training images (after holding out "
+                              f"val/test), fewer than one batch (data.batch_size={self.batch_size})")
+        splits["train"] = train
+        self.datasets = {k: splits[k] for k in ("train", "val", "test") if k in splits}
+        self.warn_subject_overlap()
+        log.info("data %s: classes %s; %s", type(self).__name__, self.class_names,
+                 "; ".join(f"{k} {len(v)} {self.class_counts(k)}" for k, v in self.datasets.items()))
+
+    def warn_subject_overlap(self) -> None:
+        subjects = {k: {self.subject_of(f) for f in v.files} - {None} for k, v in self.datasets.items()}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            shared = subjects.get(a, set()) & subjects.get(b, set())
+            if shared:
+                log.warning("%d subject(s) appear in both %s and %s (e.g. %s): the on-disk split leaks subjects",
+                            len(shared), a, b, sorted(shared)[0])
 
     def class_counts(self, split: str = "train") -> dict[str, int]:
         counts = torch.bincount(self.datasets[split].labels, minlength=self.num_classes)
