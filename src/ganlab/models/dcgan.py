@@ -26,6 +26,8 @@ def check_image_size(image_size: int) -> int:
 def channel_plan(image_size: int, width: int) -> list[int]:
     """Channels from the 4x4 layer to the image-sized layer, e.g. 64 px/width 64 -> [512,256,128,64]."""
     stages = check_image_size(image_size)
+    if width < 1:
+        raise ValueError(f"width={width}: the channel count of the image-sized layer must be at least 1")
     return [width * min(2 ** (stages - 1 - i), 8) for i in range(stages)]
 
 

@@ -1,9 +1,15 @@
 """DiffAugment (Zhao et al. 2020): differentiable augmentations applied to real AND fake images
 before the discriminator, so D cannot memorise a small training set.
 
-The policy string is the API: comma-separated ops from `OPS`, e.g. "translation,cutout".
-"color" (brightness, saturation, contrast) is the original; on 1-channel MRI, saturation is
-meaningless, so "brightness,contrast" are offered separately and `MRI_POLICY` uses them.
+The policy string is the API: comma-separated ops from `OPS`, e.g. "translation,cutout"; "mri" names
+`MRI_POLICY`. "color" (brightness, saturation, contrast) is the original; saturation is meaningless on
+1-channel MRI and is skipped there, so "color" = "brightness,contrast" on grayscale data.
+Translation and cutout fill with -1 (black), the MRI background, not the original's 0 (mid-grey).
+
+Leaks: `cutout` can show up in generated images as black squares (data-efficient-gans issue #84:
+an augmentation applied with probability 1 that cannot be undone in distribution leaks, Karras et
+al. 2020), most easily on small data; no default uses it.
+Translation is the safe default: a shift of the whole slice by up to 1/8 of its size.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ def brightness(x):
 
 
 def saturation(x):
+    if x.size(1) == 1:
+        return x
     mean = x.mean(dim=1, keepdim=True)
     return (x - mean) * (torch.rand(x.size(0), 1, 1, 1, dtype=x.dtype, device=x.device) * 2) + mean
 
@@ -63,11 +71,17 @@ OPS = {
 }
 
 
+ALIASES = {"mri": MRI_POLICY}
+
+
 def parse_policy(policy: str | None) -> tuple:
-    names = [p.strip() for p in (policy or "").split(",") if p.strip()]
+    """"translation,cutout" -> ("translation", "cutout"); None, "" and "none" -> ()."""
+    if policy is not None and not isinstance(policy, str):
+        raise ValueError(f"DiffAugment policy must be a comma-separated string, got {policy!r}")
+    names = [p.strip() for p in ALIASES.get(policy, policy or "").split(",") if p.strip() and p.strip() != "none"]
     unknown = [n for n in names if n not in OPS]
     if unknown:
-        raise ValueError(f"unknown DiffAugment op(s) {unknown}; choose from {sorted(OPS)}")
+        raise ValueError(f"unknown DiffAugment op(s) {unknown}; choose from {sorted(OPS)} or {sorted(ALIASES)}")
     return tuple(names)
 
 

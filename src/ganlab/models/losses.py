@@ -29,7 +29,9 @@ class NonSaturatingLoss(GANLoss):
     """
 
     def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = label_smoothing
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1) (0.1 is usual)")
+        self.label_smoothing = float(label_smoothing)
 
     def discriminator(self, real_logits, fake_logits):
         real_target = torch.full_like(real_logits, 1.0 - self.label_smoothing)
@@ -60,7 +62,9 @@ class WGANGPLoss(GANLoss):
     """Wasserstein loss with gradient penalty (Gulrajani et al. 2017); use without BatchNorm in D."""
 
     def __init__(self, gradient_penalty: float = 10.0):
-        self.gradient_penalty = gradient_penalty
+        if not gradient_penalty >= 0.0:
+            raise ValueError(f"gradient_penalty={gradient_penalty}: must be >= 0 (10 is the paper's value)")
+        self.gradient_penalty = float(gradient_penalty)
 
     def discriminator(self, real_logits, fake_logits):
         return fake_logits.mean() - real_logits.mean()
@@ -70,15 +74,18 @@ class WGANGPLoss(GANLoss):
 
 
 def _input_gradients(discriminator, images: torch.Tensor, labels) -> torch.Tensor:
-    images = images.detach().requires_grad_(True)
-    logits = discriminator(images, labels)
+    """dD/dx with a graph for the second backward. Computed in float32 with autocast off: in float16
+    the double backward overflows, and under GradScaler (16-mixed) nearly every D step is skipped."""
+    images = images.detach().float().requires_grad_(True)
+    with torch.autocast(images.device.type, enabled=False):
+        logits = discriminator(images, labels).float()
     (grad,) = torch.autograd.grad(logits.sum(), images, create_graph=True)
     return grad.flatten(1)
 
 
 def wgan_gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, labels) -> torch.Tensor:
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
-    mixed = alpha * real.detach() + (1 - alpha) * fake.detach()
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    mixed = alpha * real.detach().float() + (1 - alpha) * fake.detach().float()
     return (_input_gradients(discriminator, mixed, labels).norm(2, dim=1) - 1.0).pow(2).mean()
 
 
