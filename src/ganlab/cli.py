@@ -34,7 +34,7 @@ def user_error(exc: BaseException) -> str | None:
 def remove_if_unused(run_dir: Path) -> None:
     """Remove a run dir that holds nothing but Hydra's own files (nothing was trained or written)."""
     keep = {".hydra", f"{HydraConfig.get().job.name}.log", "config_resolved.yaml"}
-    if run_dir.is_dir() and all(p.name in keep for p in run_dir.iterdir()):
+    if (run_dir / ".hydra").is_dir() and all(p.name in keep for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

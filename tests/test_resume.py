@@ -1,0 +1,159 @@
+"""True resume: a run SIGKILLed after an epoch and resumed with ckpt_path=last ends bit-identical to an
+uninterrupted one (G, D, EMA, both optimisers, counters), logging into the same W&B run."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+import ganlab.config  # noqa: F401  (registers resolvers)
+from conftest import REPO, TINY, assert_ok
+from ganlab.callbacks.checkpoint import ResumableCheckpoint, derive_seed, find_last_checkpoint
+from ganlab.checkpoint import check_same_model
+from ganlab.config import to_plain
+from ganlab.errors import GanlabError
+from ganlab.train import resolve_resume
+
+# `python -m ganlab.train` with every batch slowed down, so a test can kill it at a chosen moment.
+SLOW_TRAIN = """
+import os, time
+from ganlab.models.gan_module import GANModule
+_delay, _hook = float(os.environ["GANLAB_TEST_BATCH_DELAY"]), GANModule.on_train_batch_end
+def _slow(self, *args, **kwargs):
+    time.sleep(_delay)
+    return _hook(self, *args, **kwargs)
+GANModule.on_train_batch_end = _slow
+import runpy
+runpy.run_module("ganlab.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def differences(a, b, path: str = "") -> list[str]:
+    """Paths at which two checkpoint trees differ (tensors compared exactly, dtype and shape included)."""
+    if isinstance(a, torch.Tensor):
+        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+        return [] if same else [path]
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or set(a) != set(b):
+            return [f"{path} (keys)"]
+        return [d for k in a for d in differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return [f"{path} (length)"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_sigkill_after_an_epoch_then_resume_is_bit_identical(run_cli, cli_env, tmp_path):
+    common = [*TINY, "trainer.max_epochs=3", "trainer.deterministic=true"]
+    steps_per_epoch = 3 * 2  # limit_train_batches=3, one D and one G step per batch
+
+    reference = tmp_path / "reference"
+    assert_ok(run_cli("ganlab.train", *common, "logger=none", f"hydra.run.dir={reference}"))
+
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
+                                cwd=tmp_path, env={**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch  # killed inside epoch 2
+
+    result = run_cli("ganlab.train", *common, f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    assert_ok(result)
+    assert "resuming from" in result.stdout + result.stderr
+
+    expected = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] == 3 * steps_per_epoch
+    assert resumed["epoch"] == expected["epoch"]
+    prefixes = {k.split(".")[0] for k in expected["state_dict"]}
+    assert {"generator", "discriminator", "generator_ema"} <= prefixes
+    assert len(expected["optimizer_states"]) == 2 and all(o["state"] for o in expected["optimizer_states"])
+    assert differences(expected["state_dict"], resumed["state_dict"], "state_dict") == []
+    assert differences(expected["optimizer_states"], resumed["optimizer_states"], "optimizer_states") == []
+
+    # W&B (offline here): the resumed process logged into the interrupted run's id
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    assert {r.name.rsplit("-", 1)[1] for r in runs} == {resumed["wandb_run_id"]}
+
+
+def test_ckpt_path_last_without_a_checkpoint_starts_fresh(tmp_path):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["ckpt_path=last"])
+    callbacks = [ModelCheckpoint(dirpath=tmp_path / "checkpoints")]
+    assert resolve_resume(cfg, callbacks) == (None, None)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch000-step000006.ckpt").write_bytes(b"x")
+    cfg.ckpt_path = None  # a fresh start must not overwrite another run's checkpoints
+    with pytest.raises(GanlabError, match="already holds checkpoints.*ckpt_path=last"):
+        resolve_resume(cfg, callbacks)
+
+
+def test_find_last_checkpoint_takes_the_newest(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    old, new = a / "last.ckpt", b / "last-v1.ckpt"
+    old.write_bytes(b"1"), new.write_bytes(b"2"), (b / ".last.ckpt.123.tmp").write_bytes(b"3")
+    os.utime(old, (1, 1))
+    assert find_last_checkpoint([a, b]) == new
+    assert find_last_checkpoint([tmp_path / "missing"]) is None
+
+
+def test_derived_seeds_differ_by_rank_step_and_stream():
+    seeds = {derive_seed(42, rank, step, stream) for rank in range(4) for step in range(500) for stream in (1, 2)}
+    assert len(seeds) == 4 * 500 * 2
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert derive_seed(42, 0, 7, 1) == derive_seed(42, 0, 7, 1) != derive_seed(43, 0, 7, 1)
+
+
+@pytest.mark.parametrize("keep_last,top_k,monitor", [(0, 0, None), (-1, -1, None), (3, 3, "step")])
+def test_keep_last_maps_to_newest_k(keep_last, top_k, monitor):
+    cb = ResumableCheckpoint(keep_last=keep_last)
+    assert (cb.save_top_k, cb.monitor) == (top_k, monitor)
+    if monitor:
+        assert cb.mode == "max"
+
+
+def test_keep_last_rejects_nonsense():
+    with pytest.raises(ValueError, match="keep_last"):
+        ResumableCheckpoint(keep_last=-2)
+
+
+
+def test_resume_refuses_other_model_settings():
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        saved = compose("train", overrides=["model.generator.width=8", "data.image_size=32"])
+        wider = compose("train", overrides=["model.generator.width=16", "data.image_size=32"])
+        cdcgan = compose("train", overrides=["model=cdcgan", "data.image_size=32"])
+    ckpt = {"ganlab": {"model": to_plain(saved.model)}}
+    check_same_model(ckpt, to_plain(saved.model), "x.ckpt")  # the same settings resume
+    with pytest.raises(GanlabError, match=r"other model settings \(model.generator.width: 8 -> 16\)"):
+        check_same_model(ckpt, to_plain(wider.model), "x.ckpt")
+    with pytest.raises(GanlabError, match="holds a dcgan model but this run builds cdcgan"):
+        check_same_model(ckpt, to_plain(cdcgan.model), "x.ckpt")
