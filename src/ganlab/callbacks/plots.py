@@ -1,0 +1,148 @@
+"""Training curves as PNGs in `<run dir>/plots/`: G/D losses, D accuracy on real and fake and its
+outputs D(x), D(G(z)) per step, and the sample-quality metrics per epoch (read from the metrics
+callback's `metrics_history.jsonl`). Redrawn after each metric evaluation and at the end of training; rank 0.
+Matplotlib's object API with the Agg canvas: no display, no global backend switch."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+STEP_KEYS = ("train/loss_d", "train/loss_g", "train/d_acc_real", "train/d_acc_fake", "train/d_real", "train/d_fake")
+# panel title -> metric names drawn in it (dashed: the real-data reference for the line above it)
+METRIC_PANELS = {
+    "Fréchet distance (domain features)": ("metrics/fd_domain", "metrics/fd_domain_real"),
+    "FID (Inception)": ("metrics/fid",),
+    "SSIM": ("ssim/nearest_real", "ssim/diversity", "ssim/diversity_real", "ssim/ms_diversity",
+             "ssim/ms_diversity_real"),
+    "precision / recall / density / coverage": ("metrics/precision", "metrics/recall", "metrics/density",
+                                                "metrics/coverage"),
+    "conditional accuracy": ("metrics/cond_acc", "metrics/cond_acc_real"),
+    "KID": ("metrics/kid_domain", "metrics/kid"),
+}
+# real-data reference lines (dashed, in the colour of the metric they belong to)
+REFERENCES = {"metrics/fd_domain_real": "metrics/fd_domain", "ssim/diversity_real": "ssim/diversity",
+              "ssim/ms_diversity_real": "ssim/ms_diversity", "metrics/cond_acc_real": "metrics/cond_acc"}
+MAX_POINTS = 20_000  # per series kept in memory and checkpoints; older points are thinned
+
+
+def smooth(values: list[float], alpha: float = 0.9) -> list[float]:
+    """Exponential moving average, debiased (no pull towards the first value)."""
+    out, avg = [], 0.0
+    for t, v in enumerate(values, start=1):
+        avg = alpha * avg + (1 - alpha) * v
+        out.append(avg / (1 - alpha ** t))
+    return out
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+class TrainingPlots(L.Callback):
+    def __init__(self, dirname: str = "plots", history_file: str = "metrics_history.jsonl", smoothing: float = 0.9):
+        self.dirname, self.history_file, self.smoothing = dirname, history_file, smoothing
+        self.series: dict[str, list[tuple[int, float]]] = {k: [] for k in STEP_KEYS}
+        self.evaluations_seen = 0
+
+    # ------------------------------------------------------------------ collecting
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero:
+            return
+        found = {k: v for k, v in trainer.callback_metrics.items() if k in self.series}
+        if not found:
+            return
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach().cpu() for v in found.values()]).tolist()
+        for key, value in zip(found, values):
+            points = self.series[key]
+            points.append((trainer.global_step, value))
+            if len(points) > MAX_POINTS:
+                self.series[key] = points[::2]
+
+    def state_dict(self) -> dict:
+        return {"series": {k: [list(p) for p in v] for k, v in self.series.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for key, points in state_dict.get("series", {}).items():
+            self.series[key] = [tuple(p) for p in points]
+
+    # ------------------------------------------------------------------ drawing
+    def evaluations(self, trainer: L.Trainer) -> list[dict]:
+        path = Path(trainer.default_root_dir) / self.history_file
+        if not path.is_file():
+            return []
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [r for r in records if r.get("event") == "evaluation"]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            evaluations = self.evaluations(trainer)
+            if len(evaluations) != self.evaluations_seen:
+                self.draw(trainer, evaluations)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.draw(trainer, self.evaluations(trainer))
+
+    def draw(self, trainer: L.Trainer, evaluations: list[dict]) -> None:
+        self.evaluations_seen = len(evaluations)
+        out = Path(trainer.default_root_dir) / self.dirname
+        out.mkdir(parents=True, exist_ok=True)
+        if any(self.series.values()):
+            self.draw_steps(out / "losses.png", [("losses", ("train/loss_d", "train/loss_g"))])
+            self.draw_steps(out / "discriminator.png", [("D accuracy", ("train/d_acc_real", "train/d_acc_fake")),
+                                                         ("D output", ("train/d_real", "train/d_fake"))])
+        if evaluations:
+            self.draw_metrics(out / "metrics.png", evaluations)
+
+    def draw_steps(self, path: Path, panels: list[tuple[str, tuple[str, ...]]]) -> None:
+        fig = Figure(figsize=(6.5 * len(panels), 3.8))
+        for i, (title, keys) in enumerate(panels):
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            for n, key in enumerate(keys):
+                if not self.series[key]:
+                    continue
+                steps, values = zip(*self.series[key])
+                color = f"C{n}"
+                ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+                ax.plot(steps, smooth(list(values), self.smoothing), color=color, label=key.split("/", 1)[1])
+            ax.set(title=title, xlabel="step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize=8)
+        _save(fig, path)
+
+    def draw_metrics(self, path: Path, evaluations: list[dict]) -> None:
+        panels = {t: [k for k in keys if any(k in e["metrics"] for e in evaluations)] for t, keys in METRIC_PANELS.items()}
+        panels = {t: keys for t, keys in panels.items() if keys}
+        cols = min(3, len(panels))
+        rows = math.ceil(len(panels) / cols)
+        fig = Figure(figsize=(5.2 * cols, 3.6 * rows))
+        for i, (title, keys) in enumerate(panels.items()):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            bases = [k for k in keys if k not in REFERENCES]
+            for key in keys:
+                points = [(e["epoch"] + 1, e["metrics"][key]) for e in evaluations if key in e["metrics"]]
+                epochs = [p[0] for p in points]
+                values = [math.nan if p[1]["value"] is None else p[1]["value"] for p in points]
+                reference = key in REFERENCES
+                base = REFERENCES.get(key, key)
+                color = f"C{bases.index(base) if base in bases else len(bases)}"
+                ax.plot(epochs, values, "--" if reference else "-o", markersize=3, color=color,
+                        label=key.split("/", 1)[1])
+                cis = [p[1].get("ci") for p in points]
+                if not reference and cis and all(cis):
+                    ax.fill_between(epochs, [c[0] for c in cis], [c[1] for c in cis], color=color, alpha=0.15)
+            ax.set(title=title, xlabel="epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize=7)
+        _save(fig, path)

@@ -1,0 +1,135 @@
+"""python -m ganlab.evaluate ckpt=<run>/checkpoints/last.ckpt [n_samples=N] [metrics=...] [data=...] [out=<dir>]
+
+Evaluates any ganlab checkpoint with the metric suite of training (conf/metrics/, default: domain
+FD/KID, precision/recall/density/coverage, SSIM family, conditional accuracy, bootstrap CIs) and writes
+`evaluation_<checkpoint name>.json` and `.md` into the checkpoint's run directory (or `out`). The real
+data is rebuilt from the run's own `config_resolved.yaml` (relative paths resolved against the
+directory training started from), or from a data group given on the command line; it must match the
+checkpoint's image size, channels and classes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ganlab.checkpoint import file_sha256, load_gan
+from ganlab.cli import entry_point
+from ganlab.errors import GanlabError
+from ganlab.metrics.inception import resolve_weights
+from ganlab.metrics.report import markdown_table
+
+log = logging.getLogger("ganlab.evaluate")
+PATH_KEYS = ("root", "cache_dir")  # data config keys that name files
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def data_config(cfg: DictConfig, ckpt: Path) -> tuple[DictConfig, str]:
+    """(data config, where it came from): the command line's data group, else the run's own."""
+    if cfg.get("data"):
+        return cfg.data, "command line"
+    run_dir = run_dir_of(ckpt)
+    saved = run_dir / "config_resolved.yaml"
+    if not saved.is_file() or "data" not in (run_cfg := OmegaConf.load(saved)):
+        raise GanlabError(f"no {saved} next to checkpoint {ckpt}: name its data on the command line, "
+                          "e.g. data=alzheimer data.root=<dir> (same image size, channels and classes)")
+    data = run_cfg.data
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    start_dir = OmegaConf.load(hydra_file).hydra.runtime.cwd if hydra_file.is_file() else None
+    for key in PATH_KEYS:  # training may have started elsewhere: keep its relative paths working
+        value = data.get(key)
+        if start_dir and isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            data[key] = str(Path(start_dir) / value)
+    return data, str(saved)
+
+
+def check_facts(facts: dict, datamodule, ckpt: Path) -> None:
+    for key in ("image_size", "channels"):
+        if facts[key] != getattr(datamodule, key):
+            raise GanlabError(f"{ckpt} was trained at {key}={facts[key]} but data.{key}={getattr(datamodule, key)}")
+    if list(facts["class_names"]) != list(datamodule.class_names):
+        raise GanlabError(f"{ckpt} was trained on classes {facts['class_names']}, the data has {datamodule.class_names}")
+
+
+def build_suite(cfg: DictConfig):
+    if not cfg.get("metrics"):
+        raise GanlabError("metrics=none: nothing to evaluate; choose a metrics group (default, fast, inception)")
+    overrides = {"n_samples": int(cfg.n_samples)} if cfg.get("n_samples") else {}
+    if cfg.metrics.get("inception"):  # checked before anything slow happens
+        path = resolve_weights(cfg.metrics.get("inception_weights"), cfg.metrics.get("on_missing_weights", "skip"))
+        overrides.update(inception=path is not None, inception_weights=str(path) if path else None)
+    return instantiate(cfg.metrics, **overrides).suite
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
+        raise GanlabError("ckpt=<path to a .ckpt file> is required")
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    suite = build_suite(cfg)
+    module, facts = load_gan(ckpt)
+    data_cfg, data_source = data_config(cfg, ckpt)
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    check_facts(facts, datamodule, ckpt)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if cfg.device == "auto" else cfg.device))
+    module.to(device)
+    train = datamodule.datasets["train"]
+    holdout = datamodule.datasets.get("test") or datamodule.datasets.get("val")
+    start = time.perf_counter()
+    suite.prepare(train.images, train.labels, list(datamodule.class_names),
+                  holdout=(holdout.images, holdout.labels) if holdout is not None and len(holdout) else None,
+                  device=device)
+    prepared = time.perf_counter()
+    results = suite.evaluate(module)
+    done = time.perf_counter()
+    return {
+        "checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_sha256(ckpt),
+        "model": type(module.generator).__module__.rsplit(".", 1)[-1],
+        "conditional": module.conditional, "data": data_source, "device": str(device),
+        "seconds": {"prepare": round(prepared - start, 2), "evaluate": round(done - prepared, 2)},
+        "settings": suite.settings,
+        "metrics": {r.name: r.record() for r in results},
+        "_results": results,
+    }
+
+
+def write(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    results = report.pop("_results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"evaluation_{stem}.json", out_dir / f"evaluation_{stem}.md"
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    settings = report["settings"]
+    lines = [f"# Evaluation of `{report['checkpoint']}`", "",
+             f"{report['model']}, {settings['n_samples']} generated vs {settings['n_real']} real reference images "
+             f"(data: {report['data']}); CIs: bootstrap over the generated images "
+             f"({settings['bootstrap']} resamples). Took {sum(report['seconds'].values()):.1f} s on {report['device']}.",
+             "", markdown_table(results, settings["confidence"])]
+    md_path.write_text("\n".join(lines))
+    return json_path, md_path
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    report = evaluate(cfg)
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    out_dir = Path(cfg.out).expanduser() if cfg.get("out") else run_dir_of(ckpt)
+    results = report["_results"]
+    json_path, md_path = write(report, out_dir, ckpt.stem)
+    print(markdown_table(results, report["settings"]["confidence"]))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

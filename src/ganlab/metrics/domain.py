@@ -1,0 +1,101 @@
+"""The domain feature space: ganlab's SmallCNN trained on the real training split (class labels), so
+Fréchet distance, KID, precision/recall and conditional accuracy are measurable on MRI without
+ImageNet weights. Trained in seconds at a reduced resolution and cached on disk under a key made of
+the training images, labels and settings: the next run on the same data loads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganlab.classifier import SmallCNN, as_model_input, fit_classifier
+
+log = logging.getLogger("ganlab.metrics")
+VERSION = 1  # bump when training or architecture changes: part of the cache key
+
+
+def resize(images: Tensor, size: int) -> Tensor:
+    """uint8 or [-1, 1] images -> float [-1, 1] at size x size (area averaging when shrinking)."""
+    x = as_model_input(images)
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    mode = "area" if size < x.shape[-1] else "bilinear"
+    return F.interpolate(x, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+
+
+class DomainFeatures(nn.Module):
+    """Images (any size, [-1, 1] or uint8) -> (features (N, d), class logits (N, K))."""
+
+    def __init__(self, classifier: SmallCNN):
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.image_size = classifier.image_size
+        self.num_features = classifier.num_features
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.classifier.features(resize(images, self.image_size))
+        return features, self.classifier.head(features)
+
+
+def cache_key(images: Tensor, labels: Tensor, settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps({**settings, "version": VERSION}, sort_keys=True).encode())
+    for t in (images, labels):
+        digest.update(str((tuple(t.shape), str(t.dtype))).encode())
+        digest.update(t.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_domain_classifier(images: Tensor, labels: Tensor, num_classes: int, *, image_size: int | None = 32,
+                            width: int = 16, epochs: int = 5, min_steps: int = 100, lr: float = 3e-3,
+                            batch_size: int = 64, seed: int = 0, cache_dir: str | Path | None = None,
+                            device: str | torch.device = "cpu") -> tuple[SmallCNN, dict]:
+    """(classifier in eval mode, info) trained on uint8 `images` for `epochs`, or more on a small set
+    (at least `min_steps` optimiser steps), or loaded from `cache_dir`."""
+    device = torch.device(device)
+    epochs = max(epochs, math.ceil(min_steps / max(math.ceil(len(labels) / batch_size), 1)))
+    # model init and fit_classifier use (and seed) the global RNG: keep the caller's stream untouched,
+    # so that e.g. the GAN's data order does not depend on whether the classifier came from the cache
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        return _train_or_load(images, labels, num_classes, image_size, width, epochs, lr, batch_size, seed,
+                              cache_dir, device)
+
+
+def _train_or_load(images, labels, num_classes, image_size, width, epochs, lr, batch_size, seed, cache_dir,
+                   device) -> tuple[SmallCNN, dict]:
+    torch.manual_seed(seed)  # the same initial weights whoever calls
+    size = min(image_size or images.shape[-1], images.shape[-1])
+    settings = dict(image_size=size, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                    num_classes=num_classes, channels=images.shape[1])
+    key = cache_key(images, labels, settings)
+    model = SmallCNN(num_classes, images.shape[1], size, width=width)
+    path = Path(cache_dir).expanduser() / f"domain_classifier-{key}.pt" if cache_dir else None
+    info = {"key": key, "cache": str(path) if path else None, **settings}
+    if path is not None and path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+            return model.eval(), {**info, "cached": True, "seconds": 0.0}
+        except Exception as exc:  # a broken cache file is rebuilt, not fatal
+            log.warning("ignoring unreadable classifier cache %s (%s)", path, exc.__class__.__name__)
+    start = time.perf_counter()
+    with torch.enable_grad():
+        fit_classifier(model, resize(images, size), labels, epochs=epochs, batch_size=batch_size, lr=lr,
+                       seed=seed, device=device)
+    model.cpu()
+    info.update(cached=False, seconds=round(time.perf_counter() - start, 2))
+    log.info("domain classifier: trained on %d images at %d px in %.1f s", len(labels), size, info["seconds"])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        torch.save({"state_dict": model.state_dict(), "settings": settings}, tmp)
+        os.replace(tmp, path)
+    return model.eval(), info

@@ -1,0 +1,80 @@
+"""The metrics callback and the plots in real training runs (CLI): cadence, logged names, history,
+plots, checkpoints without metric networks, Inception skipped in one line, and 2-process DDP."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, assert_ok
+
+pytestmark = pytest.mark.slow
+FAST = [*TINY, "metrics=fast", "logger=csv"]
+
+
+def history(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    records = [json.loads(line) for line in (run_dir / "metrics_history.jsonl").read_text().splitlines()]
+    return [r for r in records if r["event"] == "prepare"], [r for r in records if r["event"] == "evaluation"]
+
+
+def csv_rows(run_dir: Path, key: str) -> list[dict]:
+    (path,) = run_dir.glob("csv/version_*/metrics.csv")
+    with path.open() as fh:
+        return [row for row in csv.DictReader(fh) if row.get(key)]
+
+
+def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli, cli_env, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**cli_env, "TORCH_HOME": str(tmp_path / "empty_torch_home")}
+    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.max_epochs=2", "metrics.inception=true",
+                     f"hydra.run.dir={run_dir}", env=env)
+    assert_ok(result)
+    output = result.stdout + result.stderr
+    assert sum("Inception weights not found" in line for line in output.splitlines()) == 1
+    assert "FID/KID/IS are skipped" in output
+
+    prepares, evaluations = history(run_dir)
+    assert len(prepares) == 1 and [e["epoch"] for e in evaluations] == [0, 1]
+    for record in evaluations:
+        m = record["metrics"]
+        assert m["metrics/n_fake"]["value"] == 64 and m["metrics/fd_domain"]["n_fake"] == 64
+        for name in ("metrics/fd_domain", "metrics/kid_domain", "metrics/precision", "metrics/coverage",
+                     "ssim/nearest_real", "ssim/diversity", "ssim/diversity_real", "metrics/cond_acc",
+                     "metrics/cond_acc_real"):
+            assert math.isfinite(m[name]["value"]), name
+        assert m["metrics/fd_domain"]["ci"] is not None and "metrics/fid" not in m
+        assert sum(v["value"] for k, v in m.items() if k.startswith("metrics/n_fake/")) == 64
+    assert prepares[0]["settings"]["classifier"]["holdout_balanced_accuracy"] >= 0
+
+    rows = csv_rows(run_dir, "metrics/fd_domain")
+    assert len(rows) == 2 and all(float(r["metrics/n_fake"]) == 64 for r in rows)
+    assert {"ssim/nearest_real", "metrics/cond_acc", "metrics/precision", "metrics/eval_seconds"} <= set(rows[0])
+
+    for name in ("losses.png", "discriminator.png", "metrics.png"):
+        assert (run_dir / "plots" / name).stat().st_size > 10_000, name
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    keys = list(ckpt["state_dict"])
+    assert keys and not any(k.startswith(("classifier", "domain", "inception", "suite")) for k in keys)
+    metric_states = [v for k, v in ckpt.get("callbacks", {}).items() if "MetricsCallback" in k]
+    assert all(not state for state in metric_states)
+
+
+def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = run_cli("ganlab.train", *FAST, "trainer.accelerator=cpu", "trainer.devices=2",
+                     f"hydra.run.dir={run_dir}")
+    assert_ok(result)
+    prepares, evaluations = history(run_dir)
+    assert len(prepares) == 1 and len(evaluations) == 1  # rank 0 alone writes
+    metrics = evaluations[0]["metrics"]
+    # each process generated 32 images; the numbers come from all 64
+    assert metrics["metrics/n_fake"]["value"] == 64 and metrics["ssim/nearest_real"]["n_fake"] == 16
+    (row,) = csv_rows(run_dir, "metrics/fd_domain")
+    # the logged value is the mean over both processes: equal to rank 0's only if both computed the same
+    for name in ("metrics/fd_domain", "metrics/precision", "ssim/nearest_real", "ssim/diversity"):
+        assert float(row[name]) == pytest.approx(metrics[name]["value"], rel=1e-5, abs=1e-9), name

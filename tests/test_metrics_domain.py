@@ -1,0 +1,128 @@
+"""The domain feature space (a SmallCNN trained on the real images, cached) and the whole MetricSuite
+on a toy dataset whose classes are easy to learn: where a bright square sits."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ganlab.metrics.domain import DomainFeatures, train_domain_classifier
+from ganlab.metrics.frechet import FrechetReference
+from ganlab.metrics.suite import MetricSuite
+
+SIZE, CLASSES = 32, 4
+
+
+def toy_images(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """uint8 (N, 1, 32, 32): class c = a bright square of side 4 + 5c somewhere on noise (a class that
+    survives the classifier's shift and flip augmentation)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(len(labels), 1, SIZE, SIZE, generator=g) * 40
+    corner = torch.randint(0, 12, (len(labels), 2), generator=g)
+    for i, c in enumerate(labels.tolist()):
+        top, left, side = int(corner[i, 0]), int(corner[i, 1]), 4 + 5 * c
+        x[i, :, top:top + side, left:left + side] += 200
+    return x.clamp(0, 255).to(torch.uint8)
+
+
+class ToyGenerator:  # noqa: D101
+    """Stands in for a GANModule: draws the toy class it is asked for (or `offset` classes further)."""
+
+    latent_dim, num_classes, conditional = 8, CLASSES, True
+
+    def __init__(self, offset: int = 0):
+        self.offset, self.calls = offset, 0
+
+    def sample(self, n, labels=None, z=None):
+        self.calls += 1
+        wrong = (labels + self.offset) % CLASSES
+        return toy_images(wrong, seed=1000 + self.calls).float() / 127.5 - 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small convolutions on a shared 2-core machine: one thread is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy_data():
+    labels = torch.arange(240) % CLASSES
+    holdout_labels = torch.arange(40) % CLASSES
+    return toy_images(labels, 0), labels, toy_images(holdout_labels, 1), holdout_labels
+
+
+@pytest.fixture(scope="module")
+def classifier(toy_data, tmp_path_factory):
+    images, labels, _, _ = toy_data
+    cache = tmp_path_factory.mktemp("classifier_cache")
+    model, info = train_domain_classifier(images, labels, CLASSES, width=8, epochs=10, min_steps=0,
+                                          cache_dir=cache)
+    return model, info, cache
+
+
+def test_classifier_is_cached_by_data_and_leaves_the_global_rng_alone(toy_data, classifier):
+    images, labels, _, _ = toy_data
+    model, info, cache = classifier
+    assert not info["cached"] and list(cache.glob("domain_classifier-*.pt"))
+    before = torch.get_rng_state()
+    again, info2 = train_domain_classifier(images, labels, CLASSES, width=8, epochs=10, min_steps=0,
+                                           cache_dir=cache)
+    assert info2["cached"] and info2["key"] == info["key"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    other = train_domain_classifier(images[:-4], labels[:-4], CLASSES, width=8, epochs=1, min_steps=0,
+                                    cache_dir=cache)[1]
+    assert other["key"] != info["key"] and not other["cached"]  # other data, other classifier
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_domain_fd_is_zero_for_identical_sets_and_grows_with_corruption(toy_data, classifier):
+    images, _, _, _ = toy_data
+    domain = DomainFeatures(classifier[0])
+    real = images.float() / 127.5 - 1
+    ref = FrechetReference(domain(real)[0])
+    noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(3))
+    fds = [ref.distance(domain((real + s * noise).clamp(-1, 1))[0]) for s in (0.0, 0.2, 0.5, 1.0)]
+    assert fds[0] == pytest.approx(0.0, abs=1e-6 * fds[1])
+    assert all(a < b for a, b in zip(fds, fds[1:])), fds
+
+
+@pytest.fixture(scope="module")
+def suite(toy_data, classifier):
+    images, labels, holdout, holdout_labels = toy_data
+    s = MetricSuite(n_samples=64, batch_size=32, bootstrap=30, classifier_width=8, classifier_epochs=10,
+                    classifier_min_steps=0, cache_dir=str(classifier[2]), ssim_samples=16, ssim_pairs=8,
+                    kid_subsets=10)
+    s.prepare(images, labels, ["a", "b", "c d", "e"], holdout=(holdout, holdout_labels))
+    return s
+
+
+def test_conditional_accuracy_on_a_toy_generator(suite):
+    right = {r.name: r for r in suite.evaluate(ToyGenerator(offset=0))}
+    wrong = {r.name: r for r in suite.evaluate(ToyGenerator(offset=1))}
+    assert right["metrics/cond_acc_real"].value > 0.9  # the judge itself is good on real images
+    assert right["metrics/cond_acc"].value > 0.9 and wrong["metrics/cond_acc"].value < 0.1
+    per_class = [right[f"metrics/n_fake/{c}"].value for c in ("a", "b", "c_d", "e")]
+    assert sum(per_class) == 64 and right["metrics/cond_acc/c_d"].n_fake == per_class[2] > 0
+    lo, hi = right["metrics/cond_acc"].ci
+    assert lo <= right["metrics/cond_acc"].value <= hi
+    # images of the right class match that class's real images better than images of another class
+    # (as a set, both draw the same classes: only the per-class numbers can tell them apart)
+    assert right["metrics/kid_domain/a"].value < wrong["metrics/kid_domain/a"].value
+
+
+def test_suite_reports_every_family_with_its_sample_sizes(suite):
+    results = {r.name: r for r in suite.evaluate(ToyGenerator())}
+    for name in ("metrics/fd_domain", "metrics/kid_domain", "metrics/precision", "metrics/recall",
+                 "metrics/density", "metrics/coverage", "ssim/nearest_real", "ssim/diversity",
+                 "ssim/diversity_real", "ssim/ms_diversity", "ssim/ms_diversity_real", "metrics/fd_domain_real"):
+        assert name in results and math.isfinite(results[name].value), name
+    assert results["metrics/n_fake"].value == 64 and results["metrics/fd_domain"].n_fake == 64
+    assert results["metrics/n_real"].value == 64 and results["metrics/precision"].n_real == 64
+    assert results["ssim/nearest_real"].n_fake == 16 and results["ssim/diversity"].n_fake == 8
+    assert results["metrics/precision"].value > 0.5 and results["metrics/fd_domain"].ci is not None
+    assert suite.settings["classifier"]["cached"] and suite.settings["ms_ssim_betas"]
