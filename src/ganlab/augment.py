@@ -1,0 +1,290 @@
+"""python -m ganlab.augment synthetic=<generate output> [data=...] [ratios=[0.5,1.0,fill]] [seeds=[0,1,2]]
+
+The downstream-utility benchmark: does synthetic data help a classifier? The project's SmallCNN is
+trained on (a) the real training split only, (b) real + synthetic images at several ratios and
+(c) synthetic images only (train on synthetic, test on real), once per seed, and always evaluated on
+the data config's REAL held-out test split. Writes `utility.md`, `utility.csv` (mean ± std over
+seeds), `runs.csv` (one row per regime and seed) and `utility.png` into the run directory, and one
+logger run per regime and seed in one group (W&B offline by default; `logger=none` for none).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from ganlab.classifier import SmallCNN, fit_classifier, predict
+from ganlab.cli import entry_point
+from ganlab.config import to_plain  # also registers ${wandb_mode:} for the logger config
+from ganlab.data.folder import UInt8ImageDataset
+from ganlab.errors import GanlabError
+from ganlab.generate import load_generated
+
+log = logging.getLogger("ganlab.augment")
+REAL, TSTR = "real only", "synthetic only"
+
+
+def regime_name(ratio) -> str:
+    return f"real + synthetic {'fill' if ratio == 'fill' else f'x{float(ratio):g}'}"
+
+
+def check_ratio(ratio) -> None:
+    if ratio != "fill" and not (isinstance(ratio, (int, float)) and ratio > 0):
+        raise GanlabError(f"ratios: {ratio!r} is neither a positive number (a multiple of the real count) nor 'fill'")
+
+
+def synthetic_subset(ratio, synth_labels: torch.Tensor, real_labels: torch.Tensor, num_classes: int,
+                     g: torch.Generator) -> torch.Tensor:
+    """Indices of the synthetic images to add: `fill` tops every class up to the largest real class;
+    a number r draws round(r * n_real) images at random (keeping the synthetic folder's class mix).
+    Both are capped by what the folder holds (with a warning)."""
+    if ratio == "fill":
+        real_counts = torch.bincount(real_labels, minlength=num_classes)
+        chosen = []
+        for c in range(num_classes):
+            pool = (synth_labels == c).nonzero().flatten()
+            want = int(real_counts.max() - real_counts[c])
+            if want > len(pool):
+                log.warning("fill: class %d needs %d synthetic images, the folder has %d", c, want, len(pool))
+            chosen.append(pool[torch.randperm(len(pool), generator=g)[:want]])
+        return torch.cat(chosen)
+    want = round(float(ratio) * len(real_labels))
+    if want > len(synth_labels):
+        log.warning("ratio %g needs %d synthetic images, the folder has %d: using all", ratio, want, len(synth_labels))
+    return torch.randperm(len(synth_labels), generator=g)[:want]
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Balanced accuracy (mean recall over the classes present in `labels`), macro-F1, per-class recall."""
+    pred = logits.argmax(1)
+    cm = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    tp, support, predicted = cm.diag().double(), cm.sum(1).double(), cm.sum(0).double()
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.nan)
+    precision = tp / predicted.clamp(min=1)
+    f1 = torch.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = support > 0
+    return {"balanced_accuracy": float(recall[present].mean()), "macro_f1": float(f1[present].mean()),
+            "accuracy": float(tp.sum() / support.sum()), "recall": recall.tolist()}
+
+
+def image_hashes(images: torch.Tensor) -> list[str]:
+    return [hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in images]
+
+
+def disjoint_test(train: UInt8ImageDataset, test: UInt8ImageDataset, subject_of=None) -> UInt8ImageDataset:
+    """The test split without leaks: shared files or subjects (`subject_of(file)`, None when unknown)
+    raise; test images whose pixels equal a training image's (duplicates in the source data) are
+    dropped with a warning."""
+    shared = set(train.files) & set(test.files)
+    if shared:
+        raise GanlabError(f"the test split shares {len(shared)} file(s) with training, e.g. {sorted(shared)[0]}")
+    if subject_of is not None:
+        both = ({subject_of(f) for f in train.files} & {subject_of(f) for f in test.files}) - {None}
+        if both:
+            raise GanlabError(f"the test split shares {len(both)} subject(s) with training, e.g. {sorted(both)[0]}; "
+                              "hold out whole subjects (data.subject_pattern) for an honest benchmark")
+    seen = set(image_hashes(train.images))
+    keep = torch.tensor([h not in seen for h in image_hashes(test.images)], dtype=torch.bool)
+    if not keep.all():
+        log.warning("dropping %d test image(s) identical to a training image", int((~keep).sum()))
+        test = UInt8ImageDataset(test.images[keep], test.labels[keep], [f for f, k in zip(test.files, keep) if k])
+    return test
+
+
+def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: UInt8ImageDataset,
+                  num_classes: int, *, ratios=(0.5, 1.0, "fill"), seeds=(0, 1, 2), real_only: bool = True,
+                  tstr: bool = True, tstr_synthetic: UInt8ImageDataset | None = None, classifier: dict | None = None,
+                  device: str = "cpu", on_result=None) -> list[dict]:
+    """One row per (regime, seed): the regime, counts and test scores. `on_result(row)` is called as
+    each finishes (for loggers)."""
+    for ratio in ratios:
+        check_ratio(ratio)
+    tstr_synthetic = tstr_synthetic if tstr_synthetic is not None else synthetic
+    options = dict(classifier or {})
+    width = options.pop("width", 16)
+    _, channels, size, _ = real.images.shape
+    regimes = ([(REAL, None)] if real_only else []) + [(regime_name(r), r) for r in ratios] + \
+        ([(TSTR, None)] if tstr else [])
+    rows = []
+    for seed in seeds:
+        for name, ratio in regimes:
+            g = torch.Generator().manual_seed(int(seed))
+            if name == TSTR:
+                images, labels, n_real = tstr_synthetic.images, tstr_synthetic.labels, 0
+            else:
+                idx = synthetic_subset(ratio, synthetic.labels, real.labels, num_classes, g) \
+                    if ratio is not None else torch.empty(0, dtype=torch.long)
+                images = torch.cat([real.images, synthetic.images[idx]])
+                labels = torch.cat([real.labels, synthetic.labels[idx]])
+                n_real = len(real.labels)
+            if len(labels) == 0:
+                raise GanlabError(f"regime '{name}' has no training images")
+            torch.manual_seed(int(seed))
+            model = SmallCNN(num_classes, channels, size, width=width)
+            fit_classifier(model, images, labels, seed=int(seed), device=device, **options)
+            row = {"regime": name, "seed": int(seed), "n_real": n_real, "n_synthetic": len(labels) - n_real,
+                   **scores(predict(model, test.images, device=device), test.labels, num_classes)}
+            log.info("%s seed %s: balanced acc %.3f, macro-F1 %.3f", name, seed, row["balanced_accuracy"],
+                     row["macro_f1"])
+            rows.append(row)
+            if on_result:
+                on_result(row)
+    return rows
+
+
+def summarise(rows: list[dict], class_names: list[str]) -> list[dict]:
+    """Per regime (in first-seen order): counts, seeds, and mean/std of every score."""
+    out = []
+    for regime in dict.fromkeys(r["regime"] for r in rows):
+        group = [r for r in rows if r["regime"] == regime]
+        entry = {"regime": regime, "n_real": group[0]["n_real"],
+                 "n_synthetic": int(round(np.mean([r["n_synthetic"] for r in group]))), "seeds": len(group)}
+        series = {"balanced_accuracy": [r["balanced_accuracy"] for r in group],
+                  "macro_f1": [r["macro_f1"] for r in group]}
+        for c, name in enumerate(class_names):
+            series[f"recall_{name}"] = [r["recall"][c] for r in group]
+        for key, values in series.items():
+            values = np.asarray(values, dtype=float)
+            entry[f"{key}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            entry[f"{key}_std"] = float(np.nanstd(values)) if np.isfinite(values).any() else float("nan")
+        out.append(entry)
+    return out
+
+
+def write_tables(summary: list[dict], class_names: list[str], minority: str, out_dir: Path) -> str:
+    """utility.csv and utility.md; returns the markdown."""
+    with open(out_dir / "utility.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    others = [n for n in class_names if n != minority]
+    head = ["regime", "N real", "N synthetic", "seeds", "balanced acc", "macro-F1", f"recall {minority} (minority)",
+            *[f"recall {n}" for n in others]]
+    fmt = lambda e, k: f"{e[k + '_mean']:.3f} ± {e[k + '_std']:.3f}"  # noqa: E731
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in summary:
+        cells = [e["regime"], str(e["n_real"]), str(e["n_synthetic"]), str(e["seeds"]), fmt(e, "balanced_accuracy"),
+                 fmt(e, "macro_f1"), fmt(e, f"recall_{minority}"), *[fmt(e, f"recall_{n}") for n in others]]
+        lines.append("| " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines) + "\n"
+    (out_dir / "utility.md").write_text(markdown)
+    return markdown
+
+
+def bar_plot(summary: list[dict], minority: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
+               (f"recall_{minority}", f"recall {minority} (minority)")]
+    x, width = np.arange(len(summary)), 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(summary)), 4.0))
+    for i, (key, label) in enumerate(metrics):
+        ax.bar(x + (i - 1) * width, [e[f"{key}_mean"] for e in summary], width,
+               yerr=[e[f"{key}_std"] for e in summary], capsize=3, label=label)
+    ax.set_xticks(x, [e["regime"].replace("real + synthetic ", "real+synth\n") for e in summary], fontsize=8)
+    ax.set_ylim(0, 1.2)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel(f"real test split (mean ± std over {summary[0]['seeds']} seeds)")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(metrics), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def make_logger(logger_cfg, name: str):
+    if not logger_cfg:
+        return None
+    return instantiate(logger_cfg, **({"name": name} if "name" in logger_cfg else {}))
+
+
+def close_logger(logger) -> None:
+    logger.finalize("success")
+    finish = getattr(getattr(logger, "experiment", None), "finish", None)
+    if callable(finish):  # W&B: one run per regime/seed, so end this one before the next starts
+        finish()
+
+
+def log_row(logger_cfg, row: dict, class_names: list[str]) -> None:
+    logger = make_logger(logger_cfg, f"{row['regime']} / seed {row['seed']}")
+    if logger is None:
+        return
+    logger.log_hyperparams({k: row[k] for k in ("regime", "seed", "n_real", "n_synthetic")})
+    metrics = {f"test/{k}": row[k] for k in ("balanced_accuracy", "macro_f1", "accuracy")}
+    metrics.update({f"test/recall/{n}": r for n, r in zip(class_names, row["recall"]) if r == r})
+    logger.log_metrics(metrics, step=0)
+    close_logger(logger)
+
+
+def load_real(cfg: DictConfig):
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if "test" not in datamodule.datasets or len(datamodule.datasets["test"]) == 0:
+        raise GanlabError("data: the benchmark needs a real held-out test split and this data config has none: "
+                          "set data.test_split (a folder of held-out images) or data.test_fraction (held out "
+                          "by subject with data.subject_pattern)")
+    return datamodule
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="augment")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule = load_real(cfg)
+    names = list(datamodule.class_names)
+    real = datamodule.datasets["train"]
+    test = disjoint_test(real, datamodule.datasets["test"], getattr(datamodule, "subject_of", None))
+    synthetic = load_generated(cfg.synthetic, names)
+    tstr_synthetic = load_generated(cfg.tstr_synthetic, names) if cfg.tstr_synthetic else None
+    for path, data in ((cfg.synthetic, synthetic), (cfg.tstr_synthetic, tstr_synthetic)):
+        if data is not None and not len(data):
+            raise GanlabError(f"{path} holds no generated images (balance=fill on balanced data makes none)")
+        if data is not None and data.images.shape[1:] != real.images.shape[1:]:
+            raise GanlabError(f"synthetic images in {path} are {tuple(data.images.shape[1:])} (C, H, W) but the real "
+                              f"data is {tuple(real.images.shape[1:])}: set data.image_size/data.channels to match")
+    counts = torch.bincount(real.labels, minlength=len(names))
+    minority = names[int(counts.argmin())]
+    log.info("real train %s, test %s, synthetic %d", dict(zip(names, counts.tolist())),
+             dict(zip(names, torch.bincount(test.labels, minlength=len(names)).tolist())), len(synthetic))
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = run_benchmark(real, test, synthetic, len(names), ratios=list(cfg.ratios), seeds=list(cfg.seeds),
+                         real_only=cfg.real_only, tstr=cfg.tstr, tstr_synthetic=tstr_synthetic,
+                         classifier=to_plain(cfg.classifier), device=device,
+                         on_result=lambda row: log_row(cfg.logger, row, names))
+    with open(out_dir / "runs.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["regime", "seed", "n_real", "n_synthetic", "balanced_accuracy",
+                                                "macro_f1", "accuracy", *[f"recall_{n}" for n in names]])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**{k: v for k, v in r.items() if k != "recall"},
+                             **{f"recall_{n}": v for n, v in zip(names, r["recall"])}})
+    summary = summarise(rows, names)
+    markdown = write_tables(summary, names, minority, out_dir)
+    bar_plot(summary, minority, out_dir / "utility.png")
+    (out_dir / "augment.json").write_text(json.dumps({
+        "synthetic": str(cfg.synthetic), "minority": minority, "class_names": names,
+        "real_train_counts": dict(zip(names, counts.tolist())),
+        "test_counts": dict(zip(names, torch.bincount(test.labels, minlength=len(names)).tolist())),
+        "summary": summary}, indent=2))
+    logger = make_logger(cfg.logger, "summary")
+    if logger is not None:
+        if hasattr(logger, "log_table"):
+            logger.log_table("utility", columns=list(summary[0]), data=[list(e.values()) for e in summary])
+            logger.log_image("utility_plot", [str(out_dir / "utility.png")])
+        close_logger(logger)
+    print(markdown, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""python -m ganlab.generate ckpt=... out=... [n_per_class=N | balance=fill] [classes=[...]] [seed=S]
+
+Writes PNGs at the training resolution in ImageFolder layout `out/<class>/<class>_<index>.png` plus
+`out/manifest.csv`. The images are made in a temporary sibling directory that is renamed into place
+only when complete, so an interrupted run leaves nothing half-made. The folder loads back with
+`data=folder data.root=<out>` or, from Python, with `load_generated(out)` (a torch Dataset).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from ganlab.checkpoint import file_sha256, load_gan
+from ganlab.cli import entry_point
+from ganlab.data.folder import UInt8ImageDataset, to_uint8
+from ganlab.errors import GanlabError
+
+MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model", "ema", "truncation")
+
+
+def plan_counts(class_names: list[str], class_counts: dict[str, int], *, n_per_class: int,
+                balance: str | None, classes: list[str] | None) -> dict[str, int]:
+    """How many images of each class to make."""
+    unknown = sorted(set(classes or []) - set(class_names))
+    if unknown:
+        raise GanlabError(f"classes={unknown} not in the checkpoint's classes {class_names}")
+    chosen = list(classes) if classes else list(class_names)
+    if balance is None:
+        return {name: int(n_per_class) for name in chosen}
+    if balance != "fill":
+        raise GanlabError(f"balance={balance!r}: the only balance mode is 'fill'")
+    target = max(class_counts.values())
+    return {name: target - class_counts.get(name, 0) for name in chosen}
+
+
+def truncated_noise(n: int, dim: int, truncation: float | None, generator: torch.Generator) -> torch.Tensor:
+    z = torch.randn(n, dim, generator=generator)
+    if truncation:
+        while (bad := z.abs() > truncation).any():
+            z[bad] = torch.randn(int(bad.sum()), generator=generator)
+    return z
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    arr = to_uint8(image).permute(1, 2, 0).numpy()
+    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, "L" if arr.shape[2] == 1 else "RGB").save(path)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> Path:
+    """A fresh temporary sibling of `out`; leftovers of killed runs (dead pid in the name) are removed."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise GanlabError(f"output directory {out} is not empty; choose another `out=` or pass overwrite=true")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stale.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+
+
+def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None = None,
+             classes: list[str] | None = None, seed: int = 0, truncation: float | None = None,
+             ema: bool = True, batch_size: int = 256, overwrite: bool = False) -> dict[str, int]:
+    out_dir = Path(out).expanduser()
+    module, facts = load_gan(ckpt)
+    conditional = module.conditional
+    class_names = facts["class_names"] if conditional else ["generated"]
+    counts = plan_counts(class_names, facts["class_counts"] if conditional else {"generated": 0},
+                         n_per_class=n_per_class, balance=balance if conditional else None, classes=classes)
+    tmp = prepare_out_dir(out_dir, overwrite)
+    checkpoint_hash, model_name = file_sha256(ckpt), module.generator.__class__.__name__
+    rng = torch.Generator().manual_seed(seed)
+    rows = []
+    try:
+        for name, n in counts.items():
+            (tmp / name).mkdir()
+            label = class_names.index(name)
+            for start in range(0, n, batch_size):
+                size = min(batch_size, n - start)
+                z = truncated_noise(size, module.latent_dim, truncation, rng)
+                labels = torch.full((size,), label, dtype=torch.long) if conditional else None
+                images = module.sample(size, labels=labels, z=z, ema=ema)
+                for i, image in enumerate(images):
+                    rel = f"{name}/{name}_{start + i:05d}.png"
+                    save_png(image, tmp / rel)
+                    rows.append({"file": rel, "class": name, "label": label, "seed": seed,
+                                 "checkpoint_sha256": checkpoint_hash, "model": model_name, "ema": ema,
+                                 "truncation": truncation})
+        with open(tmp / "manifest.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        (tmp / "generate.json").write_text(json.dumps({"ckpt": str(Path(ckpt).resolve()), "counts": counts,
+                                                       "seed": seed, "truncation": truncation, "ema": ema}, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)  # empty, or overwrite=true was asked for
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return counts
+
+
+def read_manifest(out: str | Path) -> list[dict]:
+    path = Path(out).expanduser() / "manifest.csv"
+    if not path.is_file():
+        raise GanlabError(f"{path} does not exist: {Path(out)} is not a ganlab.generate output")
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load_generated(out: str | Path, class_names: list[str] | None = None) -> UInt8ImageDataset:
+    """A generate output folder as an in-memory Dataset of (uint8 (C, H, W), label) pairs.
+
+    Labels index `class_names` (e.g. the real data's classes, so both can be concatenated); by default
+    the checkpoint's own class order as written in the manifest.
+    """
+    out = Path(out).expanduser()
+    rows = read_manifest(out)
+    if class_names is None:
+        names = {int(r["label"]): r["class"] for r in rows}
+        class_names = [names.get(i, f"class{i}") for i in range(max(names, default=-1) + 1)]
+    unknown = sorted({r["class"] for r in rows} - set(class_names))
+    if unknown:
+        raise GanlabError(f"{out}: generated classes {unknown} are not among {list(class_names)}")
+    images = []
+    for r in rows:
+        with Image.open(out / r["file"]) as im:
+            arr = np.asarray(im.convert("L" if im.mode in ("L", "I", "I;16") else "RGB"), dtype=np.uint8)
+        images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    labels = torch.tensor([class_names.index(r["class"]) for r in rows], dtype=torch.long)
+    stacked = torch.from_numpy(np.stack(images)) if images else torch.empty(0, 1, 1, 1, dtype=torch.uint8)
+    return UInt8ImageDataset(stacked, labels, [str(out / r["file"]) for r in rows])
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="generate")
+@entry_point
+def main(cfg: DictConfig) -> None:
+    options = OmegaConf.to_container(cfg, resolve=True)
+    options.pop("hydra", None)
+    counts = generate(**options)
+    print(f"wrote {sum(counts.values())} images to {cfg.out}: {counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""ganlab.generate: per-class counts, manifest, no overwrite, atomic output, loads back as data."""
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+from conftest import REPO, assert_ok
+from ganlab.config import to_plain
+from ganlab.data.brainsim import CLASS_NAMES
+from ganlab.data.folder import ImageFolderDataModule
+from ganlab.generate import generate, load_generated
+
+
+def read_manifest(out):
+    return list(csv.DictReader(open(out / "manifest.csv")))
+
+
+def test_n_per_class_writes_pngs_and_manifest(run_cli, cdcgan_ckpt, tmp_path):
+    out = tmp_path / "synth"
+    assert_ok(run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}", "n_per_class=5", "seed=3"))
+    for name in CLASS_NAMES:
+        assert len(list((out / name).glob("*.png"))) == 5
+    rows = read_manifest(out)
+    assert len(rows) == 20 and {r["class"] for r in rows} == set(CLASS_NAMES)
+    assert all((out / r["file"]).exists() and r["seed"] == "3" and len(r["checkpoint_sha256"]) == 12 for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == ["synth"]  # no Hydra dir, no leftovers
+
+    assert Image.open(out / rows[0]["file"]).mode == "L" and Image.open(out / rows[0]["file"]).size == (32, 32)
+    dataset = load_generated(out)  # loads back from Python as a torch Dataset, labels in the checkpoint's order
+    image, label = dataset[7]
+    assert len(dataset) == 20 and image.shape == (1, 32, 32) and image.dtype == torch.uint8
+    assert CLASS_NAMES[int(label)] == rows[7]["class"]
+    batch, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=8)))
+    assert batch.shape == (8, 1, 32, 32)
+    assert len(ImageFolder(str(out))) == 20  # and through torchvision's ImageFolder
+    dm = ImageFolderDataModule(str(out), image_size=32, channels=1, batch_size=4, train_split=None,
+                               test_split=None, class_names=list(CLASS_NAMES), val_fraction=0.0)
+    dm.setup("fit")
+    assert dm.class_counts() == {name: 5 for name in CLASS_NAMES}
+
+
+def test_balance_fill_tops_up_to_the_largest_class(cdcgan_ckpt, tmp_path):
+    facts = torch.load(cdcgan_ckpt, weights_only=True)["ganlab"]["data"]["class_counts"]
+    counts = generate(str(cdcgan_ckpt), str(tmp_path / "fill"), balance="fill", classes=None)
+    on_disk = {name: len(list((tmp_path / "fill" / name).glob("*.png"))) for name in CLASS_NAMES}
+    assert on_disk == counts and sum(counts.values()) == len(read_manifest(tmp_path / "fill"))
+    assert {name: facts[name] + counts[name] for name in CLASS_NAMES} == dict.fromkeys(CLASS_NAMES, max(facts.values()))
+
+
+def test_same_seed_same_images(cdcgan_ckpt, tmp_path):
+    for name in ("a", "b"):
+        generate(str(cdcgan_ckpt), str(tmp_path / name), n_per_class=2, classes=["MildDemented"], seed=1)
+    a, b = (sorted((tmp_path / n / "MildDemented").glob("*.png")) for n in ("a", "b"))
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_refuses_a_non_empty_directory(run_cli, cdcgan_ckpt, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}", "n_per_class=1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: output directory {out} is not empty; "
+                                                  "choose another `out=` or pass overwrite=true"]
+    assert (out / "keep.txt").read_text() == "precious"
+    assert_ok(run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}", "n_per_class=1", "overwrite=true"))
+    assert not (out / "keep.txt").exists() and len(read_manifest(out)) == 4
+
+
+def test_unknown_class_is_one_clear_line(run_cli, cdcgan_ckpt, tmp_path):
+    result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={tmp_path / 'x'}", "classes=[Severe]")
+    assert result.returncode == 2 and "Severe" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_killed_mid_way_leaves_nothing_half_made(cli_env, cdcgan_ckpt, tmp_path):
+    out = tmp_path / "big"
+    proc = subprocess.Popen([sys.executable, "-m", "ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}",
+                             "n_per_class=5000", "batch_size=64"], cwd=tmp_path, env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.glob("*/*.png") for p in tmp_path.glob(".big.partial-*")):
+        time.sleep(0.2)
+    assert proc.poll() is None, "generate finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing half-made where the user looks
+    generate(str(cdcgan_ckpt), str(out), n_per_class=1)  # the next run succeeds and sweeps the leftovers
+    assert out.exists() and not list(tmp_path.glob(".big.partial-*"))
+
+
+def test_unconditional_checkpoint_writes_one_folder(tmp_path):
+    """An untrained DCGAN saved with its recipe (no training needed to test the layout)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["model=dcgan", "data.image_size=32", "data.channels=3",
+                                          "model.generator.width=8", "model.discriminator.width=8"])
+    model_cfg = to_plain(cfg.model)
+    module = instantiate(model_cfg)
+    facts = {"class_names": [], "image_size": 32, "channels": 3, "class_counts": {}}
+    torch.save({"state_dict": module.state_dict(), "ganlab": {"model": model_cfg, "data": facts}}, tmp_path / "g.ckpt")
+    counts = generate(str(tmp_path / "g.ckpt"), str(tmp_path / "out"), n_per_class=3, balance="fill")
+    assert counts == {"generated": 3}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["generate.json", "generated", "manifest.csv"]
+    assert {Image.open(p).mode for p in (tmp_path / "out" / "generated").glob("*.png")} == {"RGB"}  # RGB stays RGB
+    assert load_generated(tmp_path / "out").images.shape == (3, 3, 32, 32)
