@@ -1,25 +1,80 @@
-"""Real Lightning DDP on CPU (2 processes, gloo): replicas stay identical, only rank 0 writes."""
+"""Data-parallel training (ganlab.strategy): real Lightning DDP on CPU (2 processes, gloo) keeps the
+replicas identical, ranks draw different noise and data, only rank 0 writes, one run dir per job."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-from conftest import TINY, assert_ok
+from conftest import REPO, TINY, assert_ok
+from ganlab.strategy import GANStrategy, config_flags, is_rank_zero
 
-pytestmark = pytest.mark.slow
+
+def test_default_trainer_uses_the_gan_strategy_for_any_device_count():
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        for overrides in ([], ["trainer.devices=2"], ["trainer=ddp"], ["trainer=gpu"]):
+            cfg = compose("train", overrides=overrides)
+            assert cfg.trainer.strategy._target_ == "ganlab.strategy.GANStrategy", overrides
+        ddp = compose("train", overrides=["trainer=ddp"]).trainer
+        assert ddp.sync_batchnorm is True and ddp.devices == "auto"
+        gpu = compose("train", overrides=["trainer=gpu"]).trainer
+        assert gpu.strategy.channels_last and gpu.strategy.data_on_device and gpu.precision == "bf16-mixed"
+        assert compose("train", overrides=["trainer.strategy=auto"]).trainer.strategy == "auto"
 
 
-@pytest.mark.parametrize("model,extra", [("dcgan", []), ("cdcgan", ["model.r1_gamma=1.0"]), ("gan", [])])
-def test_two_cpu_processes_keep_identical_weights(run_cli, tmp_path, model, extra):
-    run_dir = tmp_path / "run"
-    result = run_cli("ganlab.train", *TINY, f"model={model}", *extra, "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.limit_train_batches=4", "logger=csv", "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
-                     f"hydra.run.dir={run_dir}")
+def test_single_process_starts_no_process_group_and_launches_nothing():
+    trainer = L.Trainer(strategy=GANStrategy(), accelerator="cpu", devices=1, logger=False)
+    assert trainer.strategy.launcher is None and not trainer.strategy.multi_process
+    trainer.strategy.setup_environment()
+    assert not torch.distributed.is_initialized()
+
+
+def test_config_flags_are_passed_to_the_extra_ranks():
+    argv = ["-m", "--config-name", "train", "model=dcgan,cdcgan", "-cd=/x", "seed=1", "--config-path", "p"]
+    assert config_flags(argv) == ["--config-name", "train", "-cd=/x", "--config-path", "p"]
+
+
+def test_rank_zero_from_the_environment(monkeypatch):
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("NODE_RANK", "1")  # local rank 0 of the second node
+    assert not is_rank_zero()
+
+
+@pytest.mark.slow
+def test_ddp_multirun_two_cpu_processes_identical_replicas(run_cli, cli_env, tmp_path):
+    """`trainer=ddp trainer.accelerator=cpu trainer.devices=2` for three families (R1 penalty on) in one
+    multirun: each job has one run dir (children re-run their job, not the sweep), every parameter and
+    buffer is identical on both ranks, ranks see different noise and batches, only rank 0 writes."""
+    sweep = tmp_path / "sweep"
+    env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), cli_env.get("PYTHONPATH", "")])}
+    result = run_cli("ganlab.train", "-m", *TINY, "model=dcgan,cdcgan,gan", "model.r1_gamma=1.0", "trainer=ddp",
+                     "trainer.accelerator=cpu", "trainer.devices=2", "trainer.limit_train_batches=3", "logger=csv",
+                     "metrics=none",
+                     "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
+                     "+callbacks.probe._target_=ddp_probe.RankProbe", f"hydra.sweep.dir={sweep}", env=env)
     assert_ok(result)
-    digests = [json.loads((run_dir / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
-    weights = [k for k in digests[0] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    assert weights and all(digests[0][k] == digests[1][k] for k in weights)
-    assert (run_dir / "checkpoints" / "last.ckpt").exists()
-    assert len(list((run_dir / "samples").glob("epoch_*.png"))) == 1  # rank 0 alone wrote the grid
-    assert not list(run_dir.glob("outputs")) and "gan_ddp" in (run_dir / "config_resolved.yaml").read_text()
+    assert "sync_batchnorm needs GPUs" in result.stderr  # trainer=ddp asks for it; CPU falls back
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in jobs] == ["0", "1", "2"]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    for job in jobs:
+        digests = [json.loads((job / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert len(digests[0]) > 10 and digests[0] == digests[1], job  # weights, BN statistics, EMA
+        probes = [json.loads((job / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert [p["world_size"] for p in probes] == [2, 2] and probes[0]["strategy"] == "GANStrategy"
+        assert probes[0]["noise_seed"] != probes[1]["noise_seed"]
+        assert probes[0]["first_batch"] != probes[1]["first_batch"]
+        assert (job / "train_ddp_process_1.log").exists() and (job / ".hydra").is_dir()
+        assert (job / "checkpoints" / "last.ckpt").exists() and (job / "metrics.json").exists()
+        assert len(list((job / "samples").glob("epoch_*.png"))) == 1  # rank 0 alone wrote the grid
+        assert len(list((job / "csv").glob("version_*"))) == 1
+    assert (sweep / "summary.md").exists()

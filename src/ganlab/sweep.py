@@ -1,0 +1,132 @@
+"""Multirun helpers: the W&B group every job of one sweep shares, and the summary table written at
+the end of a multirun (mean ± std over seeds of each job's final metrics, per configuration).
+
+Each job writes `<job dir>/metrics.json` (ganlab.train); `SweepSummary` is a Hydra callback
+(conf/train.yaml `hydra.callbacks`) that reads them after the last job, groups the jobs by their
+overrides without `seed=...`, and writes `summary.md` and `summary.csv` into the sweep directory.
+It works for every launcher that waits for its jobs (basic, submitit/SLURM) and for Optuna.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("ganlab.sweep")
+METRICS_FILE = "metrics.json"
+SEED_KEYS = ("seed", "+seed", "++seed")
+# columns of summary.md when present (summary.csv always holds every logged key)
+HEADLINE = ("metrics/fd_domain", "metrics/kid_domain", "metrics/fid", "metrics/kid", "metrics/is",
+            "metrics/precision", "metrics/recall", "metrics/density", "metrics/coverage", "metrics/cond_acc",
+            "ssim/diversity", "ssim/nearest_real", "train/loss_d", "train/loss_g", "perf/images_per_sec_mean")
+
+
+def sweep_group() -> str | None:
+    """For a job of a multirun: a W&B group name from its sweep dir (e.g. `2026-01-31-12-00-00` for
+    the default layout multirun/<date>/<time>); None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().runtime.output_dir).parent  # <sweep dir>/<job subdir>
+    return "-".join(p for p in sweep_dir.parts[-2:] if p not in ("/", ".", ".."))
+
+
+def config_label(overrides: list[str], empty: str = "(defaults)") -> str:
+    """The overrides that define a configuration: all but the seed, sorted; `empty` if none."""
+    kept = sorted(o for o in overrides if o.split("=", 1)[0] not in SEED_KEYS)
+    return " ".join(kept) or empty
+
+
+def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One {"dir", "overrides", "config", "seed", "metrics"} per job directory that finished (has
+    metrics.json); "config" names the job by its overrides that not all jobs share, seed excluded."""
+    jobs = []
+    for overrides_file in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        metrics_file = job_dir / METRICS_FILE
+        if not metrics_file.is_file():
+            log.warning("sweep summary: %s has no %s (failed or still running); left out", job_dir, METRICS_FILE)
+            continue
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)]
+        seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] in SEED_KEYS), None)
+        metrics = {k: float(v) for k, v in json.loads(metrics_file.read_text()).items()
+                   if isinstance(v, (int, float))}
+        jobs.append({"dir": job_dir.name, "overrides": overrides, "seed": seed, "metrics": metrics})
+    common = set(common_overrides(jobs))
+    for job in jobs:  # a configuration is named by what the sweep varied
+        job["config"] = config_label([o for o in job["overrides"] if o not in common],
+                                     empty="(shared overrides only)" if common else "(defaults)")
+    return jobs
+
+
+def common_overrides(jobs: list[dict[str, Any]]) -> list[str]:
+    return sorted(set.intersection(*(set(j["overrides"]) for j in jobs))) if jobs else []
+
+
+def aggregate(jobs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(metric names, one row per configuration in first-seen order with n, seeds, mean and std)."""
+    names = sorted({k for job in jobs for k in job["metrics"]}, key=lambda k: (not k.startswith("metrics/"), k))
+    rows: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        row = rows.setdefault(job["config"], {"config": job["config"], "seeds": [], "values": {}})
+        row["seeds"].append(job["seed"])
+        for k, v in job["metrics"].items():
+            row["values"].setdefault(k, []).append(v)
+    for row in rows.values():
+        row["n"] = len(row["seeds"])
+        row["mean"] = {k: statistics.fmean(v) for k, v in row["values"].items()}
+        row["std"] = {k: statistics.stdev(v) if len(v) > 1 else math.nan for k, v in row["values"].items()}
+    return names, list(rows.values())
+
+
+def _fmt(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{x:.4g}"
+
+
+def write_summary(sweep_dir: Path, metrics: list[str] | None = None) -> Path | None:
+    """Write summary.csv (every logged key) and summary.md (`metrics`, default: the HEADLINE keys
+    present, else all) into `sweep_dir`; returns the markdown path (None: no finished jobs)."""
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir)
+    if not jobs:
+        log.warning("sweep summary: no finished jobs under %s", sweep_dir)
+        return None
+    names, rows = aggregate(jobs)
+    wanted = list(metrics) if metrics else [n for n in HEADLINE if n in names] or names
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["config", "n", "seeds", *[f"{n}_{s}" for n in names for s in ("mean", "std")]])
+        for row in rows:
+            writer.writerow([row["config"], row["n"], " ".join(map(str, row["seeds"])),
+                             *[row[s].get(n, math.nan) for n in names for s in ("mean", "std")]])
+    lines = [f"# Sweep summary: {sweep_dir}", "",
+             f"{len(jobs)} finished job(s); final logged value per job, mean ± std over seeds (sample std).",
+             f"Overrides shared by all jobs: `{' '.join(common_overrides(jobs)) or '(none)'}`", "",
+             "| config | n | " + " | ".join(wanted) + " |", "|---|---|" + "---|" * len(wanted)]
+    for row in rows:
+        cells = [f"{_fmt(row['mean'][n])} ± {_fmt(row['std'][n])}" if n in row["mean"] else "" for n in wanted]
+        lines.append(f"| {row['config']} | {row['n']} | " + " | ".join(cells) + " |")
+    md = sweep_dir / "summary.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, write the sweep's summary table (see module docstring)."""
+
+    def __init__(self, metrics: list[str] | None = None):
+        self.metrics = list(metrics) if metrics else None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = write_summary(Path(str(config.hydra.sweep.dir)), self.metrics)
+        if path is not None:
+            log.info("sweep summary: %s", path)

@@ -1,0 +1,133 @@
+"""Hydra multiruns: one run dir per job, a shared W&B group, the summary table over seeds; the
+Optuna sweeper, the SLURM launcher and the experiment presets compose."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from conftest import REPO, TINY, assert_ok
+from ganlab.sweep import config_label, write_summary
+
+# torch's two intra-op threads spin-wait on a busy 2-core machine; tiny runs are much faster with one
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides, hydra=False):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=hydra)
+
+
+def test_optuna_sweeper_composes():
+    cfg = compose_train(["hparams_search=optuna"], hydra=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == cfg.seed
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.optimized_metric
+    assert all(OmegaConf.select(cfg, key, default="absent") != "absent" for key in sweeper.params)  # real keys
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    assert all(o.is_sweep_override() for o in parsed)  # the sweeper can read every search range
+
+
+def test_slurm_launcher_composes_from_the_trainer_settings():
+    cfg = compose_train(["hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4", "trainer.num_nodes=2"],
+                        hydra=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["nodes"]) == (4, 4, 2)
+    assert launcher["submitit_folder"].endswith(".submitit/%j")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_experiment_presets_compose(preset):
+    cfg = compose_train([f"experiment={preset}"])
+    model = OmegaConf.to_container(cfg.model, resolve=True)  # interpolations (data.num_classes ...) resolve
+    assert cfg.group == preset and model["_target_"].endswith("GANModule")
+    family = preset.rsplit("_", 1)[1]
+    assert (model["num_classes"] > 0) == (family == "cdcgan")
+    assert model["generator"]["image_size"] == cfg.data.image_size
+
+
+def test_presets_cover_the_datasets():
+    assert {"alzheimer_cdcgan", "oasis_dcgan", "brain_tumor_dcgan", "brainsim_cdcgan"} <= set(PRESETS)
+
+
+def fake_job(sweep, num, overrides, metrics):
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_summary_mean_and_std_over_seeds(tmp_path):
+    fake_job(tmp_path, 0, ["model=dcgan", "seed=1"], {"metrics/fid": 10.0, "train/loss_g": 1.0})
+    fake_job(tmp_path, 1, ["model=dcgan", "seed=2"], {"metrics/fid": 14.0, "train/loss_g": 3.0})
+    fake_job(tmp_path, 2, ["model=cdcgan", "seed=1"], {"metrics/fid": 7.0, "train/loss_g": 2.0})
+    fake_job(tmp_path, 3, ["model=cdcgan", "seed=2"], None)  # failed job: left out
+    md = write_summary(tmp_path)
+    rows = {r["config"]: r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
+    assert set(rows) == {"model=dcgan", "model=cdcgan"}
+    dc = rows["model=dcgan"]
+    assert (dc["n"], dc["seeds"]) == ("2", "1 2")
+    assert float(dc["metrics/fid_mean"]) == 12.0
+    assert math.isclose(float(dc["metrics/fid_std"]), statistics.stdev([10.0, 14.0]))
+    assert rows["model=cdcgan"]["n"] == "1" and math.isnan(float(rows["model=cdcgan"]["metrics/fid_std"]))
+    text = md.read_text()
+    assert "| model=dcgan | 2 | 12 ± 2.828 | 2 ± 1.414 |" in text
+    assert text.index("metrics/fid") < text.index("train/loss_g")  # quality metrics first
+
+
+def test_config_label_ignores_the_seed_only():
+    assert config_label(["seed=3", "model=cdcgan", "data.image_size=32"]) == "data.image_size=32 model=cdcgan"
+    assert config_label(["++seed=3"]) == "(defaults)"
+
+
+@pytest.mark.slow
+def test_multirun_one_dir_per_job_shared_group_and_summary(run_cli, cli_env, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("ganlab.train", "-m", *TINY, "model=dcgan,cdcgan", "seed=1,2", "trainer.limit_train_batches=2",
+                     "logger=csv", "metrics=none", f"hydra.sweep.dir={sweep}", env={**cli_env, **ONE_THREAD})
+    assert_ok(result)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    groups = {yaml.safe_load((j / "config_resolved.yaml").read_text())["group"] for j in jobs}
+    assert groups == {f"{tmp_path.name}-sweep"}  # one W&B group, named after the sweep dir
+    for job in jobs:
+        assert (job / "checkpoints" / "last.ckpt").exists()
+        assert json.loads((job / "metrics.json").read_text())["perf/images_per_sec"] > 0
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert sorted(r["config"] for r in rows) == ["model=cdcgan", "model=dcgan"]
+    assert all(r["n"] == "2" and r["seeds"] == "1 2" and float(r["train/loss_d_std"]) >= 0 for r in rows)
+    assert "model=cdcgan | 2 |" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_optuna_two_trials(run_cli, cli_env, tmp_path):
+    sweep = tmp_path / "optuna"
+    result = run_cli("ganlab.train", "hparams_search=optuna", *TINY, "trainer.limit_train_batches=2", "logger=none",
+                     "metrics=none", "optimized_metric=train/loss_d", "hydra.sweeper.n_trials=2",
+                     f"hydra.sweep.dir={sweep}", env={**cli_env, **ONE_THREAD})
+    assert_ok(result)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["name"] == "optuna" and "model.lr_g" in best["best_params"]
+    losses = [json.loads((sweep / n / "metrics.json").read_text())["train/loss_d"] for n in ("0", "1")]
+    assert math.isclose(best["best_value"], min(losses), rel_tol=1e-6)
+    assert len(list(csv.DictReader(open(sweep / "summary.csv")))) == 2  # two trials, two configs
+
+
+def test_summary_names_configs_by_what_the_sweep_varied(tmp_path):
+    for num, seed in enumerate((1, 2, 3)):
+        fake_job(tmp_path, num, ["data.image_size=32", f"seed={seed}"], {"train/loss_d": float(seed)})
+    write_summary(tmp_path)
+    (row,) = csv.DictReader(open(tmp_path / "summary.csv"))
+    assert (row["config"], row["n"], float(row["train/loss_d_mean"])) == ("(shared overrides only)", "3", 2.0)
+    assert "Overrides shared by all jobs: `data.image_size=32`" in (tmp_path / "summary.md").read_text()
