@@ -35,7 +35,7 @@ def data_dir(tmp_path_factory) -> Path:
 def cli_env(data_dir, tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(GANLAB_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", HOME=str(tmp_path / "home"),
-               WANDB_SILENT="true")
+               WANDB_SILENT="true", OMP_NUM_THREADS="1")  # tiny nets: one thread is faster
     return env
 
 
@@ -52,3 +52,16 @@ def run_cli(cli_env, tmp_path):
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
+
+
+@pytest.fixture(scope="session")
+def cdcgan_ckpt(tmp_path_factory, data_dir) -> Path:
+    """A checkpoint of a tiny cdcgan run on brainsim, shared by the tests of generate/evaluate/augment."""
+    run_dir = tmp_path_factory.mktemp("cdcgan_run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(GANLAB_DATA_DIR=str(data_dir), HOME=str(run_dir / "home"))
+    result = subprocess.run([sys.executable, "-m", "ganlab.train", "model=cdcgan", *TINY, "logger=none",
+                             f"hydra.run.dir={run_dir}"], cwd=run_dir, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert_ok(result)
+    return run_dir / "checkpoints" / "last.ckpt"

@@ -35,9 +35,7 @@ def test_conf_has_the_expected_groups():
 
 @pytest.mark.parametrize("group,option", group_options(), ids=lambda v: str(v))
 def test_every_group_option_composes_into_train(group, option):
-    override = f"{group}={option}" if group != "experiment" else f"+experiment={option}"
-    if group in {"hparams_search"}:
-        override = f"+{group}={option}"
+    override = f"{group}={option}"
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[override], return_hydra_config=True)
     assert cfg is not None

@@ -5,19 +5,34 @@ Trainer from it, and fits. Every run writes into its own Hydra run directory.
 """
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import os
+import typing
 import warnings
+from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from ganlab.callbacks.checkpoint import WANDB_ID_KEY, find_last_checkpoint
 from ganlab.callbacks.recipe import Recipe, data_facts
+from ganlab.callbacks.throughput import Throughput
+from ganlab.checkpoint import check_same_model, read_checkpoint
 from ganlab.cli import entry_point
 from ganlab.config import to_plain
-from ganlab.strategy import NAME as _GAN_DDP  # noqa: F401  (registers the gan_ddp strategy)
+from ganlab.errors import GanlabError
+from ganlab.metrics.inception import resolve_weights
+from ganlab.strategy import is_rank_zero  # also registers the gan_ddp strategy name
+from ganlab.sweep import METRICS_FILE, sweep_group
 
 log = logging.getLogger("ganlab.train")
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API on every run.
@@ -28,36 +43,126 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
-def build_logger(cfg: DictConfig):
-    return instantiate(cfg.logger) if cfg.get("logger") else False
+def build_metrics(cfg: DictConfig) -> list[L.Callback]:
+    """The metrics callback, checked at start-up: missing Inception weights give one line, then stop
+    (on_missing_weights=error) or train without FID/KID/IS (skip). Placed before the other callbacks,
+    whose plots read what it writes."""
+    mcfg = cfg.get("metrics")
+    if not mcfg:
+        return []
+    overrides = {}
+    if mcfg.get("inception"):
+        path = resolve_weights(mcfg.get("inception_weights"), mcfg.get("on_missing_weights", "skip"),
+                               announce=is_rank_zero())
+        overrides = {"inception": path is not None, "inception_weights": str(path) if path else None}
+    return [instantiate(mcfg, **overrides)]
+
+
+def build_logger(cfg: DictConfig, resumed: dict | None = None):
+    if not cfg.get("logger"):
+        return False
+    run_id = (resumed or {}).get(WANDB_ID_KEY)
+    if run_id and str(cfg.logger.get("_target_", "")).endswith("WandbLogger") and not cfg.logger.get("id"):
+        return instantiate(cfg.logger, id=run_id, resume="allow")  # log on into the interrupted run
+    return instantiate(cfg.logger)
+
+
+def resolve_resume(cfg: DictConfig, callbacks: list[L.Callback]) -> tuple[str | None, dict | None]:
+    """(path, contents) of the checkpoint to resume, checked against this run's model config;
+    (None, None) for a fresh run. `ckpt_path=last` with no last.ckpt yet starts fresh, so a job
+    script can always pass it (pre-emption requeue)."""
+    requested = cfg.get("ckpt_path")
+    dirs = [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    dirs = list(dict.fromkeys(dirs))  # the epoch and step checkpoints share one directory
+    if requested == "last":
+        path = find_last_checkpoint(dirs)
+        if path is None:
+            log.info("ckpt_path=last: no last.ckpt in %s yet; starting from scratch", [str(d) for d in dirs])
+            return None, None
+    elif requested:
+        path = Path(str(requested)).expanduser()
+    else:
+        existing = sorted(p.name for d in dirs if d.is_dir() for p in d.glob("*.ckpt"))
+        if existing:
+            raise GanlabError(f"{dirs[0]} already holds checkpoints {existing[:3]}; pass ckpt_path=last to "
+                              "resume that run, or choose a new hydra.run.dir")
+        return None, None
+    ckpt = read_checkpoint(path)
+    check_same_model(ckpt, to_plain(cfg.model), path)
+    log.info("resuming from %s (epoch %s, step %s)", path, ckpt.get("epoch"), ckpt.get("global_step"))
+    return str(path), ckpt
+
+
+def check_trainer_types(trainer_cfg: DictConfig) -> None:
+    """A mistyped number or flag (trainer.max_epochs=abc) fails here, named, not mid-run."""
+    params = inspect.signature(L.Trainer.__init__).parameters
+    for key, value in trainer_cfg.items():
+        if key not in params or value is None:
+            continue
+        allowed = set(typing.get_args(params[key].annotation) or {params[key].annotation}) - {type(None)}
+        if not allowed or not allowed <= {int, float, bool}:
+            continue  # settings that also take strings or objects are Lightning's to check
+        if isinstance(value, bool):
+            ok = bool in allowed
+        else:
+            ok = isinstance(value, float) and float in allowed or isinstance(value, int) and bool({int, float} & allowed)
+        if not ok:
+            names = " or ".join(sorted(t.__name__ for t in allowed))
+            raise GanlabError(f"trainer.{key}={value!r}: expected {names}")
+
+
+def build_trainer(cfg: DictConfig, callbacks, logger) -> L.Trainer:
+    check_trainer_types(cfg.trainer)
+    try:
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    except InstantiationException as exc:
+        if not isinstance(exc.__cause__, (MisconfigurationException, TypeError, ValueError)):
+            raise
+        raise GanlabError(f"trainer.accelerator={cfg.trainer.get('accelerator')} "
+                          f"trainer.devices={cfg.trainer.get('devices')}: {' '.join(str(exc.__cause__).split())} "
+                          f"(this machine: {torch.cuda.device_count()} CUDA GPU(s), {os.cpu_count()} CPU cores; "
+                          "trainer.accelerator=auto uses what is there)") from exc
+    if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > (os.cpu_count() or 1):
+        raise GanlabError(f"trainer.devices={cfg.trainer.get('devices')} CPU processes but this machine has "
+                          f"{os.cpu_count()} CPU cores; use at most that many (or trainer.accelerator=gpu)")
+    return trainer
 
 
 def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
+    metric_callbacks = build_metrics(cfg)
+    model = instantiate(cfg.model)  # cheap: a bad model setting fails before the data is rendered
     datamodule = instantiate(cfg.data)
-    if "LOCAL_RANK" not in os.environ:
+    if is_rank_zero():
         # The launching process reads the data before anything is written, so bad input fails fast;
         # processes that DDP starts later find it prepared and only load it.
         datamodule.prepare_data()
         datamodule.setup("fit")
         log.info("data: %s", data_facts(datamodule))
-    model = instantiate(cfg.model)
-    callbacks = build_callbacks(cfg) + [Recipe(to_plain(cfg.model))]
-    logger = build_logger(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    callbacks = metric_callbacks + build_callbacks(cfg) + [Recipe(to_plain(cfg.model)), Throughput()]
+    ckpt_path, resumed = resolve_resume(cfg, callbacks)
+    if is_rank_zero():  # extra DDP processes share this run dir; a refused start leaves an earlier run's record
+        OmegaConf.save(cfg, f"{cfg.paths.output_dir}/config_resolved.yaml", resolve=True)
+    logger = build_logger(cfg, resumed)
+    trainer = build_trainer(cfg, callbacks, logger)
     if logger:
         logger.log_hyperparams(to_plain(cfg))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 @entry_point
 def main(cfg: DictConfig) -> float | None:
-    OmegaConf.save(cfg, f"{cfg.paths.output_dir}/config_resolved.yaml", resolve=True)
+    if cfg.get("group") is None:
+        cfg.group = sweep_group()  # the jobs of one multirun share a W&B group
     metrics = train(cfg)
+    if is_rank_zero():  # final logged values, read by the multirun summary (ganlab.sweep)
+        Path(cfg.paths.output_dir, METRICS_FILE).write_text(json.dumps(metrics, indent=1, sort_keys=True))
     objective = cfg.get("optimized_metric")
-    return metrics.get(objective) if objective else None
+    if objective and objective not in metrics:
+        raise GanlabError(f"optimized_metric={objective!r} was not logged by this run; logged: {sorted(metrics)}")
+    return metrics[objective] if objective else None
 
 
 if __name__ == "__main__":
