@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT / "src"))
 def make_data(args) -> tuple[torch.Tensor, torch.Tensor]:
     n = (args.warmup + args.steps) * args.batch
     g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 1, args.size, args.size), dtype=torch.uint8, generator=g), torch.zeros(n, dtype=torch.long)
+    images = torch.randint(0, 256, (n, 1, args.size, args.size), dtype=torch.uint8, generator=g)
+    return images, torch.zeros(n, dtype=torch.long)
 
 
 def networks(args):
@@ -176,12 +177,19 @@ def measure(variant: str, args) -> dict:
     return out
 
 
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def summarise(args, rounds: dict[str, list[dict]], load: tuple) -> dict:
     median = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in rounds.items()}
     plain = median["plain"]["images_per_sec"]
     return {
         "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "load_average_before_after": load, "settings": vars(args), "median": median, "rounds": rounds,
         "ratio_vs_plain": {v: m["images_per_sec"] / plain for v, m in median.items() if v != "plain"},
@@ -192,7 +200,7 @@ def summarise(args, rounds: dict[str, list[dict]], load: tuple) -> dict:
 
 def markdown(summary: dict) -> str:
     s = summary["settings"]
-    lines = [f"# Training throughput: ganlab vs plain PyTorch ({s['device']})", "",
+    lines = [f"# Training throughput: ganlab vs plain PyTorch ({s['device'].upper()})", "",
              f"`{summary['command']}` — {summary['date']}, {summary['device']}, {summary['cpu_count']} CPUs, "
              f"torch {summary['torch']}; load average before/after {summary['load_average_before_after']}.", "",
              f"DCGAN {s['size']} px, width {s['width']}, batch {s['batch']}; {s['steps']} timed batches after "
@@ -232,8 +240,10 @@ def main(argv=None) -> dict:
         for v in (variants if r % 2 == 0 else variants[::-1]):
             rounds[v].append(measure(v, args))
             m = rounds[v][-1]
-            print(f"round {r + 1}/{args.repeats} {v:12s} {m['images_per_sec']:8.1f} images/s  {m['images_per_cpu_sec']:8.1f} images/CPU-s", flush=True)
-    summary = summarise(args, rounds, (tuple(round(x, 2) for x in load_before), tuple(round(x, 2) for x in os.getloadavg())))
+            print(f"round {r + 1}/{args.repeats} {v:12s} {m['images_per_sec']:8.1f} images/s "
+                  f"{m['images_per_cpu_sec']:8.1f} images/CPU-s", flush=True)
+    load = tuple(tuple(round(x, 2) for x in avg) for avg in (load_before, os.getloadavg()))
+    summary = summarise(args, rounds, load)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"bench_throughput_{args.device}"
     summary["settings"]["out"] = str(args.out)

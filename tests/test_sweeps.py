@@ -16,8 +16,6 @@ from omegaconf import OmegaConf
 from conftest import REPO, TINY, assert_ok
 from ganlab.sweep import config_label, write_summary
 
-# torch's two intra-op threads spin-wait on a busy 2-core machine; tiny runs are much faster with one
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 
 
@@ -92,10 +90,10 @@ def test_config_label_ignores_the_seed_only():
 
 
 @pytest.mark.slow
-def test_multirun_one_dir_per_job_shared_group_and_summary(run_cli, cli_env, tmp_path):
+def test_multirun_one_dir_per_job_shared_group_and_summary(run_cli, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("ganlab.train", "-m", *TINY, "model=dcgan,cdcgan", "seed=1,2", "trainer.limit_train_batches=2",
-                     "logger=csv", "metrics=none", f"hydra.sweep.dir={sweep}", env={**cli_env, **ONE_THREAD})
+                     "logger=csv", "metrics=none", f"hydra.sweep.dir={sweep}")
     assert_ok(result)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
@@ -111,11 +109,11 @@ def test_multirun_one_dir_per_job_shared_group_and_summary(run_cli, cli_env, tmp
 
 
 @pytest.mark.slow
-def test_optuna_two_trials(run_cli, cli_env, tmp_path):
+def test_optuna_two_trials(run_cli, tmp_path):
     sweep = tmp_path / "optuna"
     result = run_cli("ganlab.train", "hparams_search=optuna", *TINY, "trainer.limit_train_batches=2", "logger=none",
                      "metrics=none", "optimized_metric=train/loss_d", "hydra.sweeper.n_trials=2",
-                     f"hydra.sweep.dir={sweep}", env={**cli_env, **ONE_THREAD})
+                     f"hydra.sweep.dir={sweep}")
     assert_ok(result)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["name"] == "optuna" and "model.lr_g" in best["best_params"]
