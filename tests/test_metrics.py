@@ -18,6 +18,8 @@ from ganlab.metrics.prdc import prdc
 from ganlab.metrics.report import Result, markdown_table, to_log
 from ganlab.metrics.ssim import ms_ssim, ms_ssim_betas, nearest_real_ssim, pairwise, ssim
 
+pytestmark = pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+
 
 class Identity(nn.Module):
     """A torchmetrics `feature=` module for precomputed features."""

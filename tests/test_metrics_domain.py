@@ -125,4 +125,8 @@ def test_suite_reports_every_family_with_its_sample_sizes(suite):
     assert results["metrics/n_real"].value == 64 and results["metrics/precision"].n_real == 64
     assert results["ssim/nearest_real"].n_fake == 16 and results["ssim/diversity"].n_fake == 8
     assert results["metrics/precision"].value > 0.5 and results["metrics/fd_domain"].ci is not None
+    for name in ("metrics/precision", "metrics/recall", "metrics/density", "metrics/coverage",
+                 "ssim/nearest_real", "metrics/cond_acc"):
+        low, high = results[name].ci
+        assert low <= results[name].value <= high, name  # each resampled over the set it averages
     assert suite.settings["classifier"]["cached"] and suite.settings["ms_ssim_betas"]

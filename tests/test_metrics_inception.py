@@ -85,7 +85,6 @@ class Replay:
         return self.images[:n].float() / 127.5 - 1
 
 
-@pytest.mark.slow
 def test_fid_kid_is_through_the_suite(inception_weights):
     g = torch.Generator().manual_seed(0)
     real = torch.randint(0, 256, (4, 1, 32, 32), generator=g, dtype=torch.uint8)

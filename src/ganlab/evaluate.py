@@ -10,7 +10,6 @@ checkpoint's image size, channels and classes.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from ganlab.errors import GanlabError
 from ganlab.metrics.inception import resolve_weights
 from ganlab.metrics.report import markdown_table
 
-log = logging.getLogger("ganlab.evaluate")
 PATH_KEYS = ("root", "cache_dir")  # data config keys that name files
 
 
@@ -57,7 +55,8 @@ def check_facts(facts: dict, datamodule, ckpt: Path) -> None:
         if facts[key] != getattr(datamodule, key):
             raise GanlabError(f"{ckpt} was trained at {key}={facts[key]} but data.{key}={getattr(datamodule, key)}")
     if list(facts["class_names"]) != list(datamodule.class_names):
-        raise GanlabError(f"{ckpt} was trained on classes {facts['class_names']}, the data has {datamodule.class_names}")
+        raise GanlabError(f"{ckpt} was trained on classes {facts['class_names']}, "
+                          f"the data has {datamodule.class_names}")
 
 
 def build_suite(cfg: DictConfig):
@@ -112,8 +111,9 @@ def write(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     settings = report["settings"]
     lines = [f"# Evaluation of `{report['checkpoint']}`", "",
              f"{report['model']}, {settings['n_samples']} generated vs {settings['n_real']} real reference images "
-             f"(data: {report['data']}); CIs: bootstrap over the generated images "
-             f"({settings['bootstrap']} resamples). Took {sum(report['seconds'].values()):.1f} s on {report['device']}.",
+             f"(data: {report['data']}); CIs: bootstrap over the images each number averages "
+             f"({settings['bootstrap']} resamples). Took {sum(report['seconds'].values()):.1f} s "
+             f"on {report['device']}.",
              "", markdown_table(results, settings["confidence"])]
     md_path.write_text("\n".join(lines))
     return json_path, md_path

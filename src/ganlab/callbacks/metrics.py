@@ -63,7 +63,8 @@ class MetricsCallback(L.Callback):
         self.write(trainer, {"event": "prepare", "seconds": round(seconds, 3), "settings": self.suite.settings})
         if trainer.is_global_zero:
             log.info("metrics: real side prepared in %.1f s; evaluating %d generated images every %s epoch(s)%s",
-                     seconds, self.suite.n_samples, self.every_n_epochs or "-", " and at the end" if self.at_end else "")
+                     seconds, self.suite.n_samples, self.every_n_epochs or "-",
+                     " and at the end" if self.at_end else "")
 
     def evaluate(self, trainer: L.Trainer, pl_module) -> dict[str, float]:
         start = time.perf_counter()
@@ -80,7 +81,8 @@ class MetricsCallback(L.Callback):
         return values
 
     def is_last_epoch(self, trainer: L.Trainer) -> bool:
-        if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch + 1 >= trainer.max_epochs:
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs:
             return True
         if trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             return True

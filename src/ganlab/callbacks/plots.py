@@ -121,7 +121,8 @@ class TrainingPlots(L.Callback):
         _save(fig, path)
 
     def draw_metrics(self, path: Path, evaluations: list[dict]) -> None:
-        panels = {t: [k for k in keys if any(k in e["metrics"] for e in evaluations)] for t, keys in METRIC_PANELS.items()}
+        logged = {k for e in evaluations for k in e["metrics"]}
+        panels = {title: [k for k in keys if k in logged] for title, keys in METRIC_PANELS.items()}
         panels = {t: keys for t, keys in panels.items() if keys}
         cols = min(3, len(panels))
         rows = math.ceil(len(panels) / cols)

@@ -1,10 +1,11 @@
-"""Percentile bootstrap confidence intervals over the generated samples.
+"""Percentile bootstrap confidence intervals.
 
-The real side (reference statistics, k-NN radii) stays fixed and the generated set is resampled with
-replacement: the interval describes how much a number moves with another draw of N generated images.
-Caveat: resampling duplicates images, which biases set-level statistics such as the Fréchet distance
-upwards, so an FD interval can sit slightly above the point estimate; per-image means (precision,
-density, nearest-real SSIM, conditional accuracy) are unaffected.
+A number that averages over generated images (precision, density, nearest-real SSIM, conditional
+accuracy) is resampled over the generated images, one that averages over real images (recall,
+coverage) over the real ones, the other set staying fixed; the Fréchet distance is resampled over
+the generated images against the fixed real statistics. The interval describes how much the number
+moves with another draw of that set. Caveat: repeats in a resample bias set-level statistics such as
+the Fréchet distance slightly upwards, so an FD interval can sit a little above the point estimate.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ from torchmetrics.image.kid import poly_mmd
 
 def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100,
                     seed: int = 0) -> tuple[float, float, int]:
-    """(mean, std over subsets, subset size used); NaN when either set has fewer than 2 samples."""
+    """(mean, std over subsets, subset size used); NaN when either set has fewer than 2 samples. When the
+    subset covers both whole sets there is one subset only, and no spread: std is NaN."""
     m = min(int(subset_size), len(real), len(fake))
     if m < 2:
         return float("nan"), float("nan"), m
@@ -23,4 +24,4 @@ def kernel_distance(real: Tensor, fake: Tensor, subset_size: int = 1000, subsets
         f = fake[torch.randperm(len(fake), generator=g)[:m]]
         scores.append(poly_mmd(r, f))
     scores = torch.stack(scores)
-    return float(scores.mean()), float(scores.std(unbiased=False)), m
+    return float(scores.mean()), float(scores.std(unbiased=False)) if len(scores) > 1 else float("nan"), m

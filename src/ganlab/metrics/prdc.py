@@ -40,16 +40,20 @@ class PRDC:
         in_fake = dist < knn_radii(fake, min(self.k, len(fake) - 1))[None, :]
         return {"in_real": in_real.float(), "in_fake": in_fake.float(), "n_balls": in_real.sum(0).float()}
 
-    def compute(self, state: dict[str, Tensor], idx: Tensor | None = None) -> dict[str, float]:
-        """The four numbers for the generated set, or for the resample `idx` of it (with repeats)."""
-        n_fake = state["n_balls"].shape[0]
-        weight = torch.ones(n_fake) if idx is None else torch.bincount(idx, minlength=n_fake).float()
-        total = weight.sum()
+    def compute(self, state: dict[str, Tensor], fake_idx: Tensor | None = None,
+                real_idx: Tensor | None = None) -> dict[str, float]:
+        """The four numbers; with `fake_idx` / `real_idx` (resamples with repeats) for bootstrap intervals.
+        Precision and density average over generated samples, recall and coverage over real ones: each
+        is resampled over the set it averages (resampling the generated set with repeats would shrink
+        recall and coverage, which count distinct generated samples)."""
+        n_fake, n_real = state["n_balls"].shape[0], state["in_real"].shape[0]
+        weight = torch.ones(n_fake) if fake_idx is None else torch.bincount(fake_idx, minlength=n_fake).float()
+        rows = torch.arange(n_real) if real_idx is None else real_idx
         return {
-            "precision": float(((state["n_balls"] > 0).float() * weight).sum() / total),
-            "recall": float((state["in_fake"] @ weight > 0).float().mean()),
-            "density": float((state["n_balls"] * weight).sum() / total / self.k),
-            "coverage": float((state["in_real"] @ weight > 0).float().mean()),
+            "precision": float(((state["n_balls"] > 0).float() * weight).sum() / weight.sum()),
+            "recall": float((state["in_fake"].sum(1) > 0).float()[rows].mean()),
+            "density": float((state["n_balls"] * weight).sum() / weight.sum() / self.k),
+            "coverage": float((state["in_real"].sum(1) > 0).float()[rows].mean()),
         }
 
 

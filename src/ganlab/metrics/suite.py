@@ -11,11 +11,13 @@ metrics/cond_acc/<class>, metrics/kid_domain/<class>, metrics/fid, metrics/kid, 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from ganlab.classifier import SmallCNN
 from ganlab.errors import GanlabError
 from ganlab.metrics import conditional as cond
 from ganlab.metrics import ssim as ssim_lib
@@ -27,11 +29,26 @@ from ganlab.metrics.kid import kernel_distance
 from ganlab.metrics.prdc import NAMES as PRDC_NAMES, PRDC
 from ganlab.metrics.report import Result
 from ganlab.metrics.store import SampleStore
-from ganlab.classifier import SmallCNN
 
 
 def _key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+@contextmanager
+def cpu_threads(n: int | None, device: torch.device):
+    """Torch's intra-op threads limited to n while metrics run on the CPU. Measured on a 2-core machine
+    shared with other jobs: the metrics' small convolutions ran 2-9x slower with 2 threads than with 1
+    (threads wait for cores that are busy elsewhere); restored afterwards."""
+    if n is None or device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class MetricSuite:
@@ -42,7 +59,8 @@ class MetricSuite:
                  ssim: bool = True, ssim_samples: int = 128, ssim_candidates: int = 8, ssim_pairs: int = 64,
                  ssim_reference: int = 2048, prdc: bool = True, prdc_k: int = 5, prdc_space: str = "domain",
                  kid_subset_size: int = 1000, kid_subsets: int = 100, inception: bool = False,
-                 inception_weights: str | None = None, on_missing_weights: str = "skip", antialias: bool = False):
+                 inception_weights: str | None = None, on_missing_weights: str = "skip", antialias: bool = False,
+                 cpu_threads: int | None = 1):
         checks = {"n_samples": n_samples >= 4, "batch_size": batch_size >= 2, "bootstrap": bootstrap >= 0,
                   "confidence": 0 < confidence < 1, "fake_labels": fake_labels in ("proportional", "uniform"),
                   "prdc_space": prdc_space in ("domain", "inception"), "prdc_k": prdc_k >= 1,
@@ -63,18 +81,20 @@ class MetricSuite:
         self.ssim_samples, self.ssim_candidates, self.ssim_pairs = ssim_samples, ssim_candidates, ssim_pairs
         self.ssim_reference, self.prdc_k, self.prdc_space = ssim_reference, prdc_k, prdc_space
         self.kid_subset_size, self.kid_subsets = kid_subset_size, kid_subsets
-        self.inception_weights, self.on_missing_weights, self.antialias = inception_weights, on_missing_weights, antialias
+        self.inception_weights, self.on_missing_weights = inception_weights, on_missing_weights
+        self.antialias, self.cpu_threads = antialias, cpu_threads
         self.prepared = False
         self.settings: dict = {}
 
     # ------------------------------------------------------------------ real side, once
-    def prepare(self, images: Tensor, labels: Tensor, class_names: list[str], holdout: tuple[Tensor, Tensor] | None = None,
-                device: str | torch.device = "cpu", rank: int = 0, world: int = 1,
-                broadcast: Callable | None = None) -> None:
+    def prepare(self, images: Tensor, labels: Tensor, class_names: list[str],
+                holdout: tuple[Tensor, Tensor] | None = None, device: str | torch.device = "cpu",
+                rank: int = 0, world: int = 1, broadcast: Callable | None = None) -> None:
         """`images`/`labels`: the real training split (uint8); `holdout`: real images the classifier never saw.
         Network construction draws random numbers: the caller's global RNG stream is left as it was."""
         device = torch.device(device)
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), torch.no_grad():
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), torch.no_grad(), \
+                cpu_threads(self.cpu_threads, device):
             self._prepare(images, labels, class_names, holdout, device, rank, world, broadcast)
 
     def _prepare(self, images, labels, class_names, holdout, device, rank, world, broadcast) -> None:
@@ -95,9 +115,8 @@ class MetricSuite:
         if self.ssim_on:
             self._prepare_ssim(images, ref, g)
             fields += ["nearest", "pair_ssim", "pair_ms"]
-        if self.inception_on:
-            self._prepare_inception(ref)
-            fields += ["incep_pool", "incep_logits"] if self.inception_on else []
+        if self.inception_on and self._prepare_inception(ref):
+            fields += ["incep_pool", "incep_logits"]
         if self.prdc_on:
             space = self.prdc_space if (self.prdc_space == "domain" or self.inception_on) else "domain"
             if space == "domain" and not self.domain_on:
@@ -127,7 +146,6 @@ class MetricSuite:
         feats, logits = self._features(self.domain, ref)
         self.real_feats = {"domain": feats}
         self.fd_ref = FrechetReference(feats)
-        info = {k: v for k, v in info.items() if k not in ("seed",)}
         self.baselines = {}
         if holdout is not None and len(holdout[1]) >= 2:
             h_feats, h_logits = self._features(self.domain, holdout[0])
@@ -147,17 +165,18 @@ class MetricSuite:
         self.settings.update(ssim_reference=len(idx), ssim_candidates=self.ssim_candidates,
                              ms_ssim_betas=[round(b, 4) for b in self.ms_betas], ssim_data_range=ssim_lib.DATA_RANGE)
 
-    def _prepare_inception(self, ref) -> None:
+    def _prepare_inception(self, ref) -> bool:
         path = resolve_weights(self.inception_weights, self.on_missing_weights, announce=self.rank == 0)
         if path is None:
             self.inception_on = False
             self.settings["inception"] = "skipped: weights not found"
-            return
+            return False
         self.inception = InceptionFeatures(path, antialias=self.antialias).to(self.device)
         pool, _ = self._features(self.inception, ref)
         self.real_feats = {**getattr(self, "real_feats", {}), "inception": pool}
         self.fid_ref = FrechetReference(pool)
         self.settings["inception"] = {"weights": str(path), "antialias": self.antialias}
+        return True
 
     # ------------------------------------------------------------------ generated side, every evaluation
     @torch.no_grad()
@@ -187,12 +206,15 @@ class MetricSuite:
             return z, cond.label_plan(self.n_samples, counts, self.fake_labels)
         return z, cond.label_plan(self.n_samples, torch.ones(max(num_classes, 1)), "uniform")
 
-    @torch.no_grad()
     def evaluate(self, module) -> list[Result]:
         """Generate this process's share of N images with `module.sample(n, labels, z)` and compute every
         metric from all processes' samples. Call on every process at the same time."""
         if not self.prepared:
             raise RuntimeError("MetricSuite.prepare() must run before evaluate()")
+        with torch.no_grad(), cpu_threads(self.cpu_threads, self.device):
+            return self._evaluate(module)
+
+    def _evaluate(self, module) -> list[Result]:
         conditional = bool(getattr(module, "conditional", False))
         z, labels = self.plan(module.latent_dim, module.num_classes if conditional else 0)
         mine = torch.arange(self.n_samples)[self.rank::self.world]
@@ -223,8 +245,10 @@ class MetricSuite:
             fake = data["domain_feat" if self.settings["prdc_space"] == "domain" else "incep_pool"]
             state = self.prdc.prepare(fake)
             values = self.prdc.compute(state)
-            cis = self._ci(lambda idx: self.prdc.compute(state, idx), n, 1)
-            out += [Result(f"metrics/{k}", values[k], n, n_real, cis.get(k)) for k in PRDC_NAMES]
+            by_fake = self._ci(lambda idx: self.prdc.compute(state, fake_idx=idx), n, 1)
+            by_real = self._ci(lambda idx: self.prdc.compute(state, real_idx=idx), len(self.prdc.real), 5)
+            cis = {"precision": by_fake, "density": by_fake, "recall": by_real, "coverage": by_real}
+            out += [Result(f"metrics/{k}", values[k], n, n_real, cis[k].get(k)) for k in PRDC_NAMES]
         if self.ssim_on:
             near = data["nearest"]
             out.append(Result("ssim/nearest_real", float(near.mean()), len(near), len(self.ssim_ref),
@@ -250,9 +274,11 @@ class MetricSuite:
         ci = self._ci(lambda idx: {"fd": ref.distance_projected(fake[idx], projected[idx])}, len(fake), 3).get("fd")
         kid, kid_std, m = kernel_distance(real, fake, self.kid_subset_size, self.kid_subsets, self.seed)
         self.settings[f"{kid_name}_subset_size"] = m
-        return [Result(f"metrics/{fd_name}", fd, len(fake), n_real, ci),
-                Result(f"metrics/{kid_name}", kid, len(fake), n_real),
-                Result(f"metrics/{kid_name}_std", kid_std, len(fake), n_real)]
+        out = [Result(f"metrics/{fd_name}", fd, len(fake), n_real, ci),
+               Result(f"metrics/{kid_name}", kid, len(fake), n_real)]
+        if kid_std == kid_std:  # NaN when one subset covered both sets
+            out.append(Result(f"metrics/{kid_name}_std", kid_std, len(fake), n_real))
+        return out
 
     def _conditional(self, data: dict[str, Tensor], n_real: int) -> list[Result]:
         pred, label, k = data["domain_pred"], data["label"], self.num_classes
