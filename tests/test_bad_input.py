@@ -82,8 +82,9 @@ class Row:
 MATRIX = {
     "unknown config key": Row(["model.lr=0.1"], ["Could not override 'model.lr'", "not in struct"], exit_code=1),
     "unknown group option": Row(["model=stylegan"], ["Could not find 'model/stylegan'", "dcgan"], exit_code=1),
-    "wrong type (model)": Row(["model.lr_g=abc"], ["lr_g='abc'", "expected a positive number"]),
-    "wrong type (trainer)": Row(["trainer.max_epochs=abc"], ["trainer.max_epochs='abc': expected int"]),
+    "wrong type (model)": Row(["model.lr_g=abc"], ["model.lr_g='abc': expected a number"]),
+    "wrong type (trainer)": Row(["trainer.max_epochs=abc"], ["trainer.max_epochs='abc': expected an integer"]),
+    "wrong type (network)": Row(["model.generator.width=abc"], ["model.generator.width='abc': expected an integer"]),
     "image size the network cannot make": Row(["data.image_size=48"], ["image_size=48 is not supported",
                                                                       "(32, 64, 128, 256)"]),
     "data root missing": Row(["data=folder", "data.root={tmp}/nowhere"], ["data root", "nowhere does not exist"]),

@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-import ganlab.config  # noqa: F401  (registers resolvers)
+from ganlab.config import check_argument_types  # also registers the resolvers
+from ganlab.errors import GanlabError
 from conftest import REPO
 
 CONF = REPO / "conf"
@@ -42,6 +43,8 @@ def test_every_group_option_composes_into_train(group, option):
     top = group.split("/")[0]
     if top in ("data", "model", "trainer", "logger"):
         assert top in cfg
+    for checked in ("model", "data", "trainer"):
+        check_argument_types(cfg[checked], checked)  # no shipped option trips the type check
 
 
 @pytest.mark.parametrize("name", [p for p in PRIMARY if (CONF / f"{p}.yaml").exists()])
@@ -73,3 +76,19 @@ def test_unknown_group_option_is_a_clear_error(run_cli):
     assert result.returncode != 0
     assert "stylegan9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.generator.width=abc", "model.generator.width='abc': expected an integer"),
+    ("model.latent_dim=abc", "model.latent_dim='abc': expected an integer"),
+    ("model.lr_d=fast", "model.lr_d='fast': expected a number"),
+    ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5: expected an integer"),
+    ("trainer.strategy.channels_last=maybe", "trainer.strategy.channels_last='maybe': expected true or false"),
+])
+def test_mistyped_numbers_are_named_before_anything_is_built(override, message):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[override])
+    group = override.split(".")[0]
+    with pytest.raises(GanlabError) as err:
+        check_argument_types(cfg[group], group)
+    assert str(err.value) == message
