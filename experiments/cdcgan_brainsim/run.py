@@ -39,7 +39,7 @@ FULL = ["data.image_size=64", "data.batch_size=32", "trainer.max_epochs={epochs}
         "trainer.max_time=00:00:{minutes:02d}:00", "trainer.log_every_n_steps=10"]
 SMOKE = ["data.image_size=32", "data.per_class=24", "data.batch_size=8", "model.generator.width=8",
          "model.discriminator.width=8", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-         "trainer.log_every_n_steps=1", "metrics=fast"]
+         "trainer.log_every_n_steps=1", "trainer.max_time=00:00:05:00", "metrics=fast"]
 MARK_START, MARK_END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 
