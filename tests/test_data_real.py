@@ -14,7 +14,7 @@ from PIL import Image
 
 from ganlab.data.alzheimer import CLASS_NAMES, AlzheimerDataModule
 from ganlab.data.brain_tumor import BrainTumorDataModule
-from ganlab.data.folder import ImageFolderDataModule
+from ganlab.data.folder import ImageFolderDataModule, class_balanced
 from ganlab.data.oasis import OasisDataModule
 from ganlab.data.parquet import ParquetDataModule
 from ganlab.data.splits import holdout
@@ -257,9 +257,11 @@ def test_balanced_sampler_draws_classes_equally(tmp_path):
     kwargs = dict(image_size=8, batch_size=4, train_split=None, test_split=None, val_fraction=0.0)
 
     def rare_share(dm) -> float:
-        loader = dm.train_dataloader()  # made once per fit: its sampler's generator runs on across epochs
-        labels = torch.cat([lab for _ in range(30) for _, lab in loader])
-        return labels.float().mean().item()
+        labels = torch.cat([lab for _, lab in dm.train_dataloader()])
+        return labels.double().mean().item()
 
-    assert abs(rare_share(ready(ImageFolderDataModule(str(tmp_path), balanced_sampling=True, **kwargs))) - 0.5) < 0.06
-    assert abs(rare_share(ready(ImageFolderDataModule(str(tmp_path), **kwargs))) - 0.1) < 0.02
+    balanced = ready(ImageFolderDataModule(str(tmp_path), balanced_sampling=True, **kwargs))
+    assert rare_share(balanced) == 0.5  # every epoch, not only on average
+    files = [f for f in class_balanced(balanced.datasets["train"], 0).files if "rare" in f]
+    assert len(files) == 20 and all(files.count(f) == 5 for f in set(files))  # each rare image equally often
+    assert rare_share(ready(ImageFolderDataModule(str(tmp_path), **kwargs))) == 0.1

@@ -60,8 +60,10 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_after_an_epoch_then_resume_is_bit_identical(run_cli, cli_env, tmp_path):
-    common = [*TINY, "trainer.max_epochs=3", "trainer.deterministic=true"]
+@pytest.mark.parametrize("sampling", ["shuffle", "balanced"])
+def test_sigkill_after_an_epoch_then_resume_is_bit_identical(sampling, run_cli, cli_env, tmp_path):
+    common = [*TINY, "trainer.max_epochs=3", "trainer.deterministic=true",
+              f"data.balanced_sampling={sampling == 'balanced'}"]
     steps_per_epoch = 3 * 2  # limit_train_batches=3, one D and one G step per batch
 
     reference = tmp_path / "reference"

@@ -9,13 +9,14 @@ name its subjects through `subject_of` (so no subject ends up on both sides of a
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ganlab.data.readers import IMAGE_EXTENSIONS, RESIZE_POLICIES, list_files, list_images, load_image, source_file
 from ganlab.data.splits import holdout
@@ -25,6 +26,7 @@ from ganlab.errors import GanlabError
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "UInt8ImageDataset", "list_images", "load_image",
            "to_model_range", "to_uint8"]
 log = logging.getLogger("ganlab.data")
+
 
 
 class UInt8ImageDataset(Dataset):
@@ -265,15 +267,10 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        sampler = None
         if self.balanced_sampling:
-            counts = torch.bincount(dataset.labels, minlength=self.num_classes).clamp(min=1)
-            weights = (1.0 / counts.double())[dataset.labels]
-            sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True,
-                                            generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=sampler is None, sampler=sampler,
-                          drop_last=True, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+            dataset = class_balanced(dataset, self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
         """Unshuffled loader over any split, for metrics and evaluation."""
@@ -283,6 +280,22 @@ class ImageFolderDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         return to_model_range(images), labels
+
+
+def class_balanced(dataset: UInt8ImageDataset, seed: int) -> UInt8ImageDataset:
+    """The training set re-drawn so that every class present has the same count (about the original
+    total): rare images repeated, common ones subsampled, each image of a class used as evenly as
+    possible (fixed by `seed`). It is then shuffled like any dataset, so each epoch sees every class
+    equally often, and resume and DDP sharding work exactly as without balancing."""
+    classes = torch.unique(dataset.labels)
+    per_class = math.ceil(len(dataset) / len(classes))
+    g = torch.Generator().manual_seed(seed)
+    idx = []
+    for c in classes.tolist():
+        members = torch.nonzero(dataset.labels == c).flatten()
+        order = members[torch.randperm(len(members), generator=g)]
+        idx.append(order.repeat(math.ceil(per_class / len(members)))[:per_class])
+    return dataset.subset(torch.cat(idx).tolist())
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
