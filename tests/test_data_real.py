@@ -263,5 +263,7 @@ def test_balanced_sampler_draws_classes_equally(tmp_path):
     balanced = ready(ImageFolderDataModule(str(tmp_path), balanced_sampling=True, **kwargs))
     assert rare_share(balanced) == 0.5  # every epoch, not only on average
     files = [f for f in class_balanced(balanced.datasets["train"], 0).files if "rare" in f]
-    assert len(files) == 20 and all(files.count(f) == 5 for f in set(files))  # each rare image equally often
+    assert len(files) == 36 and all(files.count(f) == 9 for f in set(files))  # each rare image equally often
+    common = [f for f in class_balanced(balanced.datasets["train"], 0).files if "common" in f]
+    assert sorted(common) == sorted(f for f in balanced.datasets["train"].files if "common" in f)  # all, once
     assert rare_share(ready(ImageFolderDataModule(str(tmp_path), **kwargs))) == 0.1

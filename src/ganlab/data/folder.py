@@ -28,7 +28,6 @@ __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "UInt8ImageDataset", "li
 log = logging.getLogger("ganlab.data")
 
 
-
 class UInt8ImageDataset(Dataset):
     """(uint8 image tensor, label) pairs from an in-memory store."""
 
@@ -283,18 +282,19 @@ class ImageFolderDataModule(L.LightningDataModule):
 
 
 def class_balanced(dataset: UInt8ImageDataset, seed: int) -> UInt8ImageDataset:
-    """The training set re-drawn so that every class present has the same count (about the original
-    total): rare images repeated, common ones subsampled, each image of a class used as evenly as
-    possible (fixed by `seed`). It is then shuffled like any dataset, so each epoch sees every class
-    equally often, and resume and DDP sharding work exactly as without balancing."""
+    """The training set with every class topped up to the largest class's count: each image of the
+    largest class once, rarer classes repeated as evenly as possible (which images get the one extra
+    repeat is fixed by `seed`). It is then shuffled like any dataset, so each epoch sees every class
+    equally often and every image at least once (epochs get longer), and resume and DDP sharding work
+    exactly as without balancing."""
     classes = torch.unique(dataset.labels)
-    per_class = math.ceil(len(dataset) / len(classes))
+    largest = int(torch.bincount(dataset.labels).max())
     g = torch.Generator().manual_seed(seed)
     idx = []
     for c in classes.tolist():
         members = torch.nonzero(dataset.labels == c).flatten()
         order = members[torch.randperm(len(members), generator=g)]
-        idx.append(order.repeat(math.ceil(per_class / len(members)))[:per_class])
+        idx.append(order.repeat(math.ceil(largest / len(members)))[:largest])
     return dataset.subset(torch.cat(idx).tolist())
 
 
