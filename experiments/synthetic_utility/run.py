@@ -1,6 +1,6 @@
 """Does synthetic data help? The whole chain on brainsim with one class made rare (ModerateDemented 7%).
 
-    python experiments/synthetic_utility/run.py            # full size: ~12-15 min on 2 quiet CPU cores (estimate)
+    python experiments/synthetic_utility/run.py            # full size: ~5 min on 2 quiet CPU cores (measured)
     python experiments/synthetic_utility/run.py --smoke    # a pipeline check; writes to /tmp only
 
 train cdcgan (ganlab.train) -> generate balance=fill (the augmentation set) and a class-balanced set
