@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+
+from ganlab.metrics.suite import cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,3 +69,30 @@ def cdcgan_ckpt(tmp_path_factory, data_dir) -> Path:
                             timeout=600)
     assert_ok(result)
     return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks on a shared 2-core machine: one intra-op thread is many times faster than two
+    (two spin-wait for a busy core). Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    with cpu_threads(1, torch.device("cpu")):
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_data(data_dir):
+    """The tiny brainsim set the TINY training uses (same parameters, so the render is shared)."""
+    from ganlab.data.brainsim import BrainSimDataModule
+
+    dm = BrainSimDataModule(str(data_dir / "brainsim"), image_size=32, per_class=24, batch_size=8, seed=42)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -10,15 +10,6 @@ from PIL import Image
 
 from conftest import assert_ok
 from ganlab.audit import cnn_features, memorisation_audit, nearest, pixel_features, save_gallery
-from ganlab.data.brainsim import BrainSimDataModule
-
-
-@pytest.fixture(scope="module")
-def tiny_data(data_dir):
-    dm = BrainSimDataModule(str(data_dir / "brainsim"), image_size=32, per_class=24, batch_size=8, seed=42)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
 
 
 def test_nearest_finds_the_closest_row():

@@ -9,18 +9,9 @@ import torch
 from conftest import assert_ok
 from ganlab.augment import (REAL, TSTR, disjoint_test, image_hashes, regime_name, run_benchmark, scores,
                             summarise, synthetic_subset, write_tables)
-from ganlab.data.brainsim import CLASS_NAMES, BrainSimDataModule
+from ganlab.data.brainsim import CLASS_NAMES
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
-
-
-@pytest.fixture(scope="module")
-def tiny_data(data_dir):
-    """The tiny brainsim set the conftest TINY training uses (same parameters, so the render is shared)."""
-    dm = BrainSimDataModule(str(data_dir / "brainsim"), image_size=32, per_class=24, batch_size=8, seed=42)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
 
 
 def dataset(n, label_list, size=32, value=None):

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import ganlab.config  # noqa: F401  (registers resolvers)
-from conftest import REPO, TINY, assert_ok
+from conftest import REPO, TINY, assert_ok, wait_for
 from ganlab.callbacks.checkpoint import atomic_torch_save
 from ganlab.checkpoint import load_gan, read_checkpoint
 from ganlab.config import to_plain
@@ -41,14 +40,6 @@ def _stalling_open(file, mode="r", *args, **kwargs):
 builtins.open = _stalling_open
 runpy.run_module("ganlab.train", run_name="__main__", alter_sys=True)
 """
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.errors import GanlabError
 from ganlab.models.gan_module import DivergenceError, GANModule
 from ganlab.models.losses import NonSaturatingLoss, WGANGPLoss
-from test_models import (NUM_CLASSES, fit, make_module, moved, networks, one_torch_thread,  # noqa: F401 (autouse)
-                         snapshot, tiny_loader)
+from test_models import NUM_CLASSES, fit, make_module, moved, networks, snapshot, tiny_loader
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -14,7 +14,9 @@ from conftest import REPO
 from ganlab.models.dcgan import DCGANDiscriminator
 from ganlab.models.losses import (HingeLoss, LSGANLoss, NonSaturatingLoss, WGANGPLoss, r1_penalty,
                                   wgan_gradient_penalty)
-from test_models import fit, make_module, moved, one_torch_thread, snapshot, tiny_loader  # noqa: F401 (autouse fixture)
+from test_models import fit, make_module, moved, snapshot, tiny_loader
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LOSSES = [NonSaturatingLoss(), NonSaturatingLoss(label_smoothing=0.1), HingeLoss(), LSGANLoss(), WGANGPLoss()]
 

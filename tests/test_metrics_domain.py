@@ -40,13 +40,7 @@ class ToyGenerator:  # noqa: D101
         return toy_images(wrong, seed=1000 + self.calls).float() / 127.5 - 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions on a shared 2-core machine: one thread is several times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

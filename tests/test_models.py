@@ -20,13 +20,7 @@ NUM_CLASSES = 3
 LATENT = 16
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny networks run faster on one thread; on a busy machine 2 OpenMP threads are ~30x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def networks(family: str, size: int = 32, channels: int = 1, g_cond: str = "concat", d_cond: str = "projection",

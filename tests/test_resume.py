@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import ganlab.config  # noqa: F401  (registers resolvers)
-from conftest import REPO, TINY, assert_ok
+from conftest import REPO, TINY, assert_ok, wait_for
 from ganlab.callbacks.checkpoint import ResumableCheckpoint, derive_seed, find_last_checkpoint
 from ganlab.checkpoint import check_same_model
 from ganlab.config import to_plain
@@ -49,14 +48,6 @@ def differences(a, b, path: str = "") -> list[str]:
             return [f"{path} (length)"]
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
     return [] if a == b else [path]
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.slow

@@ -25,13 +25,7 @@ from ganlab.strategy import DeviceBatches, GANStrategy
 SYNCS = ("item", "__bool__", "tolist", "__int__", "__float__", "__index__", "numpy", "cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two intra-op threads on a busy 2-core machine spin-wait: tiny fits get ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(batches: int = 6):

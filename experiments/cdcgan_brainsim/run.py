@@ -32,15 +32,15 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "experiments")]
 from ganlab.checkpoint import load_gan, read_checkpoint  # noqa: E402
+from readme_block import write_block  # noqa: E402
 
 FULL = ["data.image_size=64", "data.batch_size=32", "trainer.max_epochs={epochs}",
         "trainer.max_time=00:00:{minutes:02d}:00", "trainer.log_every_n_steps=10"]
 SMOKE = ["data.image_size=32", "data.per_class=24", "data.batch_size=8", "model.generator.width=8",
          "model.discriminator.width=8", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
          "trainer.log_every_n_steps=1", "trainer.max_time=00:00:05:00", "metrics=fast"]
-MARK_START, MARK_END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 
 def central_dark_fraction(images: torch.Tensor) -> float:
@@ -102,13 +102,6 @@ def figures_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(markdown: str) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-    readme.write_text(text[:start] + "\n" + markdown + "\n" + text[end:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run into a temporary directory")
@@ -141,7 +134,7 @@ def main() -> None:
     (results_dir / "results.json").write_text(json.dumps(results, indent=1))
     markdown = figures_markdown(results)
     if not args.smoke:
-        update_readme(markdown)
+        write_block(HERE / "README.md", "figures", markdown)
     print(markdown)
     print(f"\nresults: {results_dir}")
 

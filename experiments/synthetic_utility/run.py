@@ -24,7 +24,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+sys.path.insert(0, str(ROOT / "experiments"))
+from readme_block import write_block  # noqa: E402
 
 PRESETS = {
     "full": {
@@ -78,13 +79,6 @@ def results_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(markdown: str) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    start, end = text.index(MARK_START) + len(MARK_START), text.index(MARK_END)
-    readme.write_text(text[:start] + "\n" + markdown + "\n" + text[end:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run into a temporary directory")
@@ -135,7 +129,7 @@ def main() -> None:
     (results_dir / "results.json").write_text(json.dumps(results, indent=1))
     markdown = results_markdown(results)
     if not args.smoke:
-        update_readme(markdown)
+        write_block(HERE / "README.md", "results", markdown)
     print("\n" + markdown + f"\n\nresults: {results_dir}")
 
 
