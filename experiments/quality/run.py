@@ -1,0 +1,227 @@
+"""The quality ladder (issue 12, part 2): one row per technique on the hard imbalanced setting.
+
+    python experiments/quality/run.py --rows baseline,cbn_hinge        # run rows (skips rows already recorded)
+    python experiments/quality/run.py --rows final --seeds 1,2          # more seeds of one row
+    python experiments/quality/run.py --table                           # rebuild README table from results
+    python experiments/quality/run.py --smoke                           # seconds; tiny, into a temp dir
+    python experiments/quality/run.py --rows X --gpu                    # same rows on a GPU (trainer=gpu)
+
+Setting: brainsim 64 px, cdcgan, ModerateDemented kept at 6% of the others (22 training images vs 360),
+and every row gets the same training budget in images shown to D (`--kimg`, default 120), so rows
+compare techniques at equal data, independent of how busy the machine was (wall time is recorded
+beside it). Each run: train (metrics every 10 epochs, for the curve), then evaluate the EMA generator twice —
+1024 samples with the real class mix (overall FD/KID/PRDC/SSIM against all real training images:
+like with like) and 1024 with uniform labels (256 per class: per-class conditional accuracy and KID) —
+then the memorisation audit (512 samples, classes in turn). One JSON line per run lands in
+results/ladder.jsonl as soon as it finishes; checkpoints stay under outputs/experiments/quality/ so a
+row can be re-evaluated when the metrics change.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(ROOT / "experiments")]
+from readme_block import write_block  # noqa: E402
+
+RARE = "ModerateDemented"
+DATA = ["data=brainsim", "data.image_size=64", "data.per_class=500", f"data.imbalance={{{RARE}:0.06}}",
+        "data.batch_size=64"]
+# in-training metrics every 10 epochs (~11-14 kimg) give each row's curve; the row's figures come from
+# the evaluations after training
+BASE = ["model=cdcgan", *DATA, "logger=csv", "metrics.every_n_epochs=10", "trainer.max_epochs=100000",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=50"]
+SMOKE = ["data.image_size=32", "data.per_class=40", "data.batch_size=8", "model.generator.width=8",
+         "model.discriminator.width=8"]
+
+# name: (parent row, overrides added on top of the parent's). Each row adds one technique to the best
+# row so far; a row that loses stays here and in the table as a measured negative.
+ROWS: dict[str, tuple[str | None, list[str]]] = {
+    "baseline": (None, []),  # cdcgan as shipped: concat G, projection D, BCE, translation DiffAugment, EMA
+    "cbn_hinge": ("baseline", ["model.generator.conditioning=cbn", "model/loss=hinge"]),
+    "balanced": ("cbn_hinge", ["data.balanced_sampling=true"]),
+    # candidates on top of `balanced` (the best so far when they were queued)
+    "ada": ("balanced", ["model.diffaugment=mri", "model.ada_target=0.6", "model.ada_kimg=100"]),
+    "ordinal": ("balanced", ["model.generator.ordinal=true"]),
+    "mbstd": ("balanced", ["model.discriminator.mbstd_group=4"]),
+    "lecam": ("balanced", ["model.lecam_weight=0.3"]),
+    "cond_transition": ("balanced", ["model.cond_start_kimg=0", "model.cond_end_kimg=40"]),
+    "mode_seeking": ("balanced", ["model.mode_seeking=1.0"]),
+    "ema_kimg": ("balanced", ["model.ema_kimg=10", "model.ema_rampup=0.05"]),
+    "class_weights": ("cbn_hinge", ["model.class_weights=inverse_sqrt"]),
+    "diffaug_mri": ("balanced", ["model.diffaugment=mri"]),
+    "diffaug_cutout": ("balanced", ["model.diffaugment='translation,cutout'"]),
+    "spectral_norm": ("balanced", ["model.discriminator.spectral_norm=true"]),
+    "ttur": ("balanced", ["model.lr_d=4.0e-4", "model.lr_g=1.0e-4"]),
+    "lazy_r1": ("balanced", ["model.r1_gamma=0.2", "model.r1_interval=16"]),
+}
+
+
+def overrides_of(row: str) -> list[str]:
+    parent, own = ROWS[row]
+    return (overrides_of(parent) if parent else []) + own
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def metric(report: dict, name: str):
+    m = report.get("metrics", {}).get(name)
+    return None if m is None else m.get("value")
+
+
+def summarise(run_dir: Path, class_names: list[str]) -> dict:
+    prop = read_json(run_dir / "eval_prop" / "evaluation_last.json")
+    uni = read_json(run_dir / "eval_uniform" / "evaluation_last.json")
+    audit = read_json(run_dir / "audit" / "audit.json")
+    keys = lambda c: c.replace(" ", "_")  # noqa: E731
+    out = {
+        "fd": metric(prop, "metrics/fd_domain"), "fd_floor": metric(prop, "metrics/fd_domain_real"),
+        "fd_ci": (prop.get("metrics", {}).get("metrics/fd_domain") or {}).get("ci"),
+        "kid": metric(prop, "metrics/kid_domain"),
+        "precision": metric(prop, "metrics/precision"), "recall": metric(prop, "metrics/recall"),
+        "recall_ci": (prop.get("metrics", {}).get("metrics/recall") or {}).get("ci"),
+        "coverage": metric(prop, "metrics/coverage"),
+        "coverage_ci": (prop.get("metrics", {}).get("metrics/coverage") or {}).get("ci"),
+        "ssim_div": metric(prop, "ssim/diversity"), "ssim_div_real": metric(prop, "ssim/diversity_real"),
+        "ms_div": metric(prop, "ssim/ms_diversity"), "ms_div_real": metric(prop, "ssim/ms_diversity_real"),
+        "cond_acc": metric(uni, "metrics/cond_acc"), "cond_acc_real": metric(uni, "metrics/cond_acc_real"),
+        "cond_acc_class": {c: metric(uni, f"metrics/cond_acc/{keys(c)}") for c in class_names},
+        "cond_acc_real_class": {c: metric(uni, f"metrics/cond_acc_real/{keys(c)}") for c in class_names},
+        "kid_class": {c: metric(uni, f"metrics/kid_domain/{keys(c)}") for c in class_names},
+        "audit_p1": audit.get("frac_below_p1"), "audit_p5": audit.get("frac_below_p5"),
+    }
+    out["fd_ratio"] = out["fd"] / out["fd_floor"] if out["fd"] and out["fd_floor"] else None
+    return out
+
+
+def run_one(row: str, seed: int, args, out_root: Path) -> dict:
+    py = sys.executable
+    run_dir = out_root / f"{row}_s{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted earlier attempt: start the row again
+    extra = overrides_of(row) + (SMOKE if args.smoke else []) + (["trainer=gpu"] if args.gpu else [])
+    batch = 8 if args.smoke else 64
+    steps = 2 * math.ceil(args.kimg * 1000 / batch)  # one batch = one D step + one G step (n_disc=1)
+    train = [*BASE, *extra, f"seed={seed}", f"trainer.max_steps={steps}", f"hydra.run.dir={run_dir}"]
+    if args.max_minutes:
+        train.append(f"trainer.max_time=00:00:{args.max_minutes:02d}:00")
+    print(f"[{time.strftime('%H:%M:%S')}] {row} seed {seed}: python -m ganlab.train {' '.join(train[:-1])}",
+          flush=True)
+    start = time.time()
+    subprocess.run([py, "-m", "ganlab.train", *train], check=True, cwd=ROOT)
+    wall = time.time() - start
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    n = "64" if args.smoke else "1024"
+    common = [f"ckpt={ckpt}", f"n_samples={n}", "metrics.n_real=100000", "metrics.every_n_epochs=0"]
+    for labels, sub in (("proportional", "eval_prop"), ("uniform", "eval_uniform")):
+        subprocess.run([py, "-m", "ganlab.evaluate", *common, f"metrics.fake_labels={labels}",
+                        f"out={run_dir / sub}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    data = [o for o in [*DATA, *extra] if o.startswith("data.") and "balanced" not in o]
+    subprocess.run([py, "-m", "ganlab.audit", f"ckpt={ckpt}", "n=128" if args.smoke else "n=512",
+                    *data, f"seed={seed}", f"hydra.run.dir={run_dir / 'audit'}"], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    classes = json.loads((run_dir / "eval_uniform" / "evaluation_last.json").read_text())
+    class_names = [k.split("/", 2)[2] for k in classes["metrics"] if k.startswith("metrics/cond_acc/")]
+    throughput = None
+    csvs = sorted(run_dir.glob("csv/version_*/metrics.csv"))
+    if csvs:
+        import csv
+        vals = [float(r["perf/images_per_sec"]) for r in csv.DictReader(open(csvs[-1]))
+                if r.get("perf/images_per_sec")]
+        throughput = sum(vals) / len(vals) if vals else None
+    return {"row": row, "seed": seed, "overrides": overrides_of(row), "kimg": args.kimg, "steps": steps,
+            "device": "cuda" if args.gpu else f"cpu ({os.cpu_count()} cores)", "wall_s": round(wall, 1),
+            "img_per_s": throughput, "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir),
+            **summarise(run_dir, class_names)}
+
+
+def fmt(v, spec=".3f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def table(records: list[dict]) -> str:
+    """Mean over seeds per (row, device); per-class figures abbreviated by initials."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["row"], r["device"], r["kimg"]), []).append(r)
+
+    def mean(rs, key, sub=None):
+        vals = [(r[key] or {}).get(sub) if sub else r[key] for r in rs]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    classes = list(records[0]["cond_acc_class"]) if records else []
+    short = [c[:3] for c in classes]
+    head = ("| row | seeds | kimg | min | FD/floor | recall | coverage | SSIM div (real) | MS-SSIM div (real) | "
+            f"cond acc {'/'.join(short)} | KID {'/'.join(short)} | audit <p1 / <p5 |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (row, device, kimg), rs in groups.items():
+        acc = "/".join(fmt(mean(rs, "cond_acc_class", c), ".2f") for c in classes)
+        kid = "/".join(fmt(mean(rs, "kid_class", c), ".2f") for c in classes)
+        gpu = " (GPU)" if device == "cuda" else ""
+        lines.append(
+            f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {fmt(mean(rs, 'fd_ratio'), '.1f')} | "
+            f"{fmt(mean(rs, 'recall'), '.2f')} | {fmt(mean(rs, 'coverage'), '.2f')} | "
+            f"{fmt(mean(rs, 'ssim_div'), '.2f')} ({fmt(mean(rs, 'ssim_div_real'), '.2f')}) | "
+            f"{fmt(mean(rs, 'ms_div'), '.2f')} ({fmt(mean(rs, 'ms_div_real'), '.2f')}) | {acc} | {kid} | "
+            f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="", help=f"comma-separated, from: {', '.join(ROWS)}")
+    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--kimg", type=float, default=120.0, help="training budget: thousands of real images shown")
+    parser.add_argument("--max-minutes", type=int, default=0, help="wall-clock cap as well (0: none)")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--redo", action="store_true", help="run rows even if already recorded")
+    parser.add_argument("--table", action="store_true", help="only rebuild the README table")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    if args.smoke:
+        args.kimg = 0.1
+        out_root = Path(tempfile.mkdtemp(prefix="quality_"))
+        results = out_root / "ladder.jsonl"
+    else:
+        out_root = ROOT / "outputs" / "experiments" / "quality"
+        results = HERE / "results" / "ladder.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(x) for x in results.read_text().splitlines()] if results.is_file() else []
+    unknown = [r for r in args.rows.split(",") if r and r not in ROWS]
+    if unknown:
+        sys.exit(f"error: unknown row(s) {unknown}; known: {', '.join(ROWS)}")
+    for row in [r for r in args.rows.split(",") if r]:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            device = "cuda" if args.gpu else f"cpu ({os.cpu_count()} cores)"
+            if not args.redo and any(d["row"] == row and d["seed"] == seed and d["device"] == device
+                                     and d["kimg"] == args.kimg for d in done):
+                print(f"{row} seed {seed}: already recorded, skipped (--redo to run again)")
+                continue
+            record = run_one(row, seed, args, out_root)
+            done.append(record)
+            with open(results, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            print(json.dumps(record, indent=1), flush=True)
+    if done:
+        markdown = table(done)
+        print(markdown)
+        if not args.smoke and (HERE / "README.md").is_file():
+            write_block(HERE / "README.md", "ladder", markdown)
+
+
+if __name__ == "__main__":
+    main()
