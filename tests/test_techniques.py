@@ -287,7 +287,8 @@ def test_class_weights_from_counts_and_in_the_losses():
     assert torch.allclose(gm.weights_from_counts([100, 25], "inverse_sqrt"), torch.tensor([125 / 200, 125 / 50]).sqrt())
     real, fake = torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0])
     for loss in (NonSaturatingLoss(), HingeLoss()):
-        assert loss.discriminator(real, fake, torch.ones(2)).item() == pytest.approx(loss.discriminator(real, fake).item())
+        unweighted = loss.discriminator(real, fake).item()
+        assert loss.discriminator(real, fake, torch.ones(2)).item() == pytest.approx(unweighted)
         only_first = loss.discriminator(real, fake, torch.tensor([1.0, 0.0]))
         assert only_first.item() == pytest.approx(loss.discriminator(real[:1], fake[:1]).item())
         assert loss.generator(real, torch.tensor([0.0, 3.0])).item() == pytest.approx(loss.generator(real[1:]).item())
@@ -372,7 +373,8 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
                                           "model.generator.ordinal=true"])
         bad = compose("train", overrides=["model=cdcgan", *TINY, "model.lecam_decay=1.5"])
     assert module.ada is None and not hasattr(module, "lecam_anchors") and module.generator.cond_weight is None
-    assert isinstance(module.discriminator.mbstd, torch.nn.Identity) and type(module.generator.embed) is torch.nn.Embedding
+    assert isinstance(module.discriminator.mbstd, torch.nn.Identity)
+    assert type(module.generator.embed) is torch.nn.Embedding
     on_module = instantiate(on.model)
     assert on_module.ada is not None and on_module.discriminator.ordinal and on_module.hparams.r1_interval == 16
     with pytest.raises(Exception, match="lecam_decay=1.5"):

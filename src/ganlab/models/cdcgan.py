@@ -13,10 +13,11 @@ NonDemented < VeryMildDemented < MildDemented < ModerateDemented): every class t
 embed(c) = sum_{j<=c} e_j (a thermometer code for D's concat maps), so neighbouring classes share all
 but one term and a rare class borrows what its neighbours learn.
 
-`enable_cond_weight()` adds a `cond_weight` buffer (not saved: the training module sets it every
-step; without it the networks are fully conditional, as at weight 1) that blends the label in (Shahbazi et al. 2022, "Collapse by conditioning"): at 0 the label has no effect (G's label
-embedding is zero, CBN uses the class-average scale and shift, D drops its projection term / label
-maps), at 1 the networks are fully conditional.
+`enable_cond_weight()` adds a `cond_weight` buffer that blends the label in (Shahbazi et al. 2022,
+"Collapse by conditioning"): at 0 the label has no effect (G's label embedding is zero, CBN uses the
+class-average scale and shift, D drops its projection term / label maps), at 1 the networks are fully
+conditional. It is not saved (the training module sets it every step); without it, as in a network
+loaded for sampling, the networks are fully conditional.
 """
 from __future__ import annotations
 

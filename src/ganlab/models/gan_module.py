@@ -76,7 +76,8 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
             raise ValueError(f"ada_target={ada_target!r}: expected a number in (0, 1), e.g. 0.6, or null (ADA off)")
         if not parse_policy(diffaugment):
             raise ValueError("ada_target is set but model.diffaugment is null: ADA applies the DiffAugment ops "
-                             "with probability p; name them, e.g. model.diffaugment=mri or \"model.diffaugment='translation,color,cutout'\"")
+                             "with probability p; name them, e.g. model.diffaugment=mri or "
+                             "\"model.diffaugment='translation,color,cutout'\"")
     if not (number(ada_kimg) and ada_kimg > 0):
         raise ValueError(f"ada_kimg={ada_kimg!r}: expected a positive number of kimg for p to go 0 -> 1, e.g. 100")
     for name, value in (("ada_interval", ada_interval), ("r1_interval", r1_interval)):
