@@ -58,7 +58,7 @@ def test_ddp_multirun_two_cpu_processes_identical_replicas(run_cli, cli_env, tmp
     sweep = tmp_path / "sweep"
     env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), cli_env.get("PYTHONPATH", "")])}
     result = run_cli("ganlab.train", "-m", *TINY, "model=dcgan,cdcgan,gan", "model.r1_gamma=1.0", "trainer=ddp",
-                     "++model.diffaugment=translation,color", "++model.ada_target=0.6", "++model.ada_interval=2",
+                     "++model.diffaugment=mri", "++model.ada_target=0.6", "++model.ada_interval=2",
                      "++model.lecam_weight=0.1",
                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.limit_train_batches=3", "logger=csv",
                      "metrics=none",
