@@ -51,12 +51,15 @@ def test_rank_zero_from_the_environment(monkeypatch):
 
 @pytest.mark.slow
 def test_ddp_multirun_two_cpu_processes_identical_replicas(run_cli, cli_env, tmp_path):
-    """`trainer=ddp trainer.accelerator=cpu trainer.devices=2` for three families (R1 penalty on) in one
-    multirun: each job has one run dir (children re-run their job, not the sweep), every parameter and
-    buffer is identical on both ranks, ranks see different noise and batches, only rank 0 writes."""
+    """`trainer=ddp trainer.accelerator=cpu trainer.devices=2` for three families (R1 penalty on; ADA and
+    LeCam too, whose statistics are all-reduced) in one multirun: each job has one run dir (children
+    re-run their job, not the sweep), every parameter and buffer (ADA's p and sums, LeCam's anchors
+    included) is identical on both ranks, ranks see different noise and batches, only rank 0 writes."""
     sweep = tmp_path / "sweep"
     env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), cli_env.get("PYTHONPATH", "")])}
     result = run_cli("ganlab.train", "-m", *TINY, "model=dcgan,cdcgan,gan", "model.r1_gamma=1.0", "trainer=ddp",
+                     "++model.diffaugment=mri", "++model.ada_target=0.6", "++model.ada_interval=2",
+                     "++model.lecam_weight=0.1",
                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.limit_train_batches=3", "logger=csv",
                      "metrics=none",
                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
@@ -69,6 +72,7 @@ def test_ddp_multirun_two_cpu_processes_identical_replicas(run_cli, cli_env, tmp
     for job in jobs:
         digests = [json.loads((job / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
         assert len(digests[0]) > 10 and digests[0] == digests[1], job  # weights, BN statistics, EMA
+        assert {"ada.p", "ada.stats", "lecam_anchors"} <= set(digests[0])
         probes = [json.loads((job / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
         assert [p["world_size"] for p in probes] == [2, 2] and probes[0]["strategy"] == "GANStrategy"
         assert probes[0]["noise_seed"] != probes[1]["noise_seed"]

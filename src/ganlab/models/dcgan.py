@@ -71,11 +71,34 @@ class DCGANGenerator(nn.Module):
         return self.to_image(self.blocks(h))
 
 
-class DCGANDiscriminator(nn.Module):
-    """Returns one logit per image (no Sigmoid: losses work on logits, which is AMP-safe)."""
+class MinibatchStd(nn.Module):
+    """Minibatch standard deviation (Karras et al. 2018, ProGAN/StyleGAN2): one extra feature map holding
+    the std over a group of `group` images, averaged over channels and pixels. D then sees batch
+    statistics and can tell a batch of look-alike fakes from varied reals. Groups are strided (image i
+    is in group i mod N/G); a batch not divisible by `group` uses gcd(N, group)."""
 
-    def __init__(self, image_size: int = 64, channels: int = 1, width: int = 64, spectral_norm: bool = False):
+    def __init__(self, group: int = 4):
         super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = math.gcd(n, self.group) if n else 1
+        y = x.float().reshape(g, -1, c, h, w)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (N/G,)
+        y = y.reshape(1, -1, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, y.to(x.dtype)], dim=1)
+
+
+class DCGANDiscriminator(nn.Module):
+    """Returns one logit per image (no Sigmoid: losses work on logits, which is AMP-safe).
+    `mbstd_group` > 0 adds a minibatch-stddev feature map before the last layer (0: off)."""
+
+    def __init__(self, image_size: int = 64, channels: int = 1, width: int = 64, spectral_norm: bool = False,
+                 mbstd_group: int = 0):
+        super().__init__()
+        if isinstance(mbstd_group, bool) or not isinstance(mbstd_group, int) or mbstd_group < 0:
+            raise ValueError(f"mbstd_group={mbstd_group!r}: expected an integer >= 0 (0: off; 4 is usual)")
         self.image_size, self.channels = image_size, channels
         plan = channel_plan(image_size, width)[::-1]  # image-sized layer first
         sn = _sn if spectral_norm else (lambda m: m)
@@ -86,8 +109,9 @@ class DCGANDiscriminator(nn.Module):
             layers += [sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)), norm(c_out), nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)
         self.feature_dim = plan[-1]
-        self.head = sn(nn.Conv2d(plan[-1], 1, 4, 1, 0))
+        self.mbstd = MinibatchStd(mbstd_group) if mbstd_group else nn.Identity()
+        self.head = sn(nn.Conv2d(plan[-1] + (1 if mbstd_group else 0), 1, 4, 1, 0))
         dcgan_init(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(x)).flatten()
+        return self.head(self.mbstd(self.features(x))).flatten()

@@ -91,3 +91,13 @@ def diff_augment(x: torch.Tensor, policy: str | tuple | None) -> torch.Tensor:
         for op in OPS[name]:
             x = op(x)
     return x.contiguous()
+
+
+def augment_with_probability(x: torch.Tensor, ops: tuple, p: torch.Tensor | float) -> torch.Tensor:
+    """ADA's form (Karras et al. 2020): each op of the policy applied to each image independently with
+    probability p (a 0-dim tensor: no host sync). p = 1 is DiffAugment; p = 0 leaves x unchanged."""
+    for name in ops:
+        for op in OPS[name]:
+            apply = torch.rand(x.size(0), 1, 1, 1, device=x.device) < p
+            x = torch.where(apply, op(x), x)
+    return x.contiguous()

@@ -24,3 +24,13 @@ def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
     """A frozen copy of `generator` that `update_parameters(generator)` moves towards it (buffers too)."""
     ema = AveragedModel(generator, multi_avg_fn=warmup_ema_fn(decay), use_buffers=True)
     return ema.requires_grad_(False)
+
+
+def ema_beta(half_life_kimg: float, rampup: float | None, batch_size: int, images_seen: int) -> float:
+    """stylegan2-ada's per-step EMA decay: the average's half-life is `half_life_kimg` thousand images
+    whatever the batch size (`batch_size`: all processes together); with `rampup`, the half-life is
+    at most rampup x the images seen so far, so short runs are not stuck near the initial weights."""
+    half_life = half_life_kimg * 1000
+    if rampup is not None:
+        half_life = min(half_life, images_seen * rampup)
+    return 0.5 ** (batch_size / max(half_life, 1e-8))

@@ -2,6 +2,12 @@
 G step per batch, optional DiffAugment / R1 / gradient penalty, and a generator EMA.
 
 Families differ only in the `generator` / `discriminator` modules they are given (see conf/model/).
+
+Small-data options, all off by default (conf/model/dcgan.yaml says which key switches each on):
+ADA (adaptive augmentation probability, models/ada.py), LeCam regularisation, lazy R1, EMA as a
+half-life in kimg with ramp-up, a transition from unconditional to conditional training, mode-seeking
+regularisation and class-weighted losses. Schedules count images as batches x batch size x processes
+(derived from global_step, so they resume exactly).
 """
 from __future__ import annotations
 
@@ -9,17 +15,26 @@ from typing import Sequence
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ganlab.errors import GanlabError
+from ganlab.models.ada import AdaptiveAugment, multi_process
+from ganlab.models.cdcgan import enable_cond_weight
 from ganlab.models.diffaugment import diff_augment, parse_policy
-from ganlab.models.ema import make_ema
-from ganlab.models.losses import GANLoss, NonSaturatingLoss, r1_penalty, wgan_gradient_penalty
+from ganlab.models.ema import ema_beta, make_ema
+from ganlab.models.losses import GANLoss, NonSaturatingLoss, lecam_penalty, r1_penalty, wgan_gradient_penalty
+
+CLASS_WEIGHTINGS = ("inverse", "inverse_sqrt")
 
 
 class DivergenceError(GanlabError):
     """A loss became NaN/inf; training stops before a bad checkpoint can be written."""
+
+
+def number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_settings(generator, discriminator, loss, num_classes, n_disc, ema_decay) -> None:
@@ -40,9 +55,6 @@ def check_settings(generator, discriminator, loss, num_classes, n_disc, ema_deca
 
 def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay) -> None:
     """A mistyped number on the command line (model.lr_g=abc) arrives as a string: name the setting."""
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
     for name, value in (("lr_g", lr_g), ("lr_d", lr_d)):
         if not (number(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a positive number, e.g. 2.0e-4")
@@ -53,6 +65,70 @@ def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay) -> None:
     pair = isinstance(betas, Sequence) and not isinstance(betas, str) and len(betas) == 2
     if not (pair and all(number(b) and 0 <= b < 1 for b in betas)):
         raise ValueError(f"betas={betas!r}: expected two numbers in [0, 1), e.g. [0.5, 0.999]")
+
+
+def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
+                     r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
+                     class_weights) -> None:
+    """The small-data options: a bad value is a ValueError naming the key."""
+    if ada_target is not None:
+        if not (number(ada_target) and 0 < ada_target < 1):
+            raise ValueError(f"ada_target={ada_target!r}: expected a number in (0, 1), e.g. 0.6, or null (ADA off)")
+        if not parse_policy(diffaugment):
+            raise ValueError("ada_target is set but model.diffaugment is null: ADA applies the DiffAugment ops "
+                             "with probability p; name them, e.g. model.diffaugment=mri or "
+                             "\"model.diffaugment='translation,color,cutout'\"")
+    if not (number(ada_kimg) and ada_kimg > 0):
+        raise ValueError(f"ada_kimg={ada_kimg!r}: expected a positive number of kimg for p to go 0 -> 1, e.g. 100")
+    for name, value in (("ada_interval", ada_interval), ("r1_interval", r1_interval)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: expected an integer >= 1 (minibatches)")
+    for name, value in (("lecam_weight", lecam_weight), ("mode_seeking", mode_seeking)):
+        if not (number(value) and value >= 0):
+            raise ValueError(f"{name}={value!r}: expected a number >= 0 (0: off)")
+    if not (number(lecam_decay) and 0 < lecam_decay < 1):
+        raise ValueError(f"lecam_decay={lecam_decay!r}: expected a number in (0, 1), e.g. 0.99")
+    if ema_kimg is not None and not (number(ema_kimg) and ema_kimg > 0):
+        raise ValueError(f"ema_kimg={ema_kimg!r}: expected a positive half-life in kimg, e.g. 10, or null")
+    if ema_rampup is not None and not (number(ema_rampup) and ema_rampup > 0):
+        raise ValueError(f"ema_rampup={ema_rampup!r}: expected a positive number, e.g. 0.05, or null (no ramp-up)")
+    if (cond_start_kimg is None) != (cond_end_kimg is None):
+        raise ValueError(f"cond_start_kimg={cond_start_kimg!r} cond_end_kimg={cond_end_kimg!r}: set both "
+                         "(the conditioning weight goes 0 -> 1 between them) or neither")
+    if cond_start_kimg is not None:
+        if not (number(cond_start_kimg) and number(cond_end_kimg) and 0 <= cond_start_kimg <= cond_end_kimg):
+            raise ValueError(f"cond_start_kimg={cond_start_kimg!r} cond_end_kimg={cond_end_kimg!r}: expected "
+                             "numbers with 0 <= start <= end (kimg)")
+        if not num_classes:
+            raise ValueError("cond_start_kimg/cond_end_kimg need a conditional model (model=cdcgan)")
+    if class_weights is not None:
+        if not num_classes:
+            raise ValueError("class_weights needs a conditional model (model=cdcgan)")
+        if isinstance(class_weights, str):
+            if class_weights not in CLASS_WEIGHTINGS:
+                raise ValueError(f"class_weights={class_weights!r}: choose one of {CLASS_WEIGHTINGS}, "
+                                 f"a list of {num_classes} positive numbers, or null")
+        elif not (isinstance(class_weights, Sequence) and len(class_weights) == num_classes
+                  and all(number(w) and w > 0 for w in class_weights)):
+            raise ValueError(f"class_weights={class_weights!r}: expected {num_classes} positive numbers "
+                             f"(one per class), one of {CLASS_WEIGHTINGS}, or null")
+
+
+def weights_from_counts(counts: Sequence[int], how: str) -> torch.Tensor:
+    """Per-class loss weights from training-set counts: inverse frequency N / (K n_c) (mean 1 over the
+    training images), or its square root."""
+    counts = torch.as_tensor(list(counts), dtype=torch.float64)
+    if (counts <= 0).any():
+        raise ValueError(f"class_weights={how!r}: a class has no training images (counts {counts.tolist()})")
+    weights = counts.sum() / (len(counts) * counts)
+    return (weights.sqrt() if how == "inverse_sqrt" else weights).float()
+
+
+def mode_seeking_term(fake: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
+    """MSGAN's term to minimise: 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps), in float32."""
+    fake, z = fake.float(), z.float()
+    ratio = (fake[:half] - fake[half:]).abs().mean() / (z[:half] - z[half:]).abs().mean()
+    return 1.0 / (ratio + 1e-5)
 
 
 class GANModule(L.LightningModule):
@@ -72,6 +148,18 @@ class GANModule(L.LightningModule):
         ema_decay: float | None = 0.999,
         sample_rows: int = 8,
         sample_seed: int = 1234,
+        ada_target: float | None = None,
+        ada_kimg: float = 500.0,
+        ada_interval: int = 4,
+        lecam_weight: float = 0.0,
+        lecam_decay: float = 0.99,
+        r1_interval: int = 1,
+        ema_kimg: float | None = None,
+        ema_rampup: float | None = None,
+        cond_start_kimg: float | None = None,
+        cond_end_kimg: float | None = None,
+        mode_seeking: float = 0.0,
+        class_weights: str | Sequence[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -85,10 +173,24 @@ class GANModule(L.LightningModule):
         self.num_classes = num_classes
         check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay)
         check_settings(generator, discriminator, self.loss, num_classes, n_disc, ema_decay)
+        check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
+                         r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
+                         class_weights)
         self.augment_ops = parse_policy(diffaugment)
+        self.ada = AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval) if ada_target else None
+        if lecam_weight:
+            # EMA anchors of the mean D(real) and D(fake) logits, and how many updates they have had
+            self.register_buffer("lecam_anchors", torch.zeros(2))
+            self.register_buffer("lecam_updates", torch.zeros((), dtype=torch.long))
+        if cond_start_kimg is not None:
+            enable_cond_weight(generator)
+            enable_cond_weight(discriminator)
+        if class_weights is not None:  # "inverse"/"inverse_sqrt" are filled in from the data at fit start
+            self.register_buffer("class_weight", torch.as_tensor(
+                class_weights if not isinstance(class_weights, str) else [1.0] * num_classes, dtype=torch.float32))
         self.generator_ema = None
-        if ema_decay:
-            self.generator_ema = make_ema(generator, ema_decay)
+        if ema_decay or ema_kimg:
+            self.generator_ema = make_ema(generator, ema_decay or 0.999)  # the decay is unused with ema_kimg
         # The fixed-noise grid: the same latent vectors (and labels) for the whole run, saved in checkpoints.
         rows = max(num_classes, 1) if num_classes else sample_rows
         cols = 8
@@ -173,6 +275,20 @@ class GANModule(L.LightningModule):
         self.noise_rng, self._noise_seed = None, torch.initial_seed()  # made at the first draw, on the fit's device
         if self.generator_ema is not None:
             self._ema_started = bool(self.generator_ema.n_averaged > 0)  # one host sync per fit
+        how = self.hparams.class_weights
+        if isinstance(how, str):
+            self.class_weight.copy_(weights_from_counts(self.training_class_counts(), how))
+
+    def training_class_counts(self) -> list[int]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "class_counts"):
+            raise ValueError(f"class_weights={self.hparams.class_weights!r} needs the data's class counts "
+                             "(a ganlab datamodule); pass a list of weights instead")
+        counts = list(datamodule.class_counts("train").values())
+        if getattr(datamodule, "balanced_sampling", False):
+            rank_zero_warn("class_weights with data.balanced_sampling=true: batches are already class-balanced, "
+                           "so the inverse-frequency weights count the imbalance twice")
+        return counts
 
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)
@@ -181,43 +297,98 @@ class GANModule(L.LightningModule):
         return opt_g, opt_d
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ada is not None:
+            return self.ada(x)
         return diff_augment(x, self.augment_ops) if self.augment_ops else x
 
-    def discriminator_step(self, real, labels, opt_d):
+    def world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def images_seen(self, batch_size: int, batches: int) -> int:
+        """Images all processes have shown D after `batches` batches of `batch_size` per process."""
+        return batches * batch_size * self.world_size()
+
+    def loss_weights(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        if labels is None or self.hparams.class_weights is None:
+            return None
+        return self.class_weight[labels]
+
+    def discriminator_step(self, real, labels, opt_d, d_step: int = 0):
+        """One D update; `d_step` counts D updates over the run (lazy R1 uses it)."""
         y = labels if self.conditional else None
         generator, discriminator = self._train_nets
         with torch.no_grad():
             fake = generator(self.noise(real.shape[0]), y)
         real_logits = discriminator(self.augment(real), y)
         fake_logits = discriminator(self.augment(fake), y)
-        loss = self.loss.discriminator(real_logits, fake_logits)
+        loss = self.loss.discriminator(real_logits, fake_logits, **self.weight_kwargs(y))
+        if self.ada is not None:
+            self.ada.accumulate(real_logits)
+        if self.hparams.lecam_weight:
+            self.update_lecam_anchors(real_logits, fake_logits)
+            anchors = self.lecam_anchors
+            loss = loss + self.hparams.lecam_weight * lecam_penalty(real_logits, fake_logits, anchors[0], anchors[1])
         if self.loss.gradient_penalty:
             loss = loss + self.loss.gradient_penalty * wgan_gradient_penalty(self.discriminator, real, fake, y)
-        if self.hparams.r1_gamma:
-            loss = loss + 0.5 * self.hparams.r1_gamma * r1_penalty(self.discriminator, real, y)
+        interval = self.hparams.r1_interval
+        if self.hparams.r1_gamma and d_step % interval == 0:  # lazy R1: every `interval` D steps, x interval
+            loss = loss + 0.5 * self.hparams.r1_gamma * interval * r1_penalty(self.discriminator, real, y)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_d.step()
         return loss.detach(), real_logits.detach(), fake_logits.detach()
 
-    def generator_step(self, batch_size, labels, opt_g):
+    def weight_kwargs(self, labels) -> dict:
+        weights = self.loss_weights(labels)
+        return {} if weights is None else {"weights": weights}
+
+    @torch.no_grad()
+    def update_lecam_anchors(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+        """EMA (decay lecam_decay; the first update copies) of the batch-mean D(real) and D(fake) logits;
+        under DDP the batch means are averaged over processes first, so every process holds the same anchors."""
+        means = torch.stack([real_logits.detach().float().mean(), fake_logits.detach().float().mean()])
+        if multi_process():
+            dist.all_reduce(means)
+            means /= dist.get_world_size()
+        keep = torch.where(self.lecam_updates > 0, self.hparams.lecam_decay, 0.0)
+        self.lecam_anchors.copy_(keep * self.lecam_anchors + (1 - keep) * means)
+        self.lecam_updates += 1
+
+    def generator_step(self, batch_size, labels, opt_g, images_seen: int | None = None):
+        """One G update; `images_seen` (after this batch, all processes) sets the EMA decay with ema_kimg."""
         y = labels if self.conditional else None
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad while G learns
         generator, discriminator = self._train_nets
-        fake_logits = discriminator(self.augment(generator(self.noise(batch_size), y)), y)
-        loss = self.loss.generator(fake_logits)
+        ms_weight = self.hparams.mode_seeking
+        half = batch_size // 2
+        if ms_weight and half:
+            # mode seeking (Mao et al. 2019): pairs (i, i + half) share a label and differ in z
+            y = torch.cat([y[:half], y[:half]]) if y is not None else None
+            z = self.noise(2 * half)
+        else:
+            z = self.noise(batch_size)
+        fake = generator(z, y)
+        fake_logits = discriminator(self.augment(fake), y)
+        loss = self.loss.generator(fake_logits, **self.weight_kwargs(y))
+        if ms_weight and half:
+            loss = loss + ms_weight * mode_seeking_term(fake, z, half)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         if self.generator_ema is not None:
-            self.update_ema()
+            beta = None
+            if self.hparams.ema_kimg is not None:
+                seen = images_seen if images_seen is not None else batch_size * self.world_size()
+                beta = ema_beta(self.hparams.ema_kimg, self.hparams.ema_rampup, batch_size * self.world_size(), seen)
+            self.update_ema(beta)
         return loss.detach()
 
     @torch.no_grad()
-    def update_ema(self) -> None:
+    def update_ema(self, beta: float | None = None) -> None:
         """AveragedModel.update_parameters without its two host syncs per call (it tests the device
-        tensor n_averaged in Python): the first update copies G, later ones apply the EMA function."""
+        tensor n_averaged in Python): the first update copies G, later ones apply the EMA function
+        (or, given `beta`, average = beta * average + (1 - beta) * current)."""
         ema = self.generator_ema
         averaged = [*ema.module.parameters(), *ema.module.buffers()]
         current = [*self.generator.parameters(), *self.generator.buffers()]
@@ -227,18 +398,54 @@ class GANModule(L.LightningModule):
         else:
             for is_float in (True, False):
                 pairs = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point() == is_float]
-                if pairs:
-                    ema.multi_avg_fn([a for a, _ in pairs], [c for _, c in pairs], ema.n_averaged)
+                if not pairs:
+                    continue
+                a, c = [a for a, _ in pairs], [c for _, c in pairs]
+                if beta is None:
+                    ema.multi_avg_fn(a, c, ema.n_averaged)
+                elif is_float:
+                    torch._foreach_lerp_(a, c, 1.0 - beta)
+                else:
+                    torch._foreach_copy_(a, c)
         ema.n_averaged += 1
+
+    def cond_weight(self, images_seen: int) -> float:
+        """The conditioning weight: 0 before cond_start_kimg, 1 after cond_end_kimg, linear between."""
+        start, end = self.hparams.cond_start_kimg * 1000, self.hparams.cond_end_kimg * 1000
+        if end <= start:
+            return float(images_seen >= end)
+        return min(max((images_seen - start) / (end - start), 0.0), 1.0)
+
+    def set_cond_weight(self, weight: float) -> None:
+        nets = [self.generator, self.discriminator]
+        if self.generator_ema is not None:
+            nets.append(self.generator_ema.module)
+        for net in nets:
+            net.cond_weight.fill_(weight)
 
     def training_step(self, batch, batch_idx):
         real, labels = batch
         opt_g, opt_d = self.optimizers()
+        n_disc = self.hparams.n_disc
         step, losses = self.trainer.global_step, []
-        for _ in range(self.hparams.n_disc):
-            loss_d, real_logits, fake_logits = self.discriminator_step(real, labels, opt_d)
+        batches = step // (n_disc + 1)  # batches done before this one (one optimizer step per D and G update)
+        extra = {}
+        if self.hparams.cond_start_kimg is not None:
+            weight = self.cond_weight(self.images_seen(real.shape[0], batches))
+            self.set_cond_weight(weight)
+            extra["train/cond_weight"] = weight
+        for i in range(n_disc):
+            loss_d, real_logits, fake_logits = self.discriminator_step(real, labels, opt_d, batches * n_disc + i)
             losses.append(loss_d)
-        loss_g = self.generator_step(real.shape[0], labels, opt_g)
+        loss_g = self.generator_step(real.shape[0], labels, opt_g, self.images_seen(real.shape[0], batches + 1))
+        if self.ada is not None:
+            interval = self.hparams.ada_interval
+            if (batches + 1) % interval == 0:
+                self.ada.update(self.images_seen(real.shape[0], interval))
+            extra.update({"train/ada_p": self.ada.p, "train/ada_rt": self.ada.rt})
+        if self.hparams.lecam_weight:
+            extra.update({"train/lecam_anchor_real": self.lecam_anchors[0],
+                          "train/lecam_anchor_fake": self.lecam_anchors[1]})
         bad = ~torch.isfinite(torch.stack([x.float() for x in (*losses, loss_g)]))  # one per optimizer step
         first = step + bad.int().argmax()
         self.nonfinite_step.copy_(torch.where(bad.any() & (self.nonfinite_step < 0), first, self.nonfinite_step))
@@ -251,6 +458,7 @@ class GANModule(L.LightningModule):
             "train/d_fake": torch.sigmoid(fake_logits.float()).mean(),  # D(G(z))
             "train/d_acc_real": (real_logits > 0).float().mean(),
             "train/d_acc_fake": (fake_logits < 0).float().mean(),
+            **extra,
         }, prog_bar=False, on_step=True, on_epoch=False, batch_size=real.shape[0])
         # sync_dist: the epoch mean over all processes (one reduction at epoch end, not per step)
         self.log("train/loss_g_epoch", loss_g, on_step=False, on_epoch=True, batch_size=real.shape[0],

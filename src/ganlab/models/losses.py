@@ -1,6 +1,7 @@
 """Adversarial losses on discriminator logits, and the gradient penalties.
 
-Each loss knows its two phases: `discriminator(real_logits, fake_logits)` and `generator(fake_logits)`.
+Each loss knows its two phases: `discriminator(real_logits, fake_logits)` and `generator(fake_logits)`;
+both take optional per-sample `weights` (class-weighted losses): the mean becomes sum(w * l) / sum(w).
 """
 from __future__ import annotations
 
@@ -8,14 +9,23 @@ import torch
 import torch.nn.functional as F
 
 
+def mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The plain mean, or the weighted mean sum(w * v) / sum(w) (float32: weights may be tiny)."""
+    if weights is None:
+        return values.mean()
+    weights = weights.float()
+    return (values.float() * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
 class GANLoss:
     #: weight of the WGAN-GP gradient penalty on real/fake interpolates; 0 disables it
     gradient_penalty: float = 0.0
 
-    def discriminator(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    def discriminator(self, real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def generator(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def generator(self, fake_logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -33,29 +43,36 @@ class NonSaturatingLoss(GANLoss):
             raise ValueError(f"label_smoothing={label_smoothing}: must be in [0, 1) (0.1 is usual)")
         self.label_smoothing = float(label_smoothing)
 
-    def discriminator(self, real_logits, fake_logits):
+    def discriminator(self, real_logits, fake_logits, weights=None):
         real_target = torch.full_like(real_logits, 1.0 - self.label_smoothing)
-        return (F.binary_cross_entropy_with_logits(real_logits, real_target)
-                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        if weights is None:
+            return (F.binary_cross_entropy_with_logits(real_logits, real_target)
+                    + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        bce = F.binary_cross_entropy_with_logits
+        return (mean(bce(real_logits, real_target, reduction="none"), weights)
+                + mean(bce(fake_logits, torch.zeros_like(fake_logits), reduction="none"), weights))
 
-    def generator(self, fake_logits):
-        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    def generator(self, fake_logits, weights=None):
+        if weights is None:
+            return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+        return mean(F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits), reduction="none"),
+                    weights)
 
 
 class HingeLoss(GANLoss):
-    def discriminator(self, real_logits, fake_logits):
-        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    def discriminator(self, real_logits, fake_logits, weights=None):
+        return mean(F.relu(1.0 - real_logits), weights) + mean(F.relu(1.0 + fake_logits), weights)
 
-    def generator(self, fake_logits):
-        return -fake_logits.mean()
+    def generator(self, fake_logits, weights=None):
+        return -mean(fake_logits, weights)
 
 
 class LSGANLoss(GANLoss):
-    def discriminator(self, real_logits, fake_logits):
-        return 0.5 * ((real_logits - 1.0).pow(2).mean() + fake_logits.pow(2).mean())
+    def discriminator(self, real_logits, fake_logits, weights=None):
+        return 0.5 * (mean((real_logits - 1.0).pow(2), weights) + mean(fake_logits.pow(2), weights))
 
-    def generator(self, fake_logits):
-        return 0.5 * (fake_logits - 1.0).pow(2).mean()
+    def generator(self, fake_logits, weights=None):
+        return 0.5 * mean((fake_logits - 1.0).pow(2), weights)
 
 
 class WGANGPLoss(GANLoss):
@@ -66,11 +83,11 @@ class WGANGPLoss(GANLoss):
             raise ValueError(f"gradient_penalty={gradient_penalty}: must be >= 0 (10 is the paper's value)")
         self.gradient_penalty = float(gradient_penalty)
 
-    def discriminator(self, real_logits, fake_logits):
-        return fake_logits.mean() - real_logits.mean()
+    def discriminator(self, real_logits, fake_logits, weights=None):
+        return mean(fake_logits, weights) - mean(real_logits, weights)
 
-    def generator(self, fake_logits):
-        return -fake_logits.mean()
+    def generator(self, fake_logits, weights=None):
+        return -mean(fake_logits, weights)
 
 
 def _input_gradients(discriminator, images: torch.Tensor, labels) -> torch.Tensor:
@@ -92,3 +109,11 @@ def wgan_gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor,
 def r1_penalty(discriminator, real: torch.Tensor, labels) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): squared gradient norm of D at real images; multiply by gamma/2."""
     return _input_gradients(discriminator, real, labels).pow(2).sum(dim=1).mean()
+
+
+def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchor_real: torch.Tensor,
+                  anchor_fake: torch.Tensor) -> torch.Tensor:
+    """LeCam regulariser (Tseng et al. 2021, their code's form): D(real) is pulled down towards the EMA
+    of D(fake) and D(fake) up towards the EMA of D(real), one-sided, in float32."""
+    return (F.relu(real_logits.float() - anchor_fake).pow(2).mean()
+            + F.relu(anchor_real - fake_logits.float()).pow(2).mean())
