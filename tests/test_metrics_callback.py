@@ -57,7 +57,7 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
     assert set(settings["classifier"]["holdout_per_class"]) == {"NonDemented", "VeryMildDemented", "MildDemented",
                                                                 "ModerateDemented"}
     weak = settings["classifier"]["weak_classes"]  # 24 images per class: < 10 held-out each, all flagged
-    assert len(weak) == 4 and sum("the domain classifier is weak on class" in line for line in output.splitlines()) == 4
+    assert len(weak) == 4 and sum("per-class figures for class" in line for line in output.splitlines()) == 4
 
     rows = csv_rows(run_dir, "metrics/fd_domain")
     assert len(rows) == 2 and all(float(r["metrics/n_fake"]) == 64 for r in rows)
@@ -78,7 +78,7 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
 
 def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
     run_dir = tmp_path / "ddp"
-    result = run_cli("ganlab.train", *FAST, "trainer.accelerator=cpu", "trainer.devices=2",
+    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.accelerator=cpu", "trainer.devices=2",
                      f"hydra.run.dir={run_dir}")
     assert_ok(result)
     prepares, evaluations = history(run_dir)
@@ -86,7 +86,9 @@ def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
     metrics = evaluations[0]["metrics"]
     # each process generated 32 images; the numbers come from all 64
     assert metrics["metrics/n_fake"]["value"] == 64 and metrics["ssim/nearest_real"]["n_fake"] == 16
+    # the per-class set (16 of every class) is split over the processes too, and gathered
+    assert [v["value"] for k, v in metrics.items() if k.startswith("metrics/n_fake/")] == [16] * 4
     (row,) = csv_rows(run_dir, "metrics/fd_domain")
     # the logged value is the mean over both processes: equal to rank 0's only if both computed the same
-    for name in ("metrics/fd_domain", "metrics/precision", "ssim/nearest_real", "ssim/diversity"):
+    for name in ("metrics/fd_domain", "metrics/precision", "ssim/nearest_real", "ssim/diversity", "metrics/cond_acc"):
         assert float(row[name]) == pytest.approx(metrics[name]["value"], rel=1e-5, abs=1e-9), name

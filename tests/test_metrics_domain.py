@@ -161,8 +161,8 @@ def test_per_class_figures_use_a_uniform_set_while_the_shared_set_follows_the_re
     with caplog.at_level(logging.WARNING, logger="ganlab.metrics"):
         s.prepare(images[keep], labels[keep], ["a", "b", "c d", "e"], holdout=(holdout[few], holdout_labels[few]),
                   generator=ToyGenerator())
-    warnings = [r.getMessage() for r in caplog.records if "weak on class" in r.getMessage()]
-    assert len(warnings) == 1 and "class e" in warnings[0] and "N=5" in warnings[0]
+    warnings = [r.getMessage() for r in caplog.records if "per-class figures for class" in r.getMessage()]
+    assert len(warnings) == 1 and "class e say little" in warnings[0] and "N=5" in warnings[0]
     assert s.settings["classifier"]["weak_classes"] == ["e"]
     assert s.settings["classifier"]["holdout_per_class"]["e"]["n"] == 5
     gen = ToyGenerator()

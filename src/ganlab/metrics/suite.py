@@ -73,7 +73,8 @@ class MetricSuite:
         self.spaces = {"domain": DomainSpace(), "inception": InceptionSpace(), **dict(spaces or {})}
         self.skipped = self._check_spaces()
         self.n_samples, self.n_real, self.batch_size, self.seed = n_samples, n_real, batch_size, seed
-        self.bootstrap, self.confidence, self.fake_labels, self.cpu_threads = bootstrap, confidence, fake_labels, cpu_threads
+        self.bootstrap, self.confidence, self.fake_labels = bootstrap, confidence, fake_labels
+        self.cpu_threads = cpu_threads
         self.prepared = False
         self.settings: dict = {}
 

@@ -62,9 +62,9 @@ class ConditionalAccuracy(Family):
         info = ctx.settings.get("classifier", {})
         for name in info.get("weak_classes", []) if ctx.announce else []:
             c = info["holdout_per_class"][name]
-            log.warning("metrics: the domain classifier is weak on class %s: held-out accuracy %s on N=%d real "
-                        "images (flagged below %.2f or N < %d); its per-class conditional figures say little",
-                        name, "n/a" if c["accuracy"] is None else f"{c['accuracy']:.2f}", c["n"], WEAK_ACCURACY, WEAK_N)
+            log.warning("metrics: per-class figures for class %s say little: the domain classifier's accuracy on "
+                        "its held-out real images is %s on N=%d (flagged below %.2f or N < %d)", name,
+                        "n/a" if c["accuracy"] is None else f"{c['accuracy']:.2f}", c["n"], WEAK_ACCURACY, WEAK_N)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         feats, logits = batch.features("domain")
