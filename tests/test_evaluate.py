@@ -35,6 +35,10 @@ def test_evaluate_a_checkpoint_into_its_run_directory(run_cli, cdcgan_ckpt, tmp_
                  "ssim/nearest_real", "ssim/diversity", "ssim/diversity_real", "metrics/cond_acc"):
         assert math.isfinite(metrics[name]["value"]), name
     assert metrics["metrics/cond_acc"]["ci"] and len(metrics["metrics/cond_acc"]["ci"]) == 2
+    # per-class figures on 100 generated images of every class, beside the judge's held-out accuracy
+    assert metrics["metrics/cond_acc/ModerateDemented"]["n_fake"] == 100
+    assert metrics["metrics/n_fake/NonDemented"]["value"] == 100
+    assert metrics["metrics/cond_acc_real/ModerateDemented"]["n_real"] > 0
     assert report["settings"]["classifier"]["cached"]  # trained during the run, found again by its data
     table = (tmp_path / "run" / "evaluation_last.md").read_text()
     assert "| metric | value | 95% CI | N generated | N real |" in table and "`metrics/cond_acc`" in table

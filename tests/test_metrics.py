@@ -163,3 +163,11 @@ def test_report_rows_and_log_keys():
     assert to_log(results) == {"metrics/fd_domain": 1.5}
     table = markdown_table(results)
     assert "| `metrics/fd_domain` | 1.5 | 1.2 – 1.9 | 64 | 64 |" in table and "n/a" in table
+
+
+def test_a_record_carries_what_plots_and_summaries_need_and_nothing_unset():
+    plain = Result("metrics/n_fake", 64).record()
+    assert set(plain) == {"value", "n_fake", "n_real", "ci"}
+    described = Result("metrics/fd_domain_real", 0.1, n_real=32, panel="FD", reference="metrics/fd_domain").record()
+    assert described["panel"] == "FD" and described["reference"] == "metrics/fd_domain" and "headline" not in described
+    assert Result("metrics/fd_domain", 1.0, headline=True, better="lower").record()["better"] == "lower"

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import TINY, assert_ok
+from ganlab.callbacks.plots import metric_panels
 
 pytestmark = pytest.mark.slow
 FAST = [*TINY, "metrics=fast", "logger=csv"]
@@ -30,7 +31,8 @@ def csv_rows(run_dir: Path, key: str) -> list[dict]:
 def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli, cli_env, tmp_path):
     run_dir = tmp_path / "run"
     env = {**cli_env, "TORCH_HOME": str(tmp_path / "empty_torch_home")}
-    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.max_epochs=2", "metrics.inception=true",
+    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.max_epochs=2",
+                     "metrics.families.inception={_target_:ganlab.metrics.families.inception.InceptionMetrics}",
                      f"hydra.run.dir={run_dir}", env=env)
     assert_ok(result)
     output = result.stdout + result.stderr
@@ -47,8 +49,15 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
                      "metrics/cond_acc_real"):
             assert math.isfinite(m[name]["value"]), name
         assert m["metrics/fd_domain"]["ci"] is not None and "metrics/fid" not in m
-        assert sum(v["value"] for k, v in m.items() if k.startswith("metrics/n_fake/")) == 64
-    assert prepares[0]["settings"]["classifier"]["holdout_balanced_accuracy"] >= 0
+        # per-class figures on a set of their own: metrics.families.conditional.per_class=16 of every class
+        assert [v["value"] for k, v in m.items() if k.startswith("metrics/n_fake/")] == [16] * 4
+        assert m["metrics/cond_acc_real/ModerateDemented"]["n_real"] > 0
+    settings = prepares[0]["settings"]
+    assert settings["classifier"]["holdout_balanced_accuracy"] >= 0 and "inception" not in settings["families"]
+    assert set(settings["classifier"]["holdout_per_class"]) == {"NonDemented", "VeryMildDemented", "MildDemented",
+                                                                "ModerateDemented"}
+    weak = settings["classifier"]["weak_classes"]  # 24 images per class: < 10 held-out each, all flagged
+    assert len(weak) == 4 and sum("per-class figures for class" in line for line in output.splitlines()) == 4
 
     rows = csv_rows(run_dir, "metrics/fd_domain")
     assert len(rows) == 2 and all(float(r["metrics/n_fake"]) == 64 for r in rows)
@@ -56,6 +65,9 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
 
     for name in ("losses.png", "discriminator.png", "metrics.png"):
         assert (run_dir / "plots" / name).stat().st_size > 10_000, name
+    panels, references = metric_panels(evaluations)
+    assert {"conditional accuracy per class", "SSIM", "KID per class (domain)"} <= set(panels)
+    assert references["metrics/cond_acc_real/NonDemented"] == "metrics/cond_acc/NonDemented"
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     keys = list(ckpt["state_dict"])
@@ -66,7 +78,7 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
 
 def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
     run_dir = tmp_path / "ddp"
-    result = run_cli("ganlab.train", *FAST, "trainer.accelerator=cpu", "trainer.devices=2",
+    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.accelerator=cpu", "trainer.devices=2",
                      f"hydra.run.dir={run_dir}")
     assert_ok(result)
     prepares, evaluations = history(run_dir)
@@ -74,7 +86,9 @@ def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
     metrics = evaluations[0]["metrics"]
     # each process generated 32 images; the numbers come from all 64
     assert metrics["metrics/n_fake"]["value"] == 64 and metrics["ssim/nearest_real"]["n_fake"] == 16
+    # the per-class set (16 of every class) is split over the processes too, and gathered
+    assert [v["value"] for k, v in metrics.items() if k.startswith("metrics/n_fake/")] == [16] * 4
     (row,) = csv_rows(run_dir, "metrics/fd_domain")
     # the logged value is the mean over both processes: equal to rank 0's only if both computed the same
-    for name in ("metrics/fd_domain", "metrics/precision", "ssim/nearest_real", "ssim/diversity"):
+    for name in ("metrics/fd_domain", "metrics/precision", "ssim/nearest_real", "ssim/diversity", "metrics/cond_acc"):
         assert float(row[name]) == pytest.approx(metrics[name]["value"], rel=1e-5, abs=1e-9), name

@@ -1,13 +1,18 @@
 """The domain feature space (a SmallCNN trained on the real images, cached) and the whole MetricSuite
-on a toy dataset whose classes are easy to learn: where a bright square sits."""
+with the default families on a toy dataset whose classes are easy to learn: where a bright square sits."""
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
 
-from ganlab.metrics.domain import DomainFeatures, train_domain_classifier
+from ganlab.metrics.domain import DomainFeatures, DomainSpace, balanced_indices, train_domain_classifier
+from ganlab.metrics.families.conditional import ConditionalAccuracy
+from ganlab.metrics.families.domain import DomainDistance
+from ganlab.metrics.families.prdc import PrecisionRecall
+from ganlab.metrics.families.ssim import SSIMFamily
 from ganlab.metrics.frechet import FrechetReference
 from ganlab.metrics.suite import MetricSuite
 
@@ -32,10 +37,11 @@ class ToyGenerator:  # noqa: D101
     latent_dim, num_classes, conditional = 8, CLASSES, True
 
     def __init__(self, offset: int = 0):
-        self.offset, self.calls = offset, 0
+        self.offset, self.calls, self.requested = offset, 0, []
 
     def sample(self, n, labels=None, z=None):
         self.calls += 1
+        self.requested.append(labels)
         wrong = (labels + self.offset) % CLASSES
         return toy_images(wrong, seed=1000 + self.calls).float() / 127.5 - 1
 
@@ -71,7 +77,17 @@ def test_classifier_is_cached_by_data_and_leaves_the_global_rng_alone(toy_data, 
     other = train_domain_classifier(images[:-4], labels[:-4], CLASSES, width=8, epochs=1, min_steps=0,
                                     cache_dir=cache)[1]
     assert other["key"] != info["key"] and not other["cached"]  # other data, other classifier
+    weighted = train_domain_classifier(images, labels, CLASSES, width=8, epochs=1, min_steps=0, cache_dir=cache,
+                                       balance="loss")[1]
+    assert weighted["key"] != other["key"]  # other training, other cache entry
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_balanced_sampling_tops_every_class_up_to_the_largest():
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 2])
+    idx = balanced_indices(labels, 4)
+    assert torch.bincount(labels[idx], minlength=4).tolist() == [5, 5, 5, 0]
+    assert set(idx.tolist()) == set(range(8))  # every image still seen
 
 
 def test_domain_fd_is_zero_for_identical_sets_and_grows_with_corruption(toy_data, classifier):
@@ -85,12 +101,17 @@ def test_domain_fd_is_zero_for_identical_sets_and_grows_with_corruption(toy_data
     assert all(a < b for a, b in zip(fds, fds[1:])), fds
 
 
+def make_suite(cache, per_class: int = 16, n_samples: int = 64) -> MetricSuite:
+    families = {"domain": DomainDistance(kid_subsets=10), "prdc": PrecisionRecall(),
+                "ssim": SSIMFamily(samples=16, pairs=8), "conditional": ConditionalAccuracy(per_class, kid_subsets=10)}
+    return MetricSuite(families, {"domain": DomainSpace(width=8, epochs=10, min_steps=0, cache_dir=str(cache))},
+                       n_samples=n_samples, batch_size=32, bootstrap=30)
+
+
 @pytest.fixture(scope="module")
 def suite(toy_data, classifier):
     images, labels, holdout, holdout_labels = toy_data
-    s = MetricSuite(n_samples=64, batch_size=32, bootstrap=30, classifier_width=8, classifier_epochs=10,
-                    classifier_min_steps=0, cache_dir=str(classifier[2]), ssim_samples=16, ssim_pairs=8,
-                    kid_subsets=10)
+    s = make_suite(classifier[2])
     s.prepare(images, labels, ["a", "b", "c d", "e"], holdout=(holdout, holdout_labels))
     return s
 
@@ -99,9 +120,12 @@ def test_conditional_accuracy_on_a_toy_generator(suite):
     right = {r.name: r for r in suite.evaluate(ToyGenerator(offset=0))}
     wrong = {r.name: r for r in suite.evaluate(ToyGenerator(offset=1))}
     assert right["metrics/cond_acc_real"].value > 0.9  # the judge itself is good on real images
-    assert right["metrics/cond_acc"].value > 0.9 and wrong["metrics/cond_acc"].value < 0.1
+    assert right["metrics/cond_acc"].value > 0.8 and wrong["metrics/cond_acc"].value < 0.2  # chance: 0.25
     per_class = [right[f"metrics/n_fake/{c}"].value for c in ("a", "b", "c_d", "e")]
-    assert sum(per_class) == 64 and right["metrics/cond_acc/c_d"].n_fake == per_class[2] > 0
+    assert per_class == [16] * 4 and right["metrics/cond_acc/c_d"].n_fake == 16
+    for c in ("a", "b", "c_d", "e"):  # the judge's own per-class accuracy on held-out reals, with its N
+        assert right[f"metrics/cond_acc_real/{c}"].value > 0.5 and right[f"metrics/cond_acc_real/{c}"].n_real == 10
+        assert right[f"metrics/cond_acc_real/{c}"].reference == f"metrics/cond_acc/{c}"
     lo, hi = right["metrics/cond_acc"].ci
     assert lo <= right["metrics/cond_acc"].value <= hi
     # images of the right class match that class's real images better than images of another class
@@ -124,3 +148,39 @@ def test_suite_reports_every_family_with_its_sample_sizes(suite):
         low, high = results[name].ci
         assert low <= results[name].value <= high, name  # each resampled over the set it averages
     assert suite.settings["classifier"]["cached"] and suite.settings["ms_ssim_betas"]
+
+
+def test_per_class_figures_use_a_uniform_set_while_the_shared_set_follows_the_real_mix(toy_data, classifier,
+                                                                                        caplog):
+    """A rare class: the shared set (FD, PRDC, SSIM) draws the real class mix, the per-class figures get
+    per_class images of every class; a class with few held-out reals is named in one warning and flagged."""
+    images, labels, holdout, holdout_labels = toy_data
+    keep = (labels != 3) | (torch.arange(len(labels)) < 40)  # class 3: 10 of 190 training images
+    few = (holdout_labels != 3) | (torch.arange(len(holdout_labels)) < 20)  # and 5 held-out ones
+    s = make_suite(classifier[2], per_class=20)
+    with caplog.at_level(logging.WARNING, logger="ganlab.metrics"):
+        s.prepare(images[keep], labels[keep], ["a", "b", "c d", "e"], holdout=(holdout[few], holdout_labels[few]),
+                  generator=ToyGenerator())
+    warnings = [r.getMessage() for r in caplog.records if "per-class figures for class" in r.getMessage()]
+    assert len(warnings) == 1 and "class e say little" in warnings[0] and "N=5" in warnings[0]
+    assert s.settings["classifier"]["weak_classes"] == ["e"]
+    assert s.settings["classifier"]["holdout_per_class"]["e"]["n"] == 5
+    gen = ToyGenerator()
+    results = {r.name: r for r in s.evaluate(gen)}
+    assert [results[f"metrics/n_fake/{c}"].value for c in ("a", "b", "c_d", "e")] == [20] * 4
+    assert results["metrics/cond_acc"].n_fake == 80 and results["metrics/n_fake"].value == 64
+    assert results["metrics/cond_acc_real/e"].n_real == 5
+    shared = torch.cat([r for r in gen.requested if r is not None])
+    assert len(shared) == 64 + 80
+    counts = torch.bincount(shared[:64], minlength=CLASSES)  # the shared set is generated first
+    assert counts.tolist() == torch.bincount(s.ctx.ref_labels, minlength=CLASSES).tolist()  # the reference's mix
+    assert counts[3] < 8 and torch.bincount(shared[64:], minlength=CLASSES).tolist() == [20] * 4
+
+
+def test_a_suite_without_families_or_with_a_non_family_is_refused():
+    from ganlab.errors import GanlabError
+
+    with pytest.raises(GanlabError, match="metrics.families: none listed"):
+        MetricSuite({"ssim": None})
+    with pytest.raises(GanlabError, match="metrics.families.odd: int is not a metric family"):
+        MetricSuite({"odd": 3})

@@ -14,7 +14,9 @@ import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 
 from conftest import TINY
 from ganlab.errors import GanlabError
-from ganlab.metrics.inception import WEIGHTS_FILE, InceptionFeatures, resolve_weights, standard_weights_path
+from ganlab.metrics.families.inception import InceptionMetrics
+from ganlab.metrics.inception import (WEIGHTS_FILE, InceptionFeatures, InceptionSpace, resolve_weights,
+                                      standard_weights_path)
 from ganlab.metrics.suite import MetricSuite
 
 
@@ -60,9 +62,9 @@ def test_weights_resolution(inception_weights, tmp_path, monkeypatch, caplog):
         assert resolve_weights(None, "skip") is None
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "FID/KID/IS are skipped" in lines[0] and str(standard_weights_path()) in lines[0]
-    with pytest.raises(GanlabError, match="metrics.inception_weights=.*missing.pth"):
+    with pytest.raises(GanlabError, match="metrics.spaces.inception.weights=.*missing.pth"):
         resolve_weights(str(tmp_path / "missing.pth"), "error")
-    with pytest.raises(GanlabError, match="on_missing_weights"):
+    with pytest.raises(GanlabError, match="metrics.spaces.inception.on_missing"):
         resolve_weights(None, "download")
     standard_weights_path().parent.mkdir(parents=True)
     standard_weights_path().symlink_to(inception_weights)  # a file at the cache path also works
@@ -88,8 +90,8 @@ class Replay:
 def test_fid_kid_is_through_the_suite(inception_weights):
     g = torch.Generator().manual_seed(0)
     real = torch.randint(0, 256, (4, 1, 32, 32), generator=g, dtype=torch.uint8)
-    suite = MetricSuite(n_samples=4, batch_size=4, bootstrap=4, domain=False, prdc=False, ssim=False,
-                        inception=True, inception_weights=str(inception_weights))
+    suite = MetricSuite({"inception": InceptionMetrics()}, {"inception": InceptionSpace(str(inception_weights))},
+                        n_samples=4, batch_size=4, bootstrap=4)
     suite.prepare(real, torch.zeros(4, dtype=torch.long), ["all"])
     same = {r.name: r for r in suite.evaluate(Replay(real))}
     other = {r.name: r for r in suite.evaluate(Replay(255 - real))}
@@ -104,10 +106,23 @@ def test_fid_kid_is_through_the_suite(inception_weights):
 
 def test_missing_weights_stop_at_start_up_in_one_line(run_cli, cli_env, tmp_path):
     env = {**cli_env, "TORCH_HOME": str(tmp_path / "empty_torch_home")}
-    result = run_cli("ganlab.train", *TINY, "logger=none", "metrics.inception=true",
-                     "metrics.on_missing_weights=error", f"hydra.run.dir={tmp_path / 'run'}", env=env)
+    result = run_cli("ganlab.train", *TINY, "logger=none", "metrics=inception", f"hydra.run.dir={tmp_path / 'run'}",
+                     env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: Inception weights not found at ") and WEIGHTS_FILE in lines[-1]
+    assert lines[-1].startswith("error: metrics: Inception weights not found at ") and WEIGHTS_FILE in lines[-1]
     assert sum("Inception" in line for line in lines) == 1 and "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_families_of_a_missing_space_are_left_out_after_one_line(tmp_path, monkeypatch, caplog):
+    """on_missing=skip: the suite is built without the Inception families (PRDC in Inception space too)."""
+    from ganlab.metrics.families.prdc import PrecisionRecall
+    from ganlab.metrics.families.ssim import SSIMFamily
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with caplog.at_level(logging.WARNING, logger="ganlab.metrics"):
+        suite = MetricSuite({"ssim": SSIMFamily(), "inception": InceptionMetrics(),
+                             "prdc": PrecisionRecall(space="inception")})
+    assert list(suite.families) == ["ssim"] and set(suite.skipped) == {"inception", "prdc"}
+    assert len(caplog.records) == 1 and "FID/KID/IS are skipped" in caplog.records[0].getMessage()

@@ -58,18 +58,23 @@ def test_presets_cover_the_datasets():
     assert {"alzheimer_cdcgan", "oasis_dcgan", "brain_tumor_dcgan", "brainsim_cdcgan"} <= set(PRESETS)
 
 
-def fake_job(sweep, num, overrides, metrics):
+def fake_job(sweep, num, overrides, metrics, history=None):
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if metrics is not None:
         (job / "metrics.json").write_text(json.dumps(metrics))
+    if history is not None:  # the metrics callback's records: {name: record}
+        (job / "metrics_history.jsonl").write_text(json.dumps({"event": "evaluation", "metrics": history}) + "\n")
 
 
 def test_summary_mean_and_std_over_seeds(tmp_path):
-    fake_job(tmp_path, 0, ["model=dcgan", "seed=1"], {"metrics/fid": 10.0, "train/loss_g": 1.0})
-    fake_job(tmp_path, 1, ["model=dcgan", "seed=2"], {"metrics/fid": 14.0, "train/loss_g": 3.0})
-    fake_job(tmp_path, 2, ["model=cdcgan", "seed=1"], {"metrics/fid": 7.0, "train/loss_g": 2.0})
+    history = {"metrics/n_fake": {"value": 64}, "metrics/fid": {"value": 10.0, "headline": True, "better": "lower"},
+               "metrics/fid_real": {"value": 1.0, "reference": "metrics/fid"}}
+    fake_job(tmp_path, 0, ["model=dcgan", "seed=1"], {"metrics/fid": 10.0, "metrics/n_fake": 64, "train/loss_g": 1.0},
+             history)
+    fake_job(tmp_path, 1, ["model=dcgan", "seed=2"], {"metrics/fid": 14.0, "metrics/n_fake": 64, "train/loss_g": 3.0})
+    fake_job(tmp_path, 2, ["model=cdcgan", "seed=1"], {"metrics/fid": 7.0, "metrics/n_fake": 64, "train/loss_g": 2.0})
     fake_job(tmp_path, 3, ["model=cdcgan", "seed=2"], None)  # failed job: left out
     md = write_summary(tmp_path)
     rows = {r["config"]: r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
@@ -80,8 +85,10 @@ def test_summary_mean_and_std_over_seeds(tmp_path):
     assert math.isclose(float(dc["metrics/fid_std"]), statistics.stdev([10.0, 14.0]))
     assert rows["model=cdcgan"]["n"] == "1" and math.isnan(float(rows["model=cdcgan"]["metrics/fid_std"]))
     text = md.read_text()
+    # columns: what the metrics called headline numbers (with the better direction), then training numbers
+    assert "| config | n | metrics/fid ↓ | train/loss_g |" in text
     assert "| model=dcgan | 2 | 12 ± 2.828 | 2 ± 1.414 |" in text
-    assert text.index("metrics/fid") < text.index("train/loss_g")  # quality metrics first
+    assert float(dc["metrics/n_fake_mean"]) == 64  # summary.csv keeps every key
 
 
 def test_config_label_ignores_the_seed_only():

@@ -1,7 +1,8 @@
 """python -m ganlab.evaluate ckpt=<run>/checkpoints/last.ckpt [n_samples=N] [metrics=...] [data=...] [out=<dir>]
 
-Evaluates any ganlab checkpoint with the metric suite of training (conf/metrics/, default: domain
-FD/KID, precision/recall/density/coverage, SSIM family, conditional accuracy, bootstrap CIs) and writes
+Evaluates any ganlab checkpoint with the metric families of training (conf/metrics/, default: domain
+FD/KID, precision/recall/density/coverage, SSIM family, conditional accuracy with the domain
+classifier's held-out accuracy per class, bootstrap CIs) and writes
 `evaluation_<checkpoint name>.json` and `.md` into the checkpoint's run directory (or `out`). The real
 data is rebuilt from the run's own `config_resolved.yaml` (relative paths resolved against the
 directory training started from), or from a data group given on the command line; it must match the
@@ -21,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.cli import entry_point
 from ganlab.errors import GanlabError
-from ganlab.metrics.inception import resolve_weights
 from ganlab.metrics.report import markdown_table
 
 PATH_KEYS = ("root", "cache_dir")  # data config keys that name files
@@ -63,9 +63,7 @@ def build_suite(cfg: DictConfig):
     if not cfg.get("metrics"):
         raise GanlabError("metrics=none: nothing to evaluate; choose a metrics group (default, fast, inception)")
     overrides = {"n_samples": int(cfg.n_samples)} if cfg.get("n_samples") else {}
-    if cfg.metrics.get("inception"):  # checked before anything slow happens
-        path = resolve_weights(cfg.metrics.get("inception_weights"), cfg.metrics.get("on_missing_weights", "skip"))
-        overrides.update(inception=path is not None, inception_weights=str(path) if path else None)
+    # the suite checks the Inception weights when it is built: before anything slow happens
     return instantiate(cfg.metrics, **overrides).suite
 
 
@@ -88,7 +86,7 @@ def evaluate(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     suite.prepare(train.images, train.labels, list(datamodule.class_names),
                   holdout=(holdout.images, holdout.labels) if holdout is not None and len(holdout) else None,
-                  device=device)
+                  device=device, generator=module)
     prepared = time.perf_counter()
     results = suite.evaluate(module)
     done = time.perf_counter()

@@ -4,6 +4,8 @@ the end of a multirun (mean ± std over seeds of each job's final metrics, per c
 Each job writes `<job dir>/metrics.json` (ganlab.train); `SweepSummary` is a Hydra callback
 (conf/train.yaml `hydra.callbacks`) that reads them after the last job, groups the jobs by their
 overrides without `seed=...`, and writes `summary.md` and `summary.csv` into the sweep directory.
+The columns of summary.md are the metrics that call themselves headline numbers in the jobs'
+metrics_history.jsonl (see ganlab/metrics/report.py), then a few training numbers.
 It works for every launcher that waits for its jobs (basic, submitit/SLURM) and for Optuna.
 """
 from __future__ import annotations
@@ -22,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("ganlab.sweep")
 METRICS_FILE = "metrics.json"
 SEED_KEYS = ("seed", "+seed", "++seed")
-# columns of summary.md when present (summary.csv always holds every logged key)
-HEADLINE = ("metrics/fd_domain", "metrics/kid_domain", "metrics/fid", "metrics/kid", "metrics/is",
-            "metrics/precision", "metrics/recall", "metrics/density", "metrics/coverage", "metrics/cond_acc",
-            "ssim/diversity", "ssim/nearest_real", "train/loss_d", "train/loss_g", "perf/images_per_sec_mean")
+HISTORY_FILE = "metrics_history.jsonl"  # the metrics callback's default `history_file`
+# columns of summary.md after the metrics' headline numbers, when present (summary.csv holds every key)
+TRAINING_COLUMNS = ("train/loss_d", "train/loss_g", "perf/images_per_sec_mean")
+ARROWS = {"lower": " ↓", "higher": " ↑"}
 
 
 def sweep_group() -> str | None:
@@ -46,6 +48,26 @@ def config_label(overrides: list[str], empty: str = "(defaults)") -> str:
     return " ".join(kept) or empty
 
 
+def headline_of(job_dir: Path) -> dict[str, str | None]:
+    """{name: "lower"/"higher"/None} of the metrics that the job's last evaluation marked headline, in
+    reported order; {} without a metrics history."""
+    history = HISTORY_FILE
+    config_file = job_dir / ".hydra" / "config.yaml"
+    if config_file.is_file():
+        history = OmegaConf.select(OmegaConf.load(config_file), "metrics.history_file", default=None) or history
+    path = job_dir / history
+    last = None
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+            if record.get("event") == "evaluation":
+                last = record
+    return {k: v.get("better") for k, v in (last or {}).get("metrics", {}).items() if v.get("headline")}
+
+
 def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One {"dir", "overrides", "config", "seed", "metrics"} per job directory that finished (has
     metrics.json); "config" names the job by its overrides that not all jobs share, seed excluded."""
@@ -60,7 +82,8 @@ def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
         seed = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] in SEED_KEYS), None)
         metrics = {k: float(v) for k, v in json.loads(metrics_file.read_text()).items()
                    if isinstance(v, (int, float))}
-        jobs.append({"dir": job_dir.name, "overrides": overrides, "seed": seed, "metrics": metrics})
+        jobs.append({"dir": job_dir.name, "overrides": overrides, "seed": seed, "metrics": metrics,
+                     "headline": headline_of(job_dir)})
     common = set(common_overrides(jobs))
     for job in jobs:  # a configuration is named by what the sweep varied
         job["config"] = config_label([o for o in job["overrides"] if o not in common],
@@ -93,15 +116,17 @@ def _fmt(x: float) -> str:
 
 
 def write_summary(sweep_dir: Path, metrics: list[str] | None = None) -> Path | None:
-    """Write summary.csv (every logged key) and summary.md (`metrics`, default: the HEADLINE keys
-    present, else all) into `sweep_dir`; returns the markdown path (None: no finished jobs)."""
+    """Write summary.csv (every logged key) and summary.md (`metrics`, default: the jobs' headline
+    metrics and TRAINING_COLUMNS present, else all) into `sweep_dir`; returns the markdown path (None: no
+    finished jobs)."""
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
     if not jobs:
         log.warning("sweep summary: no finished jobs under %s", sweep_dir)
         return None
     names, rows = aggregate(jobs)
-    wanted = list(metrics) if metrics else [n for n in HEADLINE if n in names] or names
+    better = {k: v for job in jobs for k, v in job["headline"].items()}
+    wanted = list(metrics) if metrics else [n for n in [*better, *TRAINING_COLUMNS] if n in names] or names
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["config", "n", "seeds", *[f"{n}_{s}" for n in names for s in ("mean", "std")]])
@@ -111,7 +136,8 @@ def write_summary(sweep_dir: Path, metrics: list[str] | None = None) -> Path | N
     lines = [f"# Sweep summary: {sweep_dir}", "",
              f"{len(jobs)} finished job(s); final logged value per job, mean ± std over seeds (sample std).",
              f"Overrides shared by all jobs: `{' '.join(common_overrides(jobs)) or '(none)'}`", "",
-             "| config | n | " + " | ".join(wanted) + " |", "|---|---|" + "---|" * len(wanted)]
+             "| config | n | " + " | ".join(n + ARROWS.get(better.get(n), "") for n in wanted) + " |",
+             "|---|---|" + "---|" * len(wanted)]
     for row in rows:
         cells = [f"{_fmt(row['mean'][n])} ± {_fmt(row['std'][n])}" if n in row["mean"] else "" for n in wanted]
         lines.append(f"| {row['config']} | {row['n']} | " + " | ".join(cells) + " |")

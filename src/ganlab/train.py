@@ -28,7 +28,6 @@ from ganlab.checkpoint import check_same_model, read_checkpoint
 from ganlab.cli import entry_point
 from ganlab.config import check_argument_types, to_plain
 from ganlab.errors import GanlabError
-from ganlab.metrics.inception import resolve_weights
 from ganlab.strategy import is_rank_zero  # also registers the gan_ddp strategy name
 from ganlab.sweep import METRICS_FILE, sweep_group
 
@@ -42,18 +41,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def build_metrics(cfg: DictConfig) -> list[L.Callback]:
-    """The metrics callback, checked at start-up: missing Inception weights give one line, then stop
-    (on_missing_weights=error) or train without FID/KID/IS (skip). Placed before the other callbacks,
-    whose plots read what it writes."""
+    """The metrics callback, checked at start-up (its suite checks the Inception weights when built:
+    one line, then stop or train without the families that need them). Placed before the other
+    callbacks, whose plots read what it writes."""
     mcfg = cfg.get("metrics")
-    if not mcfg:
-        return []
-    overrides = {}
-    if mcfg.get("inception"):
-        path = resolve_weights(mcfg.get("inception_weights"), mcfg.get("on_missing_weights", "skip"),
-                               announce=is_rank_zero())
-        overrides = {"inception": path is not None, "inception_weights": str(path) if path else None}
-    return [instantiate(mcfg, **overrides)]
+    return [instantiate(mcfg)] if mcfg else []
 
 
 def build_logger(cfg: DictConfig, resumed: dict | None = None):

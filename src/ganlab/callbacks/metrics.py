@@ -1,10 +1,12 @@
 """Sample-quality metrics during training: every `every_n_epochs` epochs and at the end of training.
 
-The metric networks (domain classifier, Inception) live in this callback's `MetricSuite`, never in the
+The metric families are listed in conf/metrics/*.yaml (`metrics.families`) and run by a `MetricSuite`.
+The metric networks (domain classifier, Inception) live in this callback's suite, never in the
 LightningModule, so checkpoints stay free of them. Under DDP every process generates its share of
 the N images and computes the same numbers from the gathered samples (torchmetrics state sync), so
 no process waits on a rank-0-only computation. Rank 0 appends each evaluation to
-`<run dir>/metrics_history.jsonl` (values, bootstrap CIs, sample sizes, seconds taken).
+`<run dir>/metrics_history.jsonl` (values, bootstrap CIs, sample sizes, seconds taken, and each
+metric's panel / reference / headline, which the plots and the sweep summary read).
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ log = logging.getLogger("ganlab.metrics")
 class MetricsCallback(L.Callback):
     def __init__(self, every_n_epochs: int = 5, at_end: bool = True, history_file: str = "metrics_history.jsonl",
                  **options):
-        """every_n_epochs: evaluate after every k-th epoch (0: only at the end); `options`: MetricSuite's."""
+        """every_n_epochs: evaluate after every k-th epoch (0: only at the end); `options`: MetricSuite's
+        (families, spaces, n_samples, ...)."""
         if every_n_epochs < 0:
             raise GanlabError(f"metrics.every_n_epochs={every_n_epochs} must be >= 0")
         self.every_n_epochs, self.at_end, self.history_file = every_n_epochs, at_end, history_file
@@ -57,7 +60,7 @@ class MetricsCallback(L.Callback):
         self.suite.prepare(train.images, train.labels, list(dm.class_names),
                            holdout=(holdout.images, holdout.labels) if holdout is not None and len(holdout) else None,
                            device=pl_module.device, rank=trainer.global_rank, world=trainer.world_size,
-                           broadcast=lambda obj: trainer.strategy.broadcast(obj, src=0))
+                           broadcast=lambda obj: trainer.strategy.broadcast(obj, src=0), generator=pl_module)
         seconds = time.perf_counter() - start
         self.seconds += seconds
         self.write(trainer, {"event": "prepare", "seconds": round(seconds, 3), "settings": self.suite.settings})

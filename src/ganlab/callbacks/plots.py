@@ -1,7 +1,8 @@
 """Training curves as PNGs in `<run dir>/plots/`: G/D losses, D accuracy on real and fake and its
 outputs D(x), D(G(z)) per step, and the sample-quality metrics per epoch (read from the metrics
-callback's `metrics_history.jsonl`). Redrawn after each metric evaluation and at the end of training; rank 0.
-Matplotlib's object API with the Agg canvas: no display, no global backend switch."""
+callback's `metrics_history.jsonl`, whose records name each metric's panel and the metric it is the
+real-data reference of: no list of metrics here). Redrawn after each metric evaluation and at the end
+of training; rank 0. Matplotlib's object API with the Agg canvas: no display, no global backend switch."""
 from __future__ import annotations
 
 import json
@@ -15,21 +16,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 STEP_KEYS = ("train/loss_d", "train/loss_g", "train/d_acc_real", "train/d_acc_fake", "train/d_real", "train/d_fake")
-# panel title -> metric names drawn in it (dashed: the real-data reference for the line above it)
-METRIC_PANELS = {
-    "Fréchet distance (domain features)": ("metrics/fd_domain", "metrics/fd_domain_real"),
-    "FID (Inception)": ("metrics/fid",),
-    "SSIM": ("ssim/nearest_real", "ssim/diversity", "ssim/diversity_real", "ssim/ms_diversity",
-             "ssim/ms_diversity_real"),
-    "precision / recall / density / coverage": ("metrics/precision", "metrics/recall", "metrics/density",
-                                                "metrics/coverage"),
-    "conditional accuracy": ("metrics/cond_acc", "metrics/cond_acc_real"),
-    "KID": ("metrics/kid_domain", "metrics/kid"),
-}
-# real-data reference lines (dashed, in the colour of the metric they belong to)
-REFERENCES = {"metrics/fd_domain_real": "metrics/fd_domain", "ssim/diversity_real": "ssim/diversity",
-              "ssim/ms_diversity_real": "ssim/ms_diversity", "metrics/cond_acc_real": "metrics/cond_acc"}
 MAX_POINTS = 20_000  # per series kept in memory and checkpoints; older points are thinned
+
+
+def metric_panels(evaluations: list[dict]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """({panel title: metric names}, {reference name: the metric it belongs to}) from what the metrics
+    reported, in first-reported order (a metric without a panel is not drawn)."""
+    panels: dict[str, list[str]] = {}
+    references: dict[str, str] = {}
+    for evaluation in evaluations:
+        for name, record in evaluation["metrics"].items():
+            panel = record.get("panel")
+            if panel and name not in panels.setdefault(panel, []):
+                panels[panel].append(name)
+            if record.get("reference"):
+                references[name] = record["reference"]
+    return panels, references
 
 
 def smooth(values: list[float], alpha: float = 0.9) -> list[float]:
@@ -121,21 +123,19 @@ class TrainingPlots(L.Callback):
         _save(fig, path)
 
     def draw_metrics(self, path: Path, evaluations: list[dict]) -> None:
-        logged = {k for e in evaluations for k in e["metrics"]}
-        panels = {title: [k for k in keys if k in logged] for title, keys in METRIC_PANELS.items()}
-        panels = {t: keys for t, keys in panels.items() if keys}
+        panels, references = metric_panels(evaluations)
         cols = min(3, len(panels))
         rows = math.ceil(len(panels) / cols)
         fig = Figure(figsize=(5.2 * cols, 3.6 * rows))
         for i, (title, keys) in enumerate(panels.items()):
             ax = fig.add_subplot(rows, cols, i + 1)
-            bases = [k for k in keys if k not in REFERENCES]
+            bases = [k for k in keys if k not in references]
             for key in keys:
                 points = [(e["epoch"] + 1, e["metrics"][key]) for e in evaluations if key in e["metrics"]]
                 epochs = [p[0] for p in points]
                 values = [math.nan if p[1]["value"] is None else p[1]["value"] for p in points]
-                reference = key in REFERENCES
-                base = REFERENCES.get(key, key)
+                reference = key in references
+                base = references.get(key, key)
                 color = f"C{bases.index(base) if base in bases else len(bases)}"
                 ax.plot(epochs, values, "--" if reference else "-o", markersize=3, color=color,
                         label=key.split("/", 1)[1])

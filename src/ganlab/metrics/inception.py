@@ -2,10 +2,10 @@
 
 torch-fidelity downloads its weights (`weights-inception-2015-12-05-6726825d.pth`, a plain state_dict)
 into `$TORCH_HOME/hub/checkpoints/` when constructed without a path; offline that raises URLError
-mid-run. Here the file must be the configured `metrics.inception_weights` or already sit at that
-standard cache path; `resolve_weights` is called at start-up and either stops or switches the
-Inception metrics off, in one line. One network computes both the 2048-d pool features (FID, KID)
-and the logits (IS) per image.
+mid-run. Here the file must be the configured `metrics.spaces.inception.weights` or already sit at that
+standard cache path; `resolve_weights` is called at start-up (`InceptionSpace.check`, from the
+metric suite's constructor) and either stops or switches the Inception metrics off, in one line. One
+network computes both the 2048-d pool features (FID, KID) and the logits (IS) per image.
 """
 from __future__ import annotations
 
@@ -32,18 +32,40 @@ def standard_weights_path() -> Path:
 def resolve_weights(configured: str | None, on_missing: str = "skip", announce: bool = True) -> Path | None:
     """The weights file to use, or None (Inception metrics off) after one line; GanlabError if on_missing=error."""
     if on_missing not in ON_MISSING:
-        raise GanlabError(f"metrics.on_missing_weights={on_missing!r}: choose one of {ON_MISSING}")
+        raise GanlabError(f"metrics.spaces.inception.on_missing={on_missing!r}: choose one of {ON_MISSING}")
     path = Path(configured).expanduser() if configured else standard_weights_path()
     if path.is_file():
         return path
-    where = f"metrics.inception_weights={path}" if configured else f"{path} (metrics.inception_weights is unset)"
+    where = (f"metrics.spaces.inception.weights={path}" if configured
+             else f"{path} (metrics.spaces.inception.weights is unset)")
     message = (f"Inception weights not found at {where}; no download is attempted — place {WEIGHTS_FILE} "
-               f"({WEIGHTS_URL}) there or set metrics.inception=false")
+               f"({WEIGHTS_URL}) there or leave out metrics.families.inception")
     if on_missing == "error":
         raise GanlabError(message)
     if announce:
-        log.warning("%s: FID/KID/IS are skipped (metrics.on_missing_weights=skip)", message)
+        log.warning("%s: FID/KID/IS are skipped (metrics.spaces.inception.on_missing=skip)", message)
     return None
+
+
+class InceptionSpace:
+    """metrics.spaces.inception: InceptionV3 pool features (and logits) from a local weights file.
+    `check()` runs when the metric suite is built, before anything slow."""
+
+    def __init__(self, weights: str | None = None, on_missing: str = "skip", antialias: bool = False):
+        if on_missing not in ON_MISSING:
+            raise GanlabError(f"metrics.spaces.inception.on_missing={on_missing!r}: choose one of {ON_MISSING}")
+        self.weights, self.on_missing, self.antialias = weights, on_missing, antialias
+        self.path: Path | None = None
+
+    def check(self, announce: bool = True) -> bool:
+        self.path = resolve_weights(self.weights, self.on_missing, announce=announce)
+        return self.path is not None
+
+    def build(self, ctx) -> InceptionFeatures:
+        if self.path is None and not self.check(ctx.announce):
+            raise GanlabError("metrics.spaces.inception: no weights file")
+        ctx.settings["inception"] = {"weights": str(self.path), "antialias": self.antialias}
+        return InceptionFeatures(self.path, antialias=self.antialias)
 
 
 class InceptionFeatures(nn.Module):
@@ -57,7 +79,7 @@ class InceptionFeatures(nn.Module):
 
         path = Path(weights_path).expanduser()
         if not path.is_file():  # a missing path would make torch-fidelity download
-            raise GanlabError(f"metrics.inception_weights={path} does not exist")
+            raise GanlabError(f"metrics.spaces.inception.weights={path} does not exist")
         self.antialias = antialias
         try:
             # refuse pickled code before torch-fidelity's own torch.load(weights_only=False) reads the file
@@ -65,7 +87,7 @@ class InceptionFeatures(nn.Module):
             self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
                                           feature_extractor_weights_path=str(path), antialias=antialias)
         except Exception as exc:  # UnpicklingError, RuntimeError (wrong keys/shapes), OSError
-            raise GanlabError(f"metrics.inception_weights={path} is not an InceptionV3 state_dict from "
+            raise GanlabError(f"metrics.spaces.inception.weights={path} is not an InceptionV3 state_dict from "
                               f"torch-fidelity: {str(exc).splitlines()[0]}") from exc
 
     @torch.no_grad()
