@@ -129,15 +129,120 @@ def tiny_checkpoint(path: Path, model: str = "dcgan") -> Path:
     return path
 
 
-def test_a_recipe_naming_a_foreign_callable_is_refused(tmp_path):
-    path = tiny_checkpoint(tmp_path / "dcgan.ckpt")
+def craft(path: Path, key: str, node) -> Path:
+    """A real checkpoint whose recipe node `key` (dotted) is replaced: plain data, so weights_only=True
+    alone would accept it."""
     ckpt = torch.load(path, weights_only=True)
-    marker = tmp_path / "pwned"
-    ckpt["ganlab"]["model"]["generator"] = {"_target_": "os.system", "command": f"touch {marker}"}
-    torch.save(ckpt, path)  # plain data: weights_only=True alone would accept it
-    with pytest.raises(GanlabError, match="recipe names 'os.system', not a ganlab class"):
-        load_gan(path)
-    assert not marker.exists()
+    tree = ckpt["ganlab"]["model"]
+    for part in key.split(".")[:-1]:
+        tree = tree[part]
+    tree[key.split(".")[-1]] = node
+    torch.save(ckpt, path)
+    return path
+
+
+def attacks(victim: Path) -> dict[str, tuple[str, object]]:
+    """name -> (recipe key, crafted node); each would delete `victim` if it were instantiated."""
+    stale = victim.parent / ".victim.ckpt.1.tmp"  # what remove_stale_temporaries deletes
+    return {
+        "Path.unlink via a ganlab module": (
+            "generator", {"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]}),
+        "os.system via ganlab.config": (
+            "generator", {"_target_": "ganlab.config.os.system", "_args_": [f"rm -f {victim} {stale}"]}),
+        "a target nested in _args_": (
+            "discriminator", {"_target_": "ganlab.models.dcgan.DCGANDiscriminator",
+                              "_args_": [{"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]}]}),
+        "a plain ganlab function": (
+            "loss", {"_target_": "ganlab.callbacks.checkpoint.remove_stale_temporaries", "_args_": [str(victim.parent)]}),
+        "a function as a partial": (
+            "loss", {"_target_": "ganlab.models.losses.HingeLoss", "_partial_": True}),
+        "an interpolation that makes a node": (
+            "loss", "${oc.decode:'{_target_: ganlab.config.os.system, _args_: [rm -f " + str(victim) + "]}'}"),
+    }
+
+
+def victims(tmp_path: Path) -> tuple[Path, Path]:
+    victim, stale = tmp_path / "victim.txt", tmp_path / ".victim.ckpt.1.tmp"
+    victim.write_text("keep me"), stale.write_text("keep me too")
+    return victim, stale
+
+
+@pytest.mark.parametrize("attack", list(attacks(Path("x"))))
+def test_a_crafted_recipe_is_refused_and_runs_nothing(attack, tmp_path):
+    victim, stale = victims(tmp_path)
+    key, node = attacks(victim)[attack]
+    path = craft(tiny_checkpoint(tmp_path / "evil.ckpt"), key, node)
+    for load in (read_checkpoint, load_gan):
+        with pytest.raises(GanlabError, match=rf"refusing to load checkpoint .*evil\.ckpt: its recipe") as info:
+            load(path)
+        assert "\n" not in str(info.value)
+    assert victim.read_text() == "keep me" and stale.read_text() == "keep me too"
+    # the same node, instantiated without the check, really does the damage (the test can fail)
+    if attack == "Path.unlink via a ganlab module":
+        instantiate(node)
+        assert not victim.exists()
+
+
+def test_refusals_name_the_key_and_the_target(tmp_path):
+    path = tiny_checkpoint(tmp_path / "evil.ckpt")
+    craft(path, "generator", {"_target_": "ganlab.models.dcgan.DCGANGenerator",
+                              "_args_": [[1, {"_target_": "ganlab.config.os.system"}]]})
+    with pytest.raises(GanlabError, match=r"its recipe names 'ganlab.config.os.system' at generator._args_\[0\]\[1\], "
+                                          r"which is not one of the classes it may build"):
+        read_checkpoint(path)
+    craft(path, "generator", {"_target_": "os.system", "command": "true"})
+    with pytest.raises(GanlabError, match="its recipe names 'os.system' at generator"):
+        read_checkpoint(path)
+    craft(path, "generator", {"_args_": ["x"]})
+    with pytest.raises(GanlabError, match="passes _args_ at generator to nothing ganlab builds"):
+        read_checkpoint(path)
+
+
+def test_every_class_conf_can_name_is_in_the_allow_set():
+    """A new model/loss/data YAML whose class is not registered in ganlab.checkpoint fails here, not
+    when a user loads a checkpoint."""
+    from omegaconf import OmegaConf
+
+    from ganlab.checkpoint import DATA_CLASSES, RECIPE_CLASSES, allowed_class
+
+    def targets(node):
+        if isinstance(node, dict):
+            yield from ([node["_target_"]] if "_target_" in node else [])
+            for value in node.values():
+                yield from targets(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from targets(value)
+
+    for group, names in (("model", RECIPE_CLASSES), ("data", DATA_CLASSES)):
+        files = sorted((REPO / "conf" / group).rglob("*.yaml"))
+        found = {t for f in files for t in targets(OmegaConf.to_container(OmegaConf.load(f)))}
+        assert found, group
+        missing = sorted(t for t in found if not allowed_class(t, names))
+        assert not missing, f"register {missing} in ganlab.checkpoint"
+    assert not allowed_class("ganlab.data.brainsim.Path")  # a class, but not one of ganlab's recipe classes
+
+
+CRAFTED_CLI = {
+    "ganlab.generate": ["ckpt={ckpt}", "out={tmp}/out"],
+    "ganlab.evaluate": ["ckpt={ckpt}", "metrics=fast", "out={tmp}/eval"],
+    "ganlab.audit": ["ckpt={ckpt}", "hydra.run.dir={tmp}/audit"],
+    "ganlab.train": [*TINY, "logger=none", "ckpt_path={ckpt}", "hydra.run.dir={tmp}/train"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", list(CRAFTED_CLI))
+def test_every_entry_point_refuses_a_crafted_checkpoint_in_one_line(module, run_cli, tmp_path):
+    victim, stale = victims(tmp_path)
+    path = craft(tiny_checkpoint(tmp_path / "evil.ckpt"), "generator",
+                 {"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]})
+    result = run_cli(module, *[a.format(ckpt=path, tmp=tmp_path) for a in CRAFTED_CLI[module]])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: refusing to load checkpoint {path}: its recipe names 'ganlab.data.brainsim.Path.unlink' "
+        "at generator, which is not one of the classes it may build (ganlab.checkpoint.RECIPE_CLASSES / DATA_CLASSES)")
+    assert victim.read_text() == "keep me"
 
 
 def test_load_gan_checks_the_model_family(tmp_path):
