@@ -2,6 +2,7 @@
 and loading refuses crafted files (pickled code, foreign classes in the recipe)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -261,3 +262,35 @@ def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path):
     with pytest.raises(GanlabError, match="refusing to load checkpoint") as info:
         read_checkpoint(path)
     assert "\n" not in str(info.value)
+
+
+def test_a_crafted_run_data_config_is_refused(tmp_path):
+    """evaluate, audit and augment build the real data from files next to a checkpoint (the run's
+    config_resolved.yaml, a generate output's generate.json): the same allow-set guards them."""
+    from ganlab.run_data import generated_data, training_data
+
+    victim, _ = victims(tmp_path)
+    evil = {"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]}
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "generate.json").write_text(json.dumps({"ckpt": "x", "data": evil}))
+    with pytest.raises(GanlabError, match=r"refusing to use the data config in .*generate\.json: it names "
+                                          r"'ganlab.data.brainsim.Path.unlink' at data"):
+        generated_data(tmp_path / "synth")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config_resolved.yaml").write_text(json.dumps({"data": {"_target_": "ganlab.data.folder."
+                                                                        "ImageFolderDataModule", "root": [evil]}}))
+    with pytest.raises(GanlabError, match=r"config_resolved\.yaml: it names .* at data\.root\[0\]"):
+        training_data(tmp_path / "checkpoints" / "last.ckpt")
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_augment_refuses_a_crafted_generate_output_in_one_line(run_cli, tmp_path):
+    victim, _ = victims(tmp_path)
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "generate.json").write_text(json.dumps(
+        {"ckpt": "x", "data": {"_target_": "ganlab.config.os.system", "_args_": [f"rm {victim}"]}}))
+    result = run_cli("ganlab.augment", f"synthetic={tmp_path / 'synth'}", "logger=none", f"hydra.run.dir={tmp_path / 'a'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: refusing to use the data config in ")
+    assert victim.read_text() == "keep me" and not (tmp_path / "a").exists()
