@@ -86,14 +86,14 @@ def test_a_failing_save_leaves_the_target_and_no_temporary(tmp_path):
 def test_step_checkpoints_keep_last_k_and_the_end_is_saved(run_cli, tmp_path):
     run_dir = tmp_path / "run"
     # 3 batches per epoch, 2 optimiser steps per batch: epochs end at steps 6 and 12, the run stops at
-    # step 16 inside the third epoch; epoch checkpoints every 2nd epoch, so only the final save writes 16
+    # step 16 inside the third epoch; epoch checkpoints every 2nd epoch (step 12), so only the final
+    # save of last.ckpt holds step 16 (besides the step checkpoint)
     result = run_cli("ganlab.train", *TINY, "trainer.max_epochs=5", "trainer.max_steps=16", "logger=none",
                      "callbacks.checkpoint.every_n_epochs=2", "callbacks.step_checkpoint.every_n_train_steps=4",
                      f"hydra.run.dir={run_dir}")
     assert_ok(result)
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    # (Lightning counts the stopped third epoch as done: the final file is named after epoch 3)
-    assert names == ["epoch003-step000016.ckpt", "last.ckpt", "step0000012.ckpt", "step0000016.ckpt"]
+    assert names == ["epoch001-step000012.ckpt", "last.ckpt", "step0000012.ckpt", "step0000016.ckpt"]
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 16
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -183,3 +184,34 @@ def test_a_signal_saves_last_ckpt_and_the_run_continues_from_it(signum, run_cli,
     assert_ok(result)
     assert f"resuming from {last} (epoch 1, step {saved})" in result.stdout + result.stderr
     assert torch.load(last, weights_only=True)["global_step"] == 18
+
+
+def test_submitits_requeue_signal_saves_then_hands_over(tmp_path):
+    """Under hydra/launcher=slurm, submitit handles SIGUSR2 (pre-emption or time limit) by requeueing the
+    job and exiting; ganlab first finishes the batch and saves last.ckpt, then calls submitit's handler."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from test_models import make_module, tiny_loader
+
+    handed_over = []
+
+    def submitit_handler(signum, frame):
+        handed_over.append(torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"])
+
+    class Preempt(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        checkpoint = ResumableCheckpoint(dirpath=tmp_path, save_last=True, keep_last=0)
+        trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            accelerator="cpu", callbacks=[checkpoint, Preempt()])
+        with pytest.raises(SIGTERMException) as info:
+            trainer.fit(make_module("dcgan"), tiny_loader(n=32))
+        assert info.value.code == 128 + signal.SIGUSR2
+        assert handed_over == [4]  # batch 1 (steps 2, 3) finished before the save
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler  # restored after fit
+        assert signal.getsignal(signal.SIGINT) != checkpoint._request_stop
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

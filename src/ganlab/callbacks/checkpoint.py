@@ -10,7 +10,9 @@
   it bit-exactly.
 - Pre-emption: SIGTERM or SIGINT lets the batch in flight finish, then last.ckpt is saved (atomically)
   and the process exits with status 128 + signal; `ckpt_path=last` continues from that step (the
-  rest of the interrupted epoch is drawn afresh, like a step checkpoint). A second Ctrl-C stops at once. Step checkpoints (`every_n_train_steps`) are separate files; resuming from one
+  rest of the interrupted epoch is drawn afresh, like a step checkpoint). A second Ctrl-C stops at once.
+  Under submitit (hydra/launcher=slurm), its pre-emption/timeout signal (USR2) does the same, then
+  hands over to submitit, which requeues the job. Step checkpoints (`every_n_train_steps`) are separate files; resuming from one
   restores every state, but the rest of that epoch is drawn afresh (Lightning cannot restore a plain
   DataLoader's position), so it is not bit-exact.
 - The W&B run id goes into every checkpoint, so a resumed run logs into the same W&B run.
@@ -40,7 +42,17 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("ganlab.train")
 TMP_SUFFIX = ".tmp"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+
+def stop_signals() -> list[int]:
+    """SIGTERM and SIGINT, plus submitit's pre-emption/timeout signal (SIGUSR2, or $SUBMITIT_PREEMPT_SIGNAL)
+    when submitit handles it in this process (a hydra/launcher=slurm job): that handler requeues the job."""
+    found = [signal.SIGTERM, signal.SIGINT]
+    requeue = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    if requeue is not None and requeue not in found and callable(signal.getsignal(requeue)):
+        found.append(requeue)
+    return found
 WANDB_ID_KEY = "wandb_run_id"
 _M64 = (1 << 64) - 1
 _DATA_STREAM, _BATCH_STREAM = 1, 2
@@ -140,6 +152,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.rng_seed = 0
         self._resume_step = 0
         self._stop_signal: int | None = None
+        self._previous_handlers: dict = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -203,8 +216,13 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         self._stop_signal = None
         if self.is_driver(trainer) and threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                signal.signal(signum, self._request_stop)
+            self._previous_handlers = {s: signal.signal(s, self._request_stop) for s in stop_signals()}
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
 
     def _request_stop(self, signum, frame) -> None:
         if self._stop_signal is not None and signum == signal.SIGINT:
@@ -227,4 +245,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             log.warning("stopped by %s at step %d: saved %s; continue with ckpt_path=last",
                         signal.Signals(signum).name, trainer.global_step, path)
+        previous = self._previous_handlers.get(signum)
+        if signum not in (signal.SIGTERM, signal.SIGINT) and callable(previous):
+            previous(signum, None)  # submitit: requeue this job (rank 0), then exit
         raise SIGTERMException(128 + int(signum))  # the shell's exit status for a signal
