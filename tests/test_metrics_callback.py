@@ -48,7 +48,7 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
             assert math.isfinite(m[name]["value"]), name
         assert m["metrics/fd_domain"]["ci"] is not None and "metrics/fid" not in m
         assert sum(v["value"] for k, v in m.items() if k.startswith("metrics/n_fake/")) == 64
-    assert prepares[0]["settings"]["classifier"]["holdout_balanced_accuracy"] >= 0
+    assert 0.0 <= prepares[0]["settings"]["classifier"]["holdout_balanced_accuracy"] <= 1.0
 
     rows = csv_rows(run_dir, "metrics/fd_domain")
     assert len(rows) == 2 and all(float(r["metrics/n_fake"]) == 64 for r in rows)
@@ -60,8 +60,12 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     keys = list(ckpt["state_dict"])
     assert keys and not any(k.startswith(("classifier", "domain", "inception", "suite")) for k in keys)
-    metric_states = [v for k, v in ckpt.get("callbacks", {}).items() if "MetricsCallback" in k]
-    assert all(not state for state in metric_states)
+    # Lightning stores a callback's state only when it is non-empty: the metrics callback must store none,
+    # and nothing outside the weights and optimisers may hold a network (RNG states and counters only)
+    assert not [k for k in ckpt.get("callbacks", {}) if "MetricsCallback" in k]
+    extra = sum(t.numel() for k, v in ckpt.items() if k not in ("state_dict", "optimizer_states")
+                for t in tensors(v))
+    assert extra < 10_000, extra
 
 
 def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
@@ -78,3 +82,14 @@ def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
     # the logged value is the mean over both processes: equal to rank 0's only if both computed the same
     for name in ("metrics/fd_domain", "metrics/precision", "ssim/nearest_real", "ssim/diversity"):
         assert float(row[name]) == pytest.approx(metrics[name]["value"], rel=1e-5, abs=1e-9), name
+
+
+def tensors(tree):
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            yield from tensors(value)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            yield from tensors(value)
