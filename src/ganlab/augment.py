@@ -238,14 +238,14 @@ def load_real(cfg: DictConfig):
         raise GanlabError("data: the benchmark needs a real held-out test split and this data config has none: "
                           "set data.test_split (a folder of held-out images) or data.test_fraction (held out "
                           "by subject with data.subject_pattern)")
-    return datamodule
+    return datamodule, source
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="augment")
 @entry_point
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
-    datamodule = load_real(cfg)
+    datamodule, data_source = load_real(cfg)
     names = list(datamodule.class_names)
     real = datamodule.datasets["train"]
     test = disjoint_test(real, datamodule.datasets["test"], getattr(datamodule, "subject_of", None))
@@ -277,7 +277,7 @@ def main(cfg: DictConfig) -> None:
     markdown = write_tables(summary, names, minority, out_dir)
     bar_plot(summary, minority, out_dir / "utility.png")
     (out_dir / "augment.json").write_text(json.dumps({
-        "synthetic": str(cfg.synthetic), "minority": minority, "class_names": names,
+        "synthetic": str(cfg.synthetic), "data": data_source, "minority": minority, "class_names": names,
         "real_train_counts": dict(zip(names, counts.tolist())),
         "test_counts": dict(zip(names, torch.bincount(test.labels, minlength=len(names)).tolist())),
         "summary": summary}, indent=2))

@@ -135,7 +135,7 @@ class GANModule(L.LightningModule):
         state, self._noise_rng_state = self._noise_rng_state, None
         states, self._noise_rng_states = self._noise_rng_states, None
         if states is not None and len(states) == (self._trainer.world_size if self._trainer is not None else 1):
-            state = states[self.global_rank]
+            state = states[self.global_rank].clone()  # set_state reads a view's storage from its start (crash)
         elif self.global_rank != 0:
             state = None
         if state is not None:
@@ -289,7 +289,7 @@ class GANModule(L.LightningModule):
             checkpoint["noise_rng_state"] = state
             if self._trainer is not None and self.trainer.world_size > 1:
                 gathered = self.trainer.strategy.all_gather(state.to(self.device)).cpu()
-                checkpoint["noise_rng_states"] = list(gathered.unbind(0))
+                checkpoint["noise_rng_states"] = [s.clone() for s in gathered.unbind(0)]  # own storage each
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # applied at the first draw, once the module is on its device (see make_noise_rng)
