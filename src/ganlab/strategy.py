@@ -36,9 +36,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 # Lightning internals this file still relies on (no public API does the job; pinned by the lightning bound
-# in pyproject.toml, exercised by tests/test_ddp.py): the script launcher class and DDPStrategy's
-# `_configure_launcher` / `_launcher` (to start extra ranks as Hydra jobs) and `_layer_sync` (to drop
-# sync_batchnorm on CPU).
+# in pyproject.toml, exercised by tests/test_ddp.py): the script launcher class (its
+# `_call_children_scripts`) and DDPStrategy's `_configure_launcher` / `_launcher`, to start extra ranks
+# as Hydra jobs; `_layer_sync`, to drop sync_batchnorm on CPU.
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch.utils.data import DataLoader, default_collate
 
