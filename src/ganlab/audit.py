@@ -151,6 +151,10 @@ def main(cfg: DictConfig) -> None:
     if cfg.feature not in ("cnn", "pixels"):
         raise GanlabError(f"feature={cfg.feature!r}: choose cnn or pixels")
     out_dir = Path(cfg.paths.output_dir)
+    if cfg.ckpt:
+        from ganlab.checkpoint import read_checkpoint
+
+        read_checkpoint(cfg.ckpt)  # a crafted or broken checkpoint is refused before anything else
     trained = training_data(cfg.ckpt) if cfg.ckpt else generated_data(cfg.synthetic)
     data_cfg, data_source = choose_data(cfg, trained, str(cfg.ckpt or cfg.synthetic))
     log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), data_source)
