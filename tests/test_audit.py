@@ -4,11 +4,12 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_ok
+from conftest import TINY, assert_ok
 from ganlab.audit import cnn_features, memorisation_audit, nearest, pixel_features, save_gallery
 
 
@@ -69,3 +70,38 @@ def test_cli_refuses_a_data_config_that_does_not_match_the_checkpoint(run_cli, c
     assert result.stderr.strip().splitlines()[-1] == (f"error: {cdcgan_ckpt} was trained at image_size=32 "
                                                       "but data.image_size=64")
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_cli_audits_against_the_data_the_checkpoint_was_trained_on(run_cli, tmp_path):
+    """No `data=`: the audit takes the training run's own data (a folder dataset here, not the brainsim
+    default); an explicit other `data=` is used, with one warning line naming both."""
+    root, rng = tmp_path / "scans", np.random.default_rng(0)
+    for c, name in enumerate(("flair", "t1")):
+        for i in range(12):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 128, (32, 32), dtype=np.uint8) + 100 * c).save(root / name / f"{i}.png")
+    run = tmp_path / "run"
+    assert_ok(run_cli("ganlab.train", "model=dcgan", "data=folder", f"data.root={root}", "data.val_fraction=0.25",
+                      *[o for o in TINY if not o.startswith("data.per_class")], "trainer.limit_train_batches=1",
+                      "logger=none", "metrics=none", f"hydra.run.dir={run}"))
+    ckpt = run / "checkpoints" / "last.ckpt"
+
+    result = run_cli("ganlab.audit", f"ckpt={ckpt}", "feature=pixels", "n=8", f"hydra.run.dir={tmp_path / 'a'}")
+    assert_ok(result)
+    assert "is not the data" not in result.stdout + result.stderr
+    summary = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert summary["data"] == str(run / "config_resolved.yaml")
+    assert summary["data_module"] == f"ImageFolderDataModule, root={root}"
+    assert summary["n_train"] + summary["n_holdout"] == 24 and summary["holdout_split"] == "val"
+    rows = list(csv.DictReader(open(tmp_path / "a" / "audit.csv")))
+    assert len(rows) == 8 and all(r["nearest_train_file"].startswith(str(root)) for r in rows)
+    assert {r["nearest_train_class"] for r in rows} <= {"flair", "t1"}
+
+    result = run_cli("ganlab.audit", f"ckpt={ckpt}", "feature=pixels", "n=8", "data=brainsim", "data.image_size=32",
+                     "data.per_class=24", f"hydra.run.dir={tmp_path / 'b'}")
+    assert_ok(result)
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "is not the data" in line]
+    assert len(warnings) == 1, result.stdout + result.stderr
+    assert "data=brainsim (BrainSimDataModule" in warnings[0] and f"(ImageFolderDataModule, root={root}" in warnings[0]
+    assert json.loads((tmp_path / "b" / "audit.json").read_text())["data"] == "command line"

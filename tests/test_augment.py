@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -104,12 +105,15 @@ def test_cli_writes_table_plot_and_one_wandb_run_per_regime_and_seed(run_cli, cd
 
     generate(str(cdcgan_ckpt), str(tmp_path / "synth"), n_per_class=4)
     run = tmp_path / "bench"
-    assert_ok(run_cli("ganlab.augment", f"synthetic={tmp_path / 'synth'}", "data.image_size=32", "data.per_class=24",
-                      "ratios=[0.5,fill]", "seeds=[0,1]", "classifier.epochs=1", "classifier.width=4",
-                      "logger=wandb", f"hydra.run.dir={run}"))
+    # no data overrides: the real data is the checkpoint's own (tiny brainsim), found through generate.json
+    assert_ok(run_cli("ganlab.augment", f"synthetic={tmp_path / 'synth'}", "ratios=[0.5,fill]", "seeds=[0,1]",
+                      "classifier.epochs=1", "classifier.width=4", "logger=wandb", f"hydra.run.dir={run}"))
     for name in ("utility.md", "utility.csv", "runs.csv", "utility.png", "augment.json"):
         assert (run / name).stat().st_size > 0, name
     assert len((run / "utility.md").read_text().strip().splitlines()) == 2 + 4
+    info = json.loads((run / "augment.json").read_text())
+    assert info["data"].startswith(str(tmp_path / "synth" / "generate.json"))
+    assert sum(info["real_train_counts"].values()) == 68  # the run's per_class=24, not brainsim's default 500
     assert len(list(csv.DictReader(open(run / "runs.csv")))) == 4 * 2
     assert len(list((run / "wandb").glob("offline-run-*"))) == 4 * 2 + 1  # + the summary run
 

@@ -2,6 +2,7 @@
 and loading refuses crafted files (pickled code, foreign classes in the recipe)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -85,14 +86,14 @@ def test_a_failing_save_leaves_the_target_and_no_temporary(tmp_path):
 def test_step_checkpoints_keep_last_k_and_the_end_is_saved(run_cli, tmp_path):
     run_dir = tmp_path / "run"
     # 3 batches per epoch, 2 optimiser steps per batch: epochs end at steps 6 and 12, the run stops at
-    # step 16 inside the third epoch; epoch checkpoints every 2nd epoch, so only the final save writes 16
+    # step 16 inside the third epoch; epoch checkpoints every 2nd epoch (step 12), so only the final
+    # save of last.ckpt holds step 16 (besides the step checkpoint)
     result = run_cli("ganlab.train", *TINY, "trainer.max_epochs=5", "trainer.max_steps=16", "logger=none",
                      "callbacks.checkpoint.every_n_epochs=2", "callbacks.step_checkpoint.every_n_train_steps=4",
                      f"hydra.run.dir={run_dir}")
     assert_ok(result)
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    # (Lightning counts the stopped third epoch as done: the final file is named after epoch 3)
-    assert names == ["epoch003-step000016.ckpt", "last.ckpt", "step0000012.ckpt", "step0000016.ckpt"]
+    assert names == ["epoch001-step000012.ckpt", "last.ckpt", "step0000012.ckpt", "step0000016.ckpt"]
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 16
 
 
@@ -129,15 +130,120 @@ def tiny_checkpoint(path: Path, model: str = "dcgan") -> Path:
     return path
 
 
-def test_a_recipe_naming_a_foreign_callable_is_refused(tmp_path):
-    path = tiny_checkpoint(tmp_path / "dcgan.ckpt")
+def craft(path: Path, key: str, node) -> Path:
+    """A real checkpoint whose recipe node `key` (dotted) is replaced: plain data, so weights_only=True
+    alone would accept it."""
     ckpt = torch.load(path, weights_only=True)
-    marker = tmp_path / "pwned"
-    ckpt["ganlab"]["model"]["generator"] = {"_target_": "os.system", "command": f"touch {marker}"}
-    torch.save(ckpt, path)  # plain data: weights_only=True alone would accept it
-    with pytest.raises(GanlabError, match="recipe names 'os.system', not a ganlab class"):
-        load_gan(path)
-    assert not marker.exists()
+    tree = ckpt["ganlab"]["model"]
+    for part in key.split(".")[:-1]:
+        tree = tree[part]
+    tree[key.split(".")[-1]] = node
+    torch.save(ckpt, path)
+    return path
+
+
+def attacks(victim: Path) -> dict[str, tuple[str, object]]:
+    """name -> (recipe key, crafted node); each would delete `victim` if it were instantiated."""
+    stale = victim.parent / ".victim.ckpt.1.tmp"  # what remove_stale_temporaries deletes
+    return {
+        "Path.unlink via a ganlab module": (
+            "generator", {"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]}),
+        "os.system via ganlab.config": (
+            "generator", {"_target_": "ganlab.config.os.system", "_args_": [f"rm -f {victim} {stale}"]}),
+        "a target nested in _args_": (
+            "discriminator", {"_target_": "ganlab.models.dcgan.DCGANDiscriminator",
+                              "_args_": [{"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]}]}),
+        "a plain ganlab function": (
+            "loss", {"_target_": "ganlab.callbacks.checkpoint.remove_stale_temporaries", "_args_": [str(victim.parent)]}),
+        "a function as a partial": (
+            "loss", {"_target_": "ganlab.models.losses.HingeLoss", "_partial_": True}),
+        "an interpolation that makes a node": (
+            "loss", "${oc.decode:'{_target_: ganlab.config.os.system, _args_: [rm -f " + str(victim) + "]}'}"),
+    }
+
+
+def victims(tmp_path: Path) -> tuple[Path, Path]:
+    victim, stale = tmp_path / "victim.txt", tmp_path / ".victim.ckpt.1.tmp"
+    victim.write_text("keep me"), stale.write_text("keep me too")
+    return victim, stale
+
+
+@pytest.mark.parametrize("attack", list(attacks(Path("x"))))
+def test_a_crafted_recipe_is_refused_and_runs_nothing(attack, tmp_path):
+    victim, stale = victims(tmp_path)
+    key, node = attacks(victim)[attack]
+    path = craft(tiny_checkpoint(tmp_path / "evil.ckpt"), key, node)
+    for load in (read_checkpoint, load_gan):
+        with pytest.raises(GanlabError, match=rf"refusing to load checkpoint .*evil\.ckpt: its recipe") as info:
+            load(path)
+        assert "\n" not in str(info.value)
+    assert victim.read_text() == "keep me" and stale.read_text() == "keep me too"
+    # the same node, instantiated without the check, really does the damage (the test can fail)
+    if attack == "Path.unlink via a ganlab module":
+        instantiate(node)
+        assert not victim.exists()
+
+
+def test_refusals_name_the_key_and_the_target(tmp_path):
+    path = tiny_checkpoint(tmp_path / "evil.ckpt")
+    craft(path, "generator", {"_target_": "ganlab.models.dcgan.DCGANGenerator",
+                              "_args_": [[1, {"_target_": "ganlab.config.os.system"}]]})
+    with pytest.raises(GanlabError, match=r"its recipe names 'ganlab.config.os.system' at generator._args_\[0\]\[1\], "
+                                          r"which is not one of the classes it may build"):
+        read_checkpoint(path)
+    craft(path, "generator", {"_target_": "os.system", "command": "true"})
+    with pytest.raises(GanlabError, match="its recipe names 'os.system' at generator"):
+        read_checkpoint(path)
+    craft(path, "generator", {"_args_": ["x"]})
+    with pytest.raises(GanlabError, match="passes _args_ at generator to nothing ganlab builds"):
+        read_checkpoint(path)
+
+
+def test_every_class_conf_can_name_is_in_the_allow_set():
+    """A new model/loss/data YAML whose class is not registered in ganlab.checkpoint fails here, not
+    when a user loads a checkpoint."""
+    from omegaconf import OmegaConf
+
+    from ganlab.checkpoint import DATA_CLASSES, RECIPE_CLASSES, allowed_class
+
+    def targets(node):
+        if isinstance(node, dict):
+            yield from ([node["_target_"]] if "_target_" in node else [])
+            for value in node.values():
+                yield from targets(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from targets(value)
+
+    for group, names in (("model", RECIPE_CLASSES), ("data", DATA_CLASSES)):
+        files = sorted((REPO / "conf" / group).rglob("*.yaml"))
+        found = {t for f in files for t in targets(OmegaConf.to_container(OmegaConf.load(f)))}
+        assert found, group
+        missing = sorted(t for t in found if not allowed_class(t, names))
+        assert not missing, f"register {missing} in ganlab.checkpoint"
+    assert not allowed_class("ganlab.data.brainsim.Path")  # a class, but not one of ganlab's recipe classes
+
+
+CRAFTED_CLI = {
+    "ganlab.generate": ["ckpt={ckpt}", "out={tmp}/out"],
+    "ganlab.evaluate": ["ckpt={ckpt}", "metrics=fast", "out={tmp}/eval"],
+    "ganlab.audit": ["ckpt={ckpt}", "hydra.run.dir={tmp}/audit"],
+    "ganlab.train": [*TINY, "logger=none", "ckpt_path={ckpt}", "hydra.run.dir={tmp}/train"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", list(CRAFTED_CLI))
+def test_every_entry_point_refuses_a_crafted_checkpoint_in_one_line(module, run_cli, tmp_path):
+    victim, stale = victims(tmp_path)
+    path = craft(tiny_checkpoint(tmp_path / "evil.ckpt"), "generator",
+                 {"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]})
+    result = run_cli(module, *[a.format(ckpt=path, tmp=tmp_path) for a in CRAFTED_CLI[module]])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: refusing to load checkpoint {path}: its recipe names 'ganlab.data.brainsim.Path.unlink' "
+        "at generator, which is not one of the classes it may build (ganlab.checkpoint.RECIPE_CLASSES / DATA_CLASSES)")
+    assert victim.read_text() == "keep me"
 
 
 def test_load_gan_checks_the_model_family(tmp_path):
@@ -156,3 +262,35 @@ def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path):
     with pytest.raises(GanlabError, match="refusing to load checkpoint") as info:
         read_checkpoint(path)
     assert "\n" not in str(info.value)
+
+
+def test_a_crafted_run_data_config_is_refused(tmp_path):
+    """evaluate, audit and augment build the real data from files next to a checkpoint (the run's
+    config_resolved.yaml, a generate output's generate.json): the same allow-set guards them."""
+    from ganlab.run_data import generated_data, training_data
+
+    victim, _ = victims(tmp_path)
+    evil = {"_target_": "ganlab.data.brainsim.Path.unlink", "_args_": [str(victim)]}
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "generate.json").write_text(json.dumps({"ckpt": "x", "data": evil}))
+    with pytest.raises(GanlabError, match=r"refusing to use the data config in .*generate\.json: it names "
+                                          r"'ganlab.data.brainsim.Path.unlink' at data"):
+        generated_data(tmp_path / "synth")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config_resolved.yaml").write_text(json.dumps({"data": {"_target_": "ganlab.data.folder."
+                                                                        "ImageFolderDataModule", "root": [evil]}}))
+    with pytest.raises(GanlabError, match=r"config_resolved\.yaml: it names .* at data\.root\[0\]"):
+        training_data(tmp_path / "checkpoints" / "last.ckpt")
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_augment_refuses_a_crafted_generate_output_in_one_line(run_cli, tmp_path):
+    victim, _ = victims(tmp_path)
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "generate.json").write_text(json.dumps(
+        {"ckpt": "x", "data": {"_target_": "ganlab.config.os.system", "_args_": [f"rm {victim}"]}}))
+    result = run_cli("ganlab.augment", f"synthetic={tmp_path / 'synth'}", "logger=none", f"hydra.run.dir={tmp_path / 'a'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: refusing to use the data config in ")
+    assert victim.read_text() == "keep me" and not (tmp_path / "a").exists()

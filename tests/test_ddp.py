@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -82,3 +84,58 @@ def test_ddp_multirun_two_cpu_processes_identical_replicas(run_cli, cli_env, tmp
         assert len(list((job / "samples").glob("epoch_*.png"))) == 1  # rank 0 alone wrote the grid
         assert len(list((job / "csv").glob("version_*"))) == 1
     assert (sweep / "summary.md").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_of_batch_b_step_like_one_process_of_batch_2b(cli_env, tmp_path):
+    """Correct, not only consistent: one D+G step on 2 CPU processes x 4 images ends with the same G and D
+    weights (float tolerance) as 1 process x 8 images, with the same images and per-sample noise
+    (tests/ddp_equivalence.py). Plain SGD, whose step scales with the gradient, so an all-reduce that
+    summed instead of averaging (or skipped a parameter) would be off by a whole update.
+
+    BatchNorm: in train mode it normalises with the statistics of each process's own batch (sync_batchnorm
+    is GPU-only), so 2 x B through BatchNorm equals 1 x 2B only with "ghost" BatchNorm over halves, not a
+    plain 2B batch; the averaged running statistics match 1 x 2B's for the mean, not the variance. The
+    comparison therefore uses D with spectral norm (ganlab's D drops BatchNorm then; its power-iteration
+    vectors are compared too) and G with its BatchNorm layers replaced by identities."""
+    env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), cli_env.get("PYTHONPATH", "")])}
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}.pt"
+        result = subprocess.run([sys.executable, str(Path(__file__).parent / "ddp_equivalence.py"), str(processes),
+                                 str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[processes] = torch.load(out, weights_only=True)
+    one, two = runs[1], runs[2]
+    assert (one["world_size"], two["world_size"]) == (1, 2) and one["global_step"] == two["global_step"] == 2
+    assert torch.equal(torch.cat([v.flatten() for v in one["before"].values()]),
+                       torch.cat([v.flatten() for v in two["before"].values()]))
+    assert any(k.startswith("generator.") for k in one["after"]) and any(k.endswith("weight_u") for k in one["after"])
+    for key, after in one["after"].items():
+        update = (after - one["before"][key]).abs().max().item()
+        gap = (two["after"][key] - after).abs().max().item()
+        assert gap <= 1e-3 * update + 1e-9, f"{key}: 2 x B differs from 1 x 2B by {gap:.2e} (update {update:.2e})"
+    moved = [(one["after"][k] - one["before"][k]).abs().max().item() > 0 for k in one["after"]
+             if k.startswith("generator.")]
+    assert all(moved)  # every G weight took a step
+
+
+@pytest.mark.slow
+def test_ddp_resume_continues_every_ranks_noise_bit_exactly(run_cli, tmp_path):
+    """2 CPU processes, stopped after epoch 1 and resumed with ckpt_path=last, end bit-identical to an
+    uninterrupted run: rank 1's latent noise stream is saved (gathered into the checkpoint) and restored,
+    not reseeded (replicas average their gradients, so any rank's noise shows in the shared weights)."""
+    from test_resume import differences
+
+    common = [*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none", "metrics=none"]
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert_ok(run_cli("ganlab.train", *common, "trainer.max_epochs=2", f"hydra.run.dir={reference}"))
+    assert_ok(run_cli("ganlab.train", *common, f"hydra.run.dir={run}"))
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(first["noise_rng_states"]) == 2 and not torch.equal(*first["noise_rng_states"])
+    assert_ok(run_cli("ganlab.train", *common, "trainer.max_epochs=2", "ckpt_path=last", f"hydra.run.dir={run}"))
+    expected = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] == 2 * first["global_step"] > 0
+    assert differences(expected["state_dict"], resumed["state_dict"], "state_dict") == []
+    assert differences(expected["optimizer_states"], resumed["optimizer_states"], "optimizer_states") == []

@@ -61,7 +61,7 @@ def test_same_seed_same_images(cdcgan_ckpt, tmp_path):
     for name in ("a", "b"):
         generate(str(cdcgan_ckpt), str(tmp_path / name), n_per_class=2, classes=["MildDemented"], seed=1)
     a, b = (sorted((tmp_path / n / "MildDemented").glob("*.png")) for n in ("a", "b"))
-    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert len(a) == len(b) == 2 and [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
 
 
 def test_refuses_a_non_empty_directory(run_cli, cdcgan_ckpt, tmp_path):

@@ -188,7 +188,10 @@ def test_translation_shifts_and_fills_with_black_background():
 def test_saturation_is_skipped_on_one_channel_and_ops_are_differentiable():
     x = torch.rand(4, 1, 32, 32)
     assert torch.equal(da.saturation(x), x)
-    assert not torch.equal(da.saturation(torch.rand(4, 3, 32, 32)), x)
+    rgb = torch.rand(4, 3, 32, 32)
+    saturated = da.saturation(rgb)
+    assert saturated.shape == rgb.shape and not torch.allclose(saturated, rgb)  # colour images do change
+    assert torch.allclose(saturated.mean(1), rgb.mean(1), atol=1e-6)  # around each pixel's grey level
     x = (torch.rand(4, 1, 32, 32) * 2 - 1).requires_grad_(True)
     da.diff_augment(x, "translation,cutout,brightness,contrast,color").sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -150,3 +151,67 @@ def test_resume_refuses_other_model_settings():
         check_same_model(ckpt, to_plain(wider.model), "x.ckpt")
     with pytest.raises(GanlabError, match="holds a dcgan model but this run builds cdcgan"):
         check_same_model(ckpt, to_plain(cdcgan.model), "x.ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_last_ckpt_and_the_run_continues_from_it(signum, run_cli, cli_env, tmp_path):
+    """Pre-emption: a real signal to a real `python -m ganlab.train` mid-run: the batch in flight
+    finishes, last.ckpt is saved at that step (not the epoch-end one), the exit status is 128 + signal,
+    and `ckpt_path=last` continues from the saved step to the planned end."""
+    common = [*TINY, "trainer.max_epochs=3", "logger=none", "metrics=none"]
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with open(tmp_path / "signalled.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
+                                cwd=tmp_path, env={**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
+            proc.send_signal(signum)  # inside epoch 2 (each of its batches takes >= 0.4 s)
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    output = (tmp_path / "signalled.log").read_text()
+    assert proc.returncode == 128 + signum, output[-3000:]
+    saved = torch.load(last, weights_only=True)["global_step"]
+    assert 6 < saved < 18 and saved % 2 == 0, saved  # mid-run, after whole D+G steps
+    assert f"stopped by {signal.Signals(signum).name} at step {saved}: saved {last}" in output
+    assert "Traceback" not in output and not list(last.parent.glob(".*.tmp"))
+
+    result = run_cli("ganlab.train", *common, f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    assert_ok(result)
+    assert f"resuming from {last} (epoch 1, step {saved})" in result.stdout + result.stderr
+    assert torch.load(last, weights_only=True)["global_step"] == 18
+
+
+def test_submitits_requeue_signal_saves_then_hands_over(tmp_path):
+    """Under hydra/launcher=slurm, submitit handles SIGUSR2 (pre-emption or time limit) by requeueing the
+    job and exiting; ganlab first finishes the batch and saves last.ckpt, then calls submitit's handler."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from test_models import make_module, tiny_loader
+
+    handed_over = []
+
+    def submitit_handler(signum, frame):
+        handed_over.append(torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"])
+
+    class Preempt(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        checkpoint = ResumableCheckpoint(dirpath=tmp_path, save_last=True, keep_last=0)
+        trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            accelerator="cpu", callbacks=[checkpoint, Preempt()])
+        with pytest.raises(SIGTERMException) as info:
+            trainer.fit(make_module("dcgan"), tiny_loader(n=32))
+        assert info.value.code == 128 + signal.SIGUSR2
+        assert handed_over == [4]  # batch 1 (steps 2, 3) finished before the save
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler  # restored after fit
+        assert signal.getsignal(signal.SIGINT) != checkpoint._request_stop
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -1,6 +1,9 @@
 """python -m ganlab.audit ckpt=<run>/checkpoints/last.ckpt [data=...] [feature=cnn|pixels]
    python -m ganlab.audit synthetic=<ganlab.generate output> [data=...]
 
+The real data is the checkpoint's own training data (its run's config_resolved.yaml, see run_data.py)
+unless `data=` names another, which is warned about.
+
 Memorisation audit. For every generated image: the distance to its nearest training image in a
 feature space (the SmallCNN trained on the real training split, L2-normalised features; or raw
 pixels). The same distance for held-out real images is the yardstick: a generator that samples the
@@ -30,6 +33,7 @@ from ganlab.classifier import SmallCNN, as_model_input, extract_features, fit_cl
 from ganlab.cli import entry_point
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
+from ganlab.run_data import choose_data, describe, generated_data, training_data
 
 log = logging.getLogger("ganlab.audit")
 Features = Callable[[torch.Tensor], torch.Tensor]
@@ -147,7 +151,14 @@ def main(cfg: DictConfig) -> None:
     if cfg.feature not in ("cnn", "pixels"):
         raise GanlabError(f"feature={cfg.feature!r}: choose cnn or pixels")
     out_dir = Path(cfg.paths.output_dir)
-    datamodule = instantiate(cfg.data)
+    if cfg.ckpt:
+        from ganlab.checkpoint import read_checkpoint
+
+        read_checkpoint(cfg.ckpt)  # a crafted or broken checkpoint is refused before anything else
+    trained = training_data(cfg.ckpt) if cfg.ckpt else generated_data(cfg.synthetic)
+    data_cfg, data_source = choose_data(cfg, trained, str(cfg.ckpt or cfg.synthetic))
+    log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), data_source)
+    datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     names, train = list(datamodule.class_names), datamodule.datasets["train"]
@@ -168,6 +179,7 @@ def main(cfg: DictConfig) -> None:
         train.images, train.labels, len(names), seed=cfg.seed, device=device, **to_plain(cfg.classifier))
     result = memorisation_audit(synth_images, train.images, holdout.images, features)
     summary = {"feature": cfg.feature, "holdout_split": split, "source": str(cfg.ckpt or cfg.synthetic),
+               "data": data_source, "data_module": describe(to_plain(data_cfg)),
                **result["summary"]}
     (out_dir / "audit.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_csv(out_dir / "audit.csv", result, synth_labels, synth_files, train, names)

@@ -3,7 +3,8 @@
 The downstream-utility benchmark: does synthetic data help a classifier? The project's SmallCNN is
 trained on (a) the real training split only, (b) real + synthetic images at several ratios and
 (c) synthetic images only (train on synthetic, test on real), once per seed, and always evaluated on
-the data config's REAL held-out test split. Writes `utility.md`, `utility.csv` (mean ± std over
+the REAL held-out test split of the data the GAN was trained on (found through the generate output's
+generate.json, see run_data.py; `data=` names another, with a warning). Writes `utility.md`, `utility.csv` (mean ± std over
 seeds), `runs.csv` (one row per regime and seed) and `utility.png` into the run directory, and one
 logger run per regime and seed in one group (W&B offline by default; `logger=none` for none).
 """
@@ -27,6 +28,7 @@ from ganlab.config import to_plain  # also registers ${wandb_mode:} for the logg
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
 from ganlab.generate import load_generated
+from ganlab.run_data import choose_data, describe, generated_data
 
 log = logging.getLogger("ganlab.augment")
 REAL, TSTR = "real only", "synthetic only"
@@ -227,21 +229,23 @@ def log_row(logger_cfg, row: dict, class_names: list[str]) -> None:
 
 
 def load_real(cfg: DictConfig):
-    datamodule = instantiate(cfg.data)
+    data_cfg, source = choose_data(cfg, generated_data(cfg.synthetic), str(cfg.synthetic))
+    log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), source)
+    datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     if "test" not in datamodule.datasets or len(datamodule.datasets["test"]) == 0:
         raise GanlabError("data: the benchmark needs a real held-out test split and this data config has none: "
                           "set data.test_split (a folder of held-out images) or data.test_fraction (held out "
                           "by subject with data.subject_pattern)")
-    return datamodule
+    return datamodule, source
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="augment")
 @entry_point
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
-    datamodule = load_real(cfg)
+    datamodule, data_source = load_real(cfg)
     names = list(datamodule.class_names)
     real = datamodule.datasets["train"]
     test = disjoint_test(real, datamodule.datasets["test"], getattr(datamodule, "subject_of", None))
@@ -273,7 +277,7 @@ def main(cfg: DictConfig) -> None:
     markdown = write_tables(summary, names, minority, out_dir)
     bar_plot(summary, minority, out_dir / "utility.png")
     (out_dir / "augment.json").write_text(json.dumps({
-        "synthetic": str(cfg.synthetic), "minority": minority, "class_names": names,
+        "synthetic": str(cfg.synthetic), "data": data_source, "minority": minority, "class_names": names,
         "real_train_counts": dict(zip(names, counts.tolist())),
         "test_counts": dict(zip(names, torch.bincount(test.labels, minlength=len(names)).tolist())),
         "summary": summary}, indent=2))

@@ -2,16 +2,92 @@
 and rebuilding its GAN module from the recipe the checkpoint carries (see callbacks/recipe.py)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import re
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
 from ganlab.errors import GanlabError
+
+# ----------------------------------------------------------------------------- what a checkpoint may build
+# A checkpoint is plain data (weights_only=True), but its recipe goes to Hydra's instantiate, which calls
+# whatever `_target_` names (and follows attribute chains: `ganlab.config.os.system`). So every
+# `_target_` in a recipe must resolve to one of these very classes (compared by identity, never by name).
+#
+# >>> When you add a network, loss, regulariser or augment class that conf/model/ can name, add its
+# >>> dotted path to RECIPE_CLASSES, or checkpoints of models that use it will be refused.
+# (tests/test_checkpoint_safety.py fails for any conf/model/ or conf/data/ `_target_` missing here.)
+RECIPE_CLASSES = frozenset({
+    "ganlab.models.gan_module.GANModule",
+    "ganlab.models.gan.MLPGenerator",
+    "ganlab.models.gan.MLPDiscriminator",
+    "ganlab.models.dcgan.DCGANGenerator",
+    "ganlab.models.dcgan.DCGANDiscriminator",
+    "ganlab.models.cdcgan.ConditionalDCGANGenerator",
+    "ganlab.models.cdcgan.ConditionalDCGANDiscriminator",
+    "ganlab.models.losses.NonSaturatingLoss",
+    "ganlab.models.losses.HingeLoss",
+    "ganlab.models.losses.LSGANLoss",
+    "ganlab.models.losses.WGANGPLoss",
+})
+# The data modules that the data config of a checkpoint's run (config_resolved.yaml, or a generate
+# output's generate.json) may build when evaluate, audit or augment take the training data from it.
+# >>> Add a new dataset's DataModule here.
+DATA_CLASSES = frozenset({
+    "ganlab.data.brainsim.BrainSimDataModule",
+    "ganlab.data.folder.ImageFolderDataModule",
+    "ganlab.data.alzheimer.AlzheimerDataModule",
+    "ganlab.data.brain_tumor.BrainTumorDataModule",
+    "ganlab.data.oasis.OasisDataModule",
+    "ganlab.data.parquet.ParquetDataModule",
+})
+_HYDRA_HARMLESS = {"_target_", "_args_", "_recursive_", "_convert_"}  # `_partial_` would hand out a callable
+
+
+@functools.cache
+def _classes(names: frozenset) -> frozenset:
+    return frozenset(get_object(name) for name in names)
+
+
+def allowed_class(target, names: frozenset = RECIPE_CLASSES) -> bool:
+    """True when the dotted path `target` resolves to one of the classes listed in `names`. Only
+    ganlab's own modules are imported on the way (no foreign module runs its import-time code)."""
+    if not isinstance(target, str) or target.split(".")[0] != "ganlab":
+        return False
+    try:
+        obj = get_object(target)
+    except Exception:
+        return False
+    return isinstance(obj, type) and any(obj is cls for cls in _classes(names))
+
+
+def check_recipe(tree, names: frozenset, what: str, key: str = "") -> None:
+    """Raise a GanlabError ("<what> ... at <key>") unless every `_target_` in the nested dicts and
+    lists of `tree` is an allowed class; `_partial_`, `_args_` without such a target and
+    interpolations (`${...}`, which resolve to new nodes at instantiation) are refused too."""
+    where = f" at {key}" if key else ""
+    if isinstance(tree, dict):
+        unknown = sorted(k for k in tree if str(k).startswith("_") and str(k).endswith("_")
+                         and k not in _HYDRA_HARMLESS)
+        if unknown:
+            raise GanlabError(f"{what} sets {unknown[0]}{where}, which a ganlab recipe never does")
+        if "_target_" in tree and not allowed_class(tree["_target_"], names):
+            raise GanlabError(f"{what} names {tree['_target_']!r}{where}, which is not one of the classes it may "
+                              "build (ganlab.checkpoint.RECIPE_CLASSES / DATA_CLASSES)")
+        if "_args_" in tree and "_target_" not in tree:
+            raise GanlabError(f"{what} passes _args_{where} to nothing ganlab builds")
+        for k, value in tree.items():
+            check_recipe(value, names, what, f"{key}.{k}" if key else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            check_recipe(value, names, what, f"{key}[{i}]")
+    elif isinstance(tree, str) and "${" in tree:
+        raise GanlabError(f"{what} holds an interpolation{where} ({tree!r}); ganlab saves resolved values")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -28,13 +104,12 @@ def read_checkpoint(path: str | Path) -> dict:
     except Exception as exc:  # RuntimeError for a truncated or foreign file
         raise GanlabError(f"refusing to load checkpoint {path}: not a readable checkpoint "
                           f"({exc.__class__.__name__}: {str(exc).strip().splitlines()[0]})") from exc
-    if not isinstance(ckpt, dict) or "ganlab" not in ckpt or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("ganlab"), dict) or "state_dict" not in ckpt:
         raise GanlabError(f"checkpoint {path} was not written by ganlab.train (no recipe inside)")
-    # The recipe is instantiated: a crafted one must not name a callable outside ganlab (e.g. os.system).
-    foreign = [t for key, t in flatten(ckpt["ganlab"].get("model")).items()
-               if key.endswith("_target_") and not str(t).startswith("ganlab.")]
-    if foreign:
-        raise GanlabError(f"refusing to load checkpoint {path}: its recipe names {foreign[0]!r}, not a ganlab class")
+    recipe = ckpt["ganlab"].get("model")
+    if not (isinstance(recipe, dict) and "_target_" in recipe and isinstance(recipe.get("generator"), dict)):
+        raise GanlabError(f"refusing to load checkpoint {path}: its recipe is not a ganlab model config")
+    check_recipe(recipe, RECIPE_CLASSES, f"refusing to load checkpoint {path}: its recipe")
     return ckpt
 
 

@@ -23,32 +23,7 @@ from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.cli import entry_point
 from ganlab.errors import GanlabError
 from ganlab.metrics.report import markdown_table
-
-PATH_KEYS = ("root", "cache_dir")  # data config keys that name files
-
-
-def run_dir_of(ckpt: Path) -> Path:
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-
-
-def data_config(cfg: DictConfig, ckpt: Path) -> tuple[DictConfig, str]:
-    """(data config, where it came from): the command line's data group, else the run's own."""
-    if cfg.get("data"):
-        return cfg.data, "command line"
-    run_dir = run_dir_of(ckpt)
-    saved = run_dir / "config_resolved.yaml"
-    if not saved.is_file() or "data" not in (run_cfg := OmegaConf.load(saved)):
-        raise GanlabError(f"no {saved} next to checkpoint {ckpt}: name its data on the command line, "
-                          "e.g. data=alzheimer data.root=<dir> (same image size, channels and classes)")
-    data = run_cfg.data
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    start_dir = OmegaConf.load(hydra_file).hydra.runtime.cwd if hydra_file.is_file() else None
-    for key in PATH_KEYS:  # training may have started elsewhere: keep its relative paths working
-        value = data.get(key)
-        if start_dir and isinstance(value, str) and not Path(value).expanduser().is_absolute():
-            data[key] = str(Path(start_dir) / value)
-    return data, str(saved)
-
+from ganlab.run_data import choose_data, run_dir_of, training_data
 
 def check_facts(facts: dict, datamodule, ckpt: Path) -> None:
     for key in ("image_size", "channels"):
@@ -73,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict:
     ckpt = Path(str(cfg.ckpt)).expanduser()
     suite = build_suite(cfg)
     module, facts = load_gan(ckpt)
-    data_cfg, data_source = data_config(cfg, ckpt)
+    data_cfg, data_source = choose_data(cfg, training_data(ckpt), str(ckpt))
     datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")

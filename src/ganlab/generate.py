@@ -1,7 +1,8 @@
 """python -m ganlab.generate ckpt=... out=... [n_per_class=N | balance=fill] [classes=[...]] [seed=S]
 
 Writes PNGs at the training resolution in ImageFolder layout `out/<class>/<class>_<index>.png` plus
-`out/manifest.csv`. The images are made in a temporary sibling directory that is renamed into place
+`out/manifest.csv`, and `out/generate.json` (the checkpoint, its run and that run's data config, which
+audit and augment use as the real data). The images are made in a temporary sibling directory that is renamed into place
 only when complete, so an interrupted run leaves nothing half-made. The folder loads back with
 `data=folder data.root=<out>` or, from Python, with `load_generated(out)` (a torch Dataset).
 """
@@ -24,6 +25,7 @@ from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.cli import entry_point
 from ganlab.data.folder import UInt8ImageDataset, to_uint8
 from ganlab.errors import GanlabError
+from ganlab.run_data import run_dir_of, training_data
 
 MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model", "ema", "truncation")
 
@@ -83,6 +85,7 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
              ema: bool = True, batch_size: int = 256, overwrite: bool = False) -> dict[str, int]:
     out_dir = Path(out).expanduser()
     module, facts = load_gan(ckpt)
+    trained = training_data(ckpt)
     conditional = module.conditional
     class_names = facts["class_names"] if conditional else ["generated"]
     counts = plan_counts(class_names, facts["class_counts"] if conditional else {"generated": 0},
@@ -110,8 +113,11 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-        (tmp / "generate.json").write_text(json.dumps({"ckpt": str(Path(ckpt).resolve()), "counts": counts,
-                                                       "seed": seed, "truncation": truncation, "ema": ema}, indent=2))
+        # the run and its data: audit and augment compare these images with that very data
+        (tmp / "generate.json").write_text(json.dumps({
+            "ckpt": str(Path(ckpt).resolve()), "run": str(run_dir_of(ckpt).resolve()),
+            "data": trained[0] if trained else None, "data_source": trained[1] if trained else None,
+            "counts": counts, "seed": seed, "truncation": truncation, "ema": ema}, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)  # empty, or overwrite=true was asked for
         os.replace(tmp, out_dir)

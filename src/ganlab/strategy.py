@@ -31,15 +31,16 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from lightning.fabric.strategies.launchers.subprocess_script import _basic_subprocess_cmd
-from lightning.pytorch.overrides.distributed import _sync_module_states
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-from torch.utils.data import DataLoader
-from torch.utils.data._utils.collate import default_collate
+
+# Lightning internals this file still relies on (no public API does the job; pinned by the lightning bound
+# in pyproject.toml, exercised by tests/test_ddp.py): the script launcher class (its
+# `_call_children_scripts`) and DDPStrategy's `_configure_launcher` / `_launcher`, to start extra ranks
+# as Hydra jobs; `_layer_sync`, to drop sync_batchnorm on CPU.
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from torch.utils.data import DataLoader, default_collate
 
 NAME = "gan_ddp"
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -52,13 +53,35 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(k, "0") in ("0", "") for k in _RANK_ENV)
 
 
+def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+@torch.no_grad()
+def unflatten_into(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    pieces = flat.split([t.numel() for t in tensors])
+    torch._foreach_copy_(tensors, [p.view_as(t) for p, t in zip(pieces, tensors)])
+
+
 @torch.no_grad()
 def all_reduce_mean(tensors: list[torch.Tensor]) -> None:
     """Average same-dtype tensors over all processes in place, with one all-reduce."""
-    flat = _flatten_dense_tensors(tensors)
+    flat = flatten(tensors)
     dist.all_reduce(flat)
     flat.div_(dist.get_world_size())
-    torch._foreach_copy_(tensors, _unflatten_dense_tensors(flat, tensors))
+    unflatten_into(flat, tensors)
+
+
+@torch.no_grad()
+def broadcast_from_rank_zero(module: torch.nn.Module) -> None:
+    """Every rank starts from rank 0's parameters and buffers: one broadcast per dtype and device."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for t in [*module.parameters(), *module.buffers()]:
+        groups.setdefault((t.dtype, t.device), []).append(t)
+    for tensors in groups.values():
+        flat = flatten(tensors)
+        dist.broadcast(flat, src=0)
+        unflatten_into(flat, tensors)
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
@@ -79,6 +102,15 @@ def config_flags(argv: list[str]) -> list[str]:
             out.append(arg)
             take_next = not take_next and "=" not in arg
     return out
+
+
+def script_command() -> list[str]:
+    """The command that started this process (`python -m pkg.mod ...` or `python script.py ...`)."""
+    import __main__
+
+    if getattr(__main__, "__spec__", None) is None:
+        return [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:]]
+    return [sys.executable, "-m", __main__.__spec__.name, *sys.argv[1:]]
 
 
 def hydra_child_command(local_rank: int) -> tuple[list[str], str]:
@@ -112,7 +144,7 @@ class JobLauncher(_SubprocessScriptLauncher):
                           WORLD_SIZE=str(self.num_processes * self.num_nodes))
         for local_rank in range(1, self.num_processes):
             command, cwd = hydra_child_command(local_rank) if HydraConfig.initialized() \
-                else (_basic_subprocess_cmd(), None)
+                else (script_command(), None)
             self.procs.append(subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)}, cwd=cwd))
 
     def restore_environment(self) -> None:
@@ -201,7 +233,7 @@ class GANStrategy(DDPStrategy):
         if self.compile_options:
             self._compile(lm)
         if self.multi_process:
-            _sync_module_states(lm)
+            broadcast_from_rank_zero(lm)
             if self._layer_sync is None:
                 groups: dict[tuple, list[torch.Tensor]] = {}
                 for name, buf in lm.named_buffers():

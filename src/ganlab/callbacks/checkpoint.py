@@ -7,7 +7,12 @@
   Temporaries a kill left behind are removed at the next start.
 - Bounded disk: each callback keeps its newest `keep_last` checkpoints, plus last.ckpt.
 - `last.ckpt` is written at epoch ends (and at the end of training): `ckpt_path=last` resumes from
-  it bit-exactly. Step checkpoints (`every_n_train_steps`) are separate files; resuming from one
+  it bit-exactly.
+- Pre-emption: SIGTERM or SIGINT lets the batch in flight finish, then last.ckpt is saved (atomically)
+  and the process exits with status 128 + signal; `ckpt_path=last` continues from that step (the
+  rest of the interrupted epoch is drawn afresh, like a step checkpoint). A second Ctrl-C stops at once.
+  Under submitit (hydra/launcher=slurm), its pre-emption/timeout signal (USR2) does the same, then
+  hands over to submitit, which requeues the job. Step checkpoints (`every_n_train_steps`) are separate files; resuming from one
   restores every state, but the rest of that epoch is drawn afresh (Lightning cannot restore a plain
   DataLoader's position), so it is not bit-exact.
 - The W&B run id goes into every checkpoint, so a resumed run logs into the same W&B run.
@@ -20,8 +25,11 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
+import signal
+import threading
 from pathlib import Path
 
 import lightning as L
@@ -30,8 +38,21 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+log = logging.getLogger("ganlab.train")
 TMP_SUFFIX = ".tmp"
+
+
+
+def stop_signals() -> list[int]:
+    """SIGTERM and SIGINT, plus submitit's pre-emption/timeout signal (SIGUSR2, or $SUBMITIT_PREEMPT_SIGNAL)
+    when submitit handles it in this process (a hydra/launcher=slurm job): that handler requeues the job."""
+    found = [signal.SIGTERM, signal.SIGINT]
+    requeue = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    if requeue is not None and requeue not in found and callable(signal.getsignal(requeue)):
+        found.append(requeue)
+    return found
 WANDB_ID_KEY = "wandb_run_id"
 _M64 = (1 << 64) - 1
 _DATA_STREAM, _BATCH_STREAM = 1, 2
@@ -130,6 +151,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         self.keep_last = keep_last
         self.rng_seed = 0
         self._resume_step = 0
+        self._stop_signal: int | None = None
+        self._previous_handlers: dict = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -141,9 +164,11 @@ class ResumableCheckpoint(ModelCheckpoint):
             remove_stale_temporaries(self.dirpath)
 
     # ------------------------------------------------------------ reproducible randomness
+    def is_driver(self, trainer: L.Trainer) -> bool:
+        return next(cb for cb in trainer.callbacks if isinstance(cb, ResumableCheckpoint)) is self
+
     def reseed(self, trainer: L.Trainer, step: int, stream: int) -> None:
-        driver = next(cb for cb in trainer.callbacks if isinstance(cb, ResumableCheckpoint))
-        if driver is self:
+        if self.is_driver(trainer):
             seed_global_rngs(derive_seed(self.rng_seed, trainer.global_rank, step, stream))
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -173,12 +198,54 @@ class ResumableCheckpoint(ModelCheckpoint):
             if isinstance(logger, WandbLogger) and logger.version:
                 checkpoint[WANDB_ID_KEY] = str(logger.version)
 
+    def last_path(self) -> Path:
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run that stops between two scheduled saves (max_steps, every_n_epochs > 1) still ends with
-        # its final state on disk.
-        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
+        # its final state in last.ckpt (rewritten even when an epoch-end save just wrote it: one file).
+        if self.save_last and self.dirpath and not (trainer.fast_dev_run or trainer.sanity_checking):
+            trainer.save_checkpoint(self.last_path())
+
+    # ------------------------------------------------------------ pre-emption
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # SIGTERM (SLURM pre-emption, a scheduler, `kill`) and SIGINT (Ctrl-C) only raise a flag here:
+        # the batch in flight finishes, then on_train_batch_end saves last.ckpt and stops the run, so
+        # weights and optimisers are never saved half-stepped. (Replaces Lightning's SIGTERM handling,
+        # which stops without saving; Lightning restores the previous handlers at the end of fit.)
+        super().on_train_start(trainer, pl_module)
+        self._stop_signal = None
+        if self.is_driver(trainer) and threading.current_thread() is threading.main_thread():
+            self._previous_handlers = {s: signal.signal(s, self._request_stop) for s in stop_signals()}
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once, without a save
+        self._stop_signal = signum
+        log.warning("received %s: saving last.ckpt after this batch, then stopping", signal.Signals(signum).name)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not self.is_driver(trainer):
             return
-        candidates = self._monitor_candidates(trainer)
-        if self.save_top_k:
-            self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
+        stop = self._stop_signal is not None
+        if trainer.world_size > 1:  # a signal to one process stops them all, at the same batch
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop:
+            return
+        signum = self._stop_signal or signal.SIGTERM
+        path = self.last_path()
+        trainer.save_checkpoint(path)  # atomic (AtomicCheckpointIO); every rank takes part
+        if trainer.is_global_zero:
+            log.warning("stopped by %s at step %d: saved %s; continue with ckpt_path=last",
+                        signal.Signals(signum).name, trainer.global_step, path)
+        previous = self._previous_handlers.get(signum)
+        if signum not in (signal.SIGTERM, signal.SIGINT) and callable(previous):
+            previous(signum, None)  # submitit: requeue this job (rank 0), then exit
+        raise SIGTERMException(128 + int(signum))  # the shell's exit status for a signal

@@ -26,6 +26,8 @@ class Throughput(L.Callback):
         self._windows = 0
         self._steady_images = 0
         self._steady_seconds = 0.0
+        # batches trained so far in the run (a resumed run restores it): the step axis Lightning logs at
+        self._batches = 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         self._windows, self._steady_images, self._steady_seconds = 0, 0, 0.0
@@ -36,8 +38,8 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._images += batch_size(batch) * trainer.world_size
         every = self.every_n_batches or max(trainer.log_every_n_steps, 1)
-        # the counter Lightning's own logging cadence uses (incremented after this hook)
-        if (trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % every or self._mark is None:
+        step, self._batches = self._batches, self._batches + 1  # Lightning logs this batch at `step`
+        if (step + 1) % every or self._mark is None:
             return
         now = time.perf_counter()
         seconds, images = now - self._mark, self._images
@@ -48,20 +50,26 @@ class Throughput(L.Callback):
         if self._windows > 1:
             self._steady_images += images
             self._steady_seconds += seconds
-        self.publish(trainer, {f"{PREFIX}images_per_sec": images / seconds,
-                               f"{PREFIX}sec_per_kimg": 1000.0 * seconds / images})
+        self.publish(trainer, step, {f"{PREFIX}images_per_sec": images / seconds,
+                                     f"{PREFIX}sec_per_kimg": 1000.0 * seconds / images})
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         if self._steady_seconds > 0:
-            self.publish(trainer, {f"{PREFIX}images_per_sec_mean": self._steady_images / self._steady_seconds})
+            self.publish(trainer, self._batches, {f"{PREFIX}images_per_sec_mean":
+                                                  self._steady_images / self._steady_seconds})
+
+    def state_dict(self) -> dict:
+        return {"batches": self._batches}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._batches = int(state_dict.get("batches", 0))
 
     @staticmethod
-    def publish(trainer: L.Trainer, values: dict[str, float]) -> None:
+    def publish(trainer: L.Trainer, step: int, values: dict[str, float]) -> None:
         """To the loggers (rank 0) at Lightning's own step axis, and to callback_metrics (host tensors)."""
         for key, value in values.items():
             trainer.callback_metrics[key] = torch.tensor(value)
         if trainer.is_global_zero:
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped  # Lightning's logging step
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=step)
 

@@ -202,6 +202,7 @@ class GANModule(L.LightningModule):
         self.register_buffer("nonfinite_step", torch.full((), -1, dtype=torch.long), persistent=False)
         self.noise_rng: torch.Generator | None = None
         self._noise_rng_state: torch.Tensor | None = None  # from a checkpoint; used at the first draw
+        self._noise_rng_states: list[torch.Tensor] | None = None  # every rank's, from a checkpoint
         self._noise_seed: int | None = None
         self._ema_started = False  # host-side copy of `generator_ema.n_averaged > 0` (see update_ema)
         self.set_training_networks()
@@ -229,11 +230,17 @@ class GANModule(L.LightningModule):
 
     def make_noise_rng(self) -> torch.Generator:
         # Per-rank seeds: identical seeds on every rank would give every GPU the same fakes. A resumed
-        # run continues rank 0's saved stream; other ranks (and a stream saved on another device type)
-        # are reseeded from (seed, rank, step).
+        # run continues every rank's saved stream (bit-exact DDP resume); a checkpoint from another
+        # process count (or an old one, with rank 0's stream only) reseeds the ranks it has no stream
+        # for from (seed, rank, step), as does a stream saved on another device type.
         rng = torch.Generator(device=self.device)
         state, self._noise_rng_state = self._noise_rng_state, None
-        if state is not None and self.global_rank == 0:
+        states, self._noise_rng_states = self._noise_rng_states, None
+        if states is not None and len(states) == (self._trainer.world_size if self._trainer is not None else 1):
+            state = states[self.global_rank].clone()  # set_state reads a view's storage from its start (crash)
+        elif self.global_rank != 0:
+            state = None
+        if state is not None:
             try:
                 return rng.set_state(state)
             except RuntimeError:
@@ -485,9 +492,14 @@ class GANModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.check_finite()  # never write a checkpoint made from NaN weights
-        if self.noise_rng is not None:
-            checkpoint["noise_rng_state"] = self.noise_rng.get_state()
+        if self.noise_rng is not None:  # every rank saves at the same steps: the gather is collective
+            state = self.noise_rng.get_state()
+            checkpoint["noise_rng_state"] = state
+            if self._trainer is not None and self.trainer.world_size > 1:
+                gathered = self.trainer.strategy.all_gather(state.to(self.device)).cpu()
+                checkpoint["noise_rng_states"] = [s.clone() for s in gathered.unbind(0)]  # own storage each
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # applied at the first draw, once the module is on its device (see make_noise_rng)
         self._noise_rng_state, self.noise_rng = checkpoint.get("noise_rng_state"), None
+        self._noise_rng_states = checkpoint.get("noise_rng_states")
