@@ -153,6 +153,20 @@ def test_resume_refuses_other_model_settings():
         check_same_model(ckpt, to_plain(cdcgan.model), "x.ckpt")
 
 
+
+def test_resume_accepts_a_recipe_written_before_an_option_existed():
+    """A checkpoint from before an option was added lacks its key: resuming at the option's default
+    (the behaviour the old run had) is accepted, any other value is a change."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        now = to_plain(compose("train", overrides=["model=cdcgan", "data.image_size=32"]).model)
+        lecam = to_plain(compose("train", overrides=["model=cdcgan", "data.image_size=32",
+                                                     "model.lecam_weight=0.3"]).model)
+    old = {k: v for k, v in now.items() if k not in ("lecam_weight", "ada_kimg")}
+    old["generator"] = {k: v for k, v in now["generator"].items() if k != "ordinal"}
+    check_same_model({"ganlab": {"model": old}}, now, "old.ckpt")
+    with pytest.raises(GanlabError, match=r"model.lecam_weight: None -> 0.3"):
+        check_same_model({"ganlab": {"model": old}}, lecam, "old.ckpt")
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_saves_last_ckpt_and_the_run_continues_from_it(signum, run_cli, cli_env, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import pickle
 import re
 from pathlib import Path
@@ -124,6 +125,21 @@ def flatten(tree, prefix: str = "") -> dict:
     return out
 
 
+def constructor_default(model_cfg: dict, key: str):
+    """The default of the constructor parameter that the dotted `key` sets ("generator.ordinal" -> the
+    generator class's `ordinal` default): an option added after a checkpoint was written is not a
+    change as long as the resumed run leaves it at the value the old code behaved as."""
+    *path, name = key.split(".")
+    node = model_cfg
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if target is None:
+        return inspect.Parameter.empty
+    param = inspect.signature(get_object(target)).parameters.get(name)
+    return param.default if param is not None else inspect.Parameter.empty
+
+
 def model_family(model_cfg) -> str:
     """"dcgan", "cdcgan", "gan": the module that holds the generator class."""
     return str(model_cfg["generator"]["_target_"]).rsplit(".", 2)[-2]
@@ -138,7 +154,7 @@ def check_same_model(ckpt: dict, model_cfg: dict, path: str | Path) -> None:
                           "own settings, or start a new run without ckpt_path")
     old, new = flatten(saved), flatten(model_cfg)
     changed = [f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys())
-               if old.get(k) != new.get(k)]
+               if old.get(k) != new.get(k) and not (k not in old and new[k] == constructor_default(model_cfg, k))]
     if changed:
         raise GanlabError(f"checkpoint {path} was trained with other model settings ({'; '.join(changed[:4])}"
                           f"{'; ...' if len(changed) > 4 else ''}); resume with the run's own settings")
