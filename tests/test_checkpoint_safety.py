@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 
 import ganlab.config  # noqa: F401  (registers resolvers)
 from conftest import REPO, TINY, assert_ok, wait_for
-from ganlab.callbacks.checkpoint import atomic_torch_save
+from ganlab.atomic import atomic_torch_save
 from ganlab.checkpoint import load_gan, read_checkpoint
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError

@@ -14,15 +14,15 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.cli import entry_point
+from ganlab.device import choose_device
 from ganlab.errors import GanlabError
-from ganlab.metrics.inception import resolve_weights
 from ganlab.metrics.report import markdown_table
+from ganlab.train import build_metrics
 
 PATH_KEYS = ("root", "cache_dir")  # data config keys that name files
 
@@ -63,10 +63,7 @@ def build_suite(cfg: DictConfig):
     if not cfg.get("metrics"):
         raise GanlabError("metrics=none: nothing to evaluate; choose a metrics group (default, fast, inception)")
     overrides = {"n_samples": int(cfg.n_samples)} if cfg.get("n_samples") else {}
-    if cfg.metrics.get("inception"):  # checked before anything slow happens
-        path = resolve_weights(cfg.metrics.get("inception_weights"), cfg.metrics.get("on_missing_weights", "skip"))
-        overrides.update(inception=path is not None, inception_weights=str(path) if path else None)
-    return instantiate(cfg.metrics, **overrides).suite
+    return build_metrics(cfg, **overrides)[0].suite  # the Inception weights are checked before anything slow
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -80,8 +77,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")
     check_facts(facts, datamodule, ckpt)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg.device == "auto" else cfg.device))
+    device = choose_device(cfg.device)
     module.to(device)
     train = datamodule.datasets["train"]
     holdout = datamodule.datasets.get("test") or datamodule.datasets.get("val")

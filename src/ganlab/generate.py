@@ -20,9 +20,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from ganlab.atomic import publish_dir
 from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.cli import entry_point
-from ganlab.data.folder import UInt8ImageDataset, to_uint8
+from ganlab.data.folder import UInt8ImageDataset
+from ganlab.pixels import to_uint8
 from ganlab.errors import GanlabError
 
 MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model", "ema", "truncation")
@@ -112,9 +114,7 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
             writer.writerows(rows)
         (tmp / "generate.json").write_text(json.dumps({"ckpt": str(Path(ckpt).resolve()), "counts": counts,
                                                        "seed": seed, "truncation": truncation, "ema": ema}, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # empty, or overwrite=true was asked for
-        os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir)  # replaces an empty folder, or one that overwrite=true allows
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -41,18 +41,17 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
-def build_metrics(cfg: DictConfig) -> list[L.Callback]:
+def build_metrics(cfg: DictConfig, **overrides) -> list[L.Callback]:
     """The metrics callback, checked at start-up: missing Inception weights give one line, then stop
     (on_missing_weights=error) or train without FID/KID/IS (skip). Placed before the other callbacks,
-    whose plots read what it writes."""
+    whose plots read what it writes. ganlab.evaluate builds its suite here too (one pre-check)."""
     mcfg = cfg.get("metrics")
     if not mcfg:
         return []
-    overrides = {}
     if mcfg.get("inception"):
         path = resolve_weights(mcfg.get("inception_weights"), mcfg.get("on_missing_weights", "skip"),
                                announce=is_rank_zero())
-        overrides = {"inception": path is not None, "inception_weights": str(path) if path else None}
+        overrides.update(inception=path is not None, inception_weights=str(path) if path else None)
     return [instantiate(mcfg, **overrides)]
 
 
