@@ -14,7 +14,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import ganlab.config  # noqa: F401  (registers resolvers)
 from conftest import REPO, TINY, assert_ok, wait_for
-from ganlab.callbacks.checkpoint import ResumableCheckpoint, derive_seed, find_last_checkpoint
+from ganlab.callbacks.checkpoint import ResumableCheckpoint, find_last_checkpoint
+from ganlab.callbacks.reseed import derive_seed
 from ganlab.checkpoint import check_same_model
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
