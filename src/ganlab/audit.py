@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ganlab.classifier import SmallCNN, extract_features, fit_classifier
-from ganlab.cli import entry_point
+from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
@@ -141,7 +141,7 @@ def write_csv(path: Path, result: dict, synth_labels, synth_files, train, class_
                              f"{d:.6g}", train.files[j] if train.files else j, class_names[int(train.labels[j])]])
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="audit")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="audit")
 @entry_point
 def main(cfg: DictConfig) -> None:
     if bool(cfg.ckpt) == bool(cfg.synthetic):

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from ganlab.classifier import SmallCNN, fit_classifier, predict
-from ganlab.cli import entry_point
+from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain  # also registers ${wandb_mode:} for the logger config
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.device import choose_device
@@ -240,7 +240,7 @@ def load_real(cfg: DictConfig):
     return datamodule
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="augment")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="augment")
 @entry_point
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)

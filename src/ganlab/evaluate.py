@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ganlab.checkpoint import file_sha256, load_gan
-from ganlab.cli import entry_point
+from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.metrics.report import markdown_table
@@ -115,7 +115,7 @@ def write(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 @entry_point
 def main(cfg: DictConfig) -> None:
     report = evaluate(cfg)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ganlab.atomic import publish_dir
 from ganlab.checkpoint import file_sha256, load_gan
-from ganlab.cli import entry_point
+from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.pixels import to_uint8
 from ganlab.errors import GanlabError
@@ -153,7 +153,7 @@ def load_generated(out: str | Path, class_names: list[str] | None = None) -> UIn
     return UInt8ImageDataset(stacked, labels, [str(out / r["file"]) for r in rows])
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="generate")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
 @entry_point
 def main(cfg: DictConfig) -> None:
     options = OmegaConf.to_container(cfg, resolve=True)
