@@ -41,8 +41,8 @@ def tiny(batches: int = 6):
 
 def fit(model, data, batches: int, callbacks=(), strategy=None, **kwargs):
     trainer = L.Trainer(strategy=strategy or GANStrategy(), accelerator="cpu", devices=1, max_epochs=1,
-                        limit_train_batches=batches, callbacks=list(callbacks), enable_progress_bar=False,
-                        enable_model_summary=False, **{"logger": False, "enable_checkpointing": False, **kwargs})
+                        limit_train_batches=batches, callbacks=list(callbacks), enable_model_summary=False,
+                        **{"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, **kwargs})
     trainer.fit(model, datamodule=data)
     return trainer
 
@@ -95,21 +95,23 @@ def test_training_steps_do_not_sync_with_the_host(monkeypatch):
 
 
 def test_the_default_callbacks_do_not_sync_with_the_host_between_log_points(monkeypatch, tmp_path):
-    """conf/callbacks/default.yaml as a run builds it (checkpoints, samples, plots, RNG reseeding) plus
-    the throughput callback train.py adds; the plots still hold every step once the epoch is over."""
+    """The callbacks train.py builds from conf/callbacks/default.yaml (checkpoints, samples, plots, RNG
+    reseeding), plus the recipe, throughput and the progress bar; the plots still hold every step once
+    the epoch is over. (The metrics callback does its work at epoch ends.)"""
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
-    import ganlab.config  # noqa: F401  (registers resolvers)
     from ganlab.callbacks.plots import TrainingPlots
+    from ganlab.callbacks.recipe import Recipe
+    from ganlab.config import to_plain
+    from ganlab.train import build_callbacks
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}"])
-    defaults = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    defaults = build_callbacks(cfg) + [Recipe(to_plain(cfg.model)), Throughput()]
     calls, active = count_host_syncs(monkeypatch)
     model, data = tiny(8)
-    fit(model, data, 6, [SyncWindow(model, active), *defaults, Throughput()], log_every_n_steps=50,
-        default_root_dir=tmp_path, enable_checkpointing=True)
+    fit(model, data, 6, [SyncWindow(model, active), *defaults], log_every_n_steps=50,
+        default_root_dir=tmp_path, enable_checkpointing=True, enable_progress_bar=True)
     assert not calls, dict(calls)
     plots = next(cb for cb in defaults if isinstance(cb, TrainingPlots))
     assert [step for step, _ in plots.series["train/loss_d"]] == [2, 4, 6, 8, 10, 12]
@@ -176,6 +178,9 @@ def test_bench_runs_and_reports_a_ratio(tmp_path):
     assert set(summary["median"]) == {"plain", "ganlab"} and summary["ratio_vs_plain"]["ganlab"] > 0
     assert summary["cpu_time_ratio_vs_plain"]["ganlab"] > 0 and summary["median"]["ganlab"]["threads"] == 1
     assert "| ganlab |" in (tmp_path / "bench_throughput_cpu.md").read_text()
+    callbacks = set(summary["ganlab_callbacks"].split(", "))  # those of a normal run
+    assert {"MetricsCallback", "ResumableCheckpoint", "SampleGrid", "TrainingPlots", "ReseedRNG", "Recipe",
+            "Throughput"} <= callbacks and any(c.endswith("ProgressBar") for c in callbacks)
 
 
 def test_data_on_device_yields_the_loaders_batches_and_reshuffles_each_epoch():
