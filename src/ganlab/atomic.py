@@ -43,7 +43,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
-    fh = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+    fh = open(tmp, "xb")  # exclusive creation, the usual permissions (unlike mkstemp's 0600)
     try:
         with fh:
             yield fh
