@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import shlex
 import statistics
 import sys
 import tempfile
@@ -215,7 +216,7 @@ def summarise(args, rounds: dict[str, list[dict]], load: tuple) -> dict:
               for v, rs in rounds.items()}
     plain = median["plain"]["images_per_sec"]
     return {
-        "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + shlex.join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "load_average_before_after": load, "settings": vars(args), "median": median, "rounds": rounds,
