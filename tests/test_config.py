@@ -1,7 +1,6 @@
 """Every YAML under conf/ composes; unknown keys fail with a clear message."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
