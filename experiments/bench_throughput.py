@@ -8,9 +8,14 @@ Both sides get the same networks (ganlab.models.dcgan), batch, optimiser (Adam 2
 loss (BCE on logits), EMA of G (decay 0.999 with ganlab's warm-up), D/G alternation (D step on
 fakes made under no_grad, then a G step with D's parameters frozen), in-memory uint8 data through a
 shuffling DataLoader and conversion to [-1, 1] on the device. ganlab runs through the real GANModule,
-GANStrategy and Lightning Trainer with the callbacks of a normal run (throughput logging, CSV logger).
-Each measurement runs in a fresh process (so peak memory is its own), variants alternate over
-`--repeats` rounds, and the first `--warmup` batches are excluded. Results (median over rounds):
+GANStrategy and Lightning Trainer with the callbacks `python -m ganlab.train` gives every run, built the
+same way (ganlab.train.build_metrics / build_callbacks on the composed train config): the metrics
+callback at its normal cadence (its real-data side is prepared at fit start, its evaluation at the end
+of the epoch: both outside the timed window), conf/callbacks/default.yaml (checkpoints, sample grid,
+plots, RNG reseeding), the recipe and throughput logging, with the progress bar and a CSV logger.
+`--no-metrics` leaves the metrics callback out (quicker; it does no per-batch work). Each measurement
+runs in a fresh process (so peak memory is its own), variants alternate over `--repeats` rounds, and
+the first `--warmup` batches are excluded. Results (median over rounds):
 experiments/results/bench_throughput_<device>.{json,md}.
 """
 from __future__ import annotations
@@ -21,6 +26,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import shlex
 import statistics
 import sys
 import tempfile
@@ -106,10 +112,27 @@ def run_plain(args) -> dict:
     return result(args, window, device)
 
 
+def normal_run_callbacks(args, out_dir: str) -> list:
+    """The callbacks ganlab.train builds for a run (metrics first, then conf/callbacks/default.yaml, the
+    recipe and throughput), from the composed train config, writing into `out_dir`."""
+    from hydra import compose, initialize_config_dir
+
+    from ganlab.callbacks.recipe import Recipe
+    from ganlab.callbacks.throughput import Throughput
+    from ganlab.cli import CONFIG_DIR
+    from ganlab.config import to_plain
+    from ganlab.train import build_callbacks, build_metrics
+
+    overrides = [f"paths.output_dir={out_dir}", f"paths.data_dir={out_dir}/data", f"data.image_size={args.size}",
+                 f"model.generator.width={args.width}", f"model.discriminator.width={args.width}"]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides + (["metrics=none"] if args.no_metrics else []))
+    return build_metrics(cfg) + build_callbacks(cfg) + [Recipe(to_plain(cfg.model)), Throughput()]
+
+
 def run_ganlab(args, fast: bool = False) -> dict:
     import lightning as L
 
-    from ganlab.callbacks.throughput import Throughput
     from ganlab.data.folder import ImageFolderDataModule, UInt8ImageDataset
     from ganlab.models.gan_module import GANModule
     from ganlab.strategy import GANStrategy
@@ -121,7 +144,7 @@ def run_ganlab(args, fast: bool = False) -> dict:
     data.datasets, data.class_names = {"train": UInt8ImageDataset(*make_data(args))}, ["all"]
     window = Window(args, device)
 
-    class Timer(L.Callback):
+    class Timer(L.Callback):  # last in the list: a batch's time includes every other callback's hooks
         def on_train_start(self, trainer, pl_module):
             reset_peak(device)
 
@@ -130,14 +153,18 @@ def run_ganlab(args, fast: bool = False) -> dict:
 
     strategy = GANStrategy(channels_last=fast, data_on_device=fast, compile=args.compile if fast else False)
     with tempfile.TemporaryDirectory() as tmp:
+        callbacks = normal_run_callbacks(args, tmp) + [Timer()]
         trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, strategy=strategy,
                             precision="bf16-mixed" if fast else "32-true", max_epochs=1,
                             limit_train_batches=args.warmup + args.steps, log_every_n_steps=10,
-                            logger=L.pytorch.loggers.CSVLogger(tmp), callbacks=[Throughput(), Timer()],
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            default_root_dir=tmp, num_sanity_val_steps=0)
+                            logger=L.pytorch.loggers.CSVLogger(tmp), callbacks=callbacks,
+                            enable_progress_bar=True, enable_model_summary=False, default_root_dir=tmp,
+                            num_sanity_val_steps=0)
         trainer.fit(model, datamodule=data)
-    return result(args, window, device)
+        assert (Path(tmp) / "checkpoints" / "last.ckpt").is_file()
+    out = result(args, window, device)
+    out["callbacks"] = ", ".join(type(cb).__name__ for cb in trainer.callbacks)
+    return out
 
 
 def reset_peak(device: torch.device) -> None:
@@ -185,13 +212,15 @@ def cpu_name() -> str:
 
 
 def summarise(args, rounds: dict[str, list[dict]], load: tuple) -> dict:
-    median = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in rounds.items()}
+    median = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "callbacks"}
+              for v, rs in rounds.items()}
     plain = median["plain"]["images_per_sec"]
     return {
-        "command": "python " + " ".join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + shlex.join(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "load_average_before_after": load, "settings": vars(args), "median": median, "rounds": rounds,
+        "ganlab_callbacks": rounds["ganlab"][0]["callbacks"],
         "ratio_vs_plain": {v: m["images_per_sec"] / plain for v, m in median.items() if v != "plain"},
         "cpu_time_ratio_vs_plain": {v: m["images_per_cpu_sec"] / median["plain"]["images_per_cpu_sec"]
                                     for v, m in median.items() if v != "plain"},
@@ -206,6 +235,7 @@ def markdown(summary: dict) -> str:
              f"DCGAN {s['size']} px, width {s['width']}, batch {s['batch']}; {s['steps']} timed batches after "
              f"{s['warmup']} warm-up batches; median of {s['repeats']} alternating rounds, each in a fresh process "
              f"with {int(next(iter(summary['median'].values()))['threads'])} torch thread(s).", "",
+             f"ganlab's callbacks (Trainer order): {summary['ganlab_callbacks']}.", "",
              "| variant | images/s | sec/kimg | ratio vs plain | images per CPU-second | CPU-time ratio "
              "| peak RSS (MB) | peak CUDA (MB) |", "|---|---|---|---|---|---|---|---|"]
     for v, m in summary["median"].items():
@@ -213,6 +243,8 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {v} | {m['images_per_sec']:.1f} | {1000 / m['images_per_sec']:.1f} | {ratio:.3f} "
                      f"| {m['images_per_cpu_sec']:.1f} | {cpu_ratio:.3f} | {m['peak_rss_mb']:.0f} "
                      f"| {m.get('peak_cuda_mb', float('nan')):.0f} |")
+    if s.get("note"):
+        lines += ["", f"Note: {s['note']}"]
     lines += ["", "Wall-clock images/s is the result on a quiet machine. On a shared machine the CPU-time ratio "
               "(images per CPU-second of the process, all its threads) is the steadier comparison; with one "
               "thread it measures the work each loop does, whatever share of the cores it got."]
@@ -230,6 +262,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds; the median is reported")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads per process (0: torch's default)")
     p.add_argument("--compile", action="store_true", help="GPU fast path also uses torch.compile")
+    p.add_argument("--no-metrics", action="store_true", help="leave the metrics callback out (quicker)")
+    p.add_argument("--note", default="", help="a line for the result file, e.g. what else ran on the machine")
     p.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = p.parse_args(argv)
     args.warmup = max(args.warmup, 1)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY, assert_ok
-from ganlab.audit import cnn_features, memorisation_audit, nearest, pixel_features, save_gallery
+from ganlab.audit import cnn_features, distance_plot, memorisation_audit, nearest, pixel_features, save_gallery
 
 
 def test_nearest_finds_the_closest_row():
@@ -48,6 +48,13 @@ def test_gallery_pairs_closest_generated_with_their_training_image(tiny_data, tm
     gallery = Image.open(tmp_path / "g.png")
     assert gallery.height == 2 * 34 + 2 and gallery.width > 3 * 34  # 2 rows x 3 pairs of 32 px + padding
     assert result["synthetic_distance"].argsort()[0] == 6 and result["nearest_train"][6] == 5
+
+    import matplotlib
+
+    with pytest.MonkeyPatch.context() as mp:  # the plot leaves matplotlib's global backend alone
+        mp.setattr(matplotlib, "use", lambda *a, **k: pytest.fail("matplotlib.use called"))
+        distance_plot(result, "pixels", tmp_path / "d.png")
+    assert Image.open(tmp_path / "d.png").width > 0
 
 
 @pytest.mark.slow

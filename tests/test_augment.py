@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from conftest import assert_ok
-from ganlab.augment import (REAL, TSTR, disjoint_test, image_hashes, regime_name, run_benchmark, scores,
+from torchmetrics.classification import MulticlassAccuracy
+
+from ganlab.augment import (REAL, TSTR, bar_plot, disjoint_test, image_hashes, regime_name, run_benchmark, scores,
                             summarise, synthetic_subset, write_tables)
 from ganlab.data.brainsim import CLASS_NAMES
 from ganlab.data.folder import UInt8ImageDataset
@@ -41,6 +43,24 @@ def test_scores_on_a_known_confusion():
     f1 = [2 * 0.75 * 0.75 / 1.5, 0.5, 1.0]  # precision 3/4, 1/2, 1
     assert s["macro_f1"] == pytest.approx(sum(f1) / 3)
     assert s["accuracy"] == pytest.approx(6 / 8)
+    assert s["balanced_accuracy"] == pytest.approx(float(MulticlassAccuracy(3, average="macro")(pred, labels)))
+
+
+def test_a_class_absent_from_the_test_split_is_left_out_of_the_means():
+    labels, pred = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 2, 1, 1])  # class 2: predicted, never true
+    s = scores(torch.nn.functional.one_hot(pred, 3).float(), labels, 3)
+    assert s["recall"][:2] == pytest.approx([0.5, 1.0]) and s["recall"][2] != s["recall"][2]  # NaN
+    assert s["balanced_accuracy"] == pytest.approx(0.75)
+
+
+def test_the_plot_does_not_switch_matplotlibs_global_backend(monkeypatch, tmp_path):
+    import matplotlib
+
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: pytest.fail("matplotlib.use called"))
+    entry = {"regime": REAL, "seeds": 2, **{f"{k}_{s}": 0.5 for k in ("balanced_accuracy", "macro_f1", "recall_a")
+                                            for s in ("mean", "std")}}
+    bar_plot([entry], "a", tmp_path / "u.png")
+    assert (tmp_path / "u.png").stat().st_size > 0
 
 
 def test_test_split_shares_no_image_with_training(tiny_data):

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 
 import ganlab.config  # noqa: F401  (registers resolvers)
 from conftest import REPO, TINY, assert_ok, wait_for
-from ganlab.callbacks.checkpoint import atomic_torch_save
+from ganlab.atomic import atomic_torch_save
 from ganlab.checkpoint import load_gan, read_checkpoint
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
@@ -30,7 +30,7 @@ _open, _dir = builtins.open, os.path.realpath(os.environ["GANLAB_TEST_CKPT_DIR"]
 _seen = []
 def _stalling_open(file, mode="r", *args, **kwargs):
     fh = _open(file, mode, *args, **kwargs)
-    if (isinstance(file, (str, os.PathLike)) and "w" in mode and "last.ckpt" in os.path.basename(file)
+    if (isinstance(file, (str, os.PathLike)) and set(mode) & set("wxa") and "last.ckpt" in os.path.basename(file)
             and os.path.dirname(os.path.realpath(file)) == _dir):
         _seen.append(file)
         if len(_seen) == 2:

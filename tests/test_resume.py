@@ -3,11 +3,14 @@ uninterrupted one (G, D, EMA, both optimisers, counters), logging into the same 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -15,7 +18,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import ganlab.config  # noqa: F401  (registers resolvers)
 from conftest import REPO, TINY, assert_ok, wait_for
-from ganlab.callbacks.checkpoint import ResumableCheckpoint, derive_seed, find_last_checkpoint
+from ganlab.callbacks.checkpoint import ResumableCheckpoint, find_last_checkpoint
+from ganlab.callbacks.reseed import ReseedRNG, derive_seed
 from ganlab.checkpoint import check_same_model
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
@@ -117,6 +121,29 @@ def test_find_last_checkpoint_takes_the_newest(tmp_path):
     os.utime(old, (1, 1))
     assert find_last_checkpoint([a, b]) == new
     assert find_last_checkpoint([tmp_path / "missing"]) is None
+
+
+def test_reseeding_makes_a_batch_draw_what_its_seed_rank_and_step_say():
+    cb, trainer = ReseedRNG(), SimpleNamespace(global_rank=0, global_step=7)
+    cb.rng_seed = 42
+    draws = []
+    for _ in range(2):
+        cb.on_train_batch_start(trainer, None, None, 0)
+        draws.append((torch.rand(3), np.random.rand(), random.random()))
+        torch.rand(5)  # whatever else draws before the next batch does not matter
+    assert torch.equal(draws[0][0], draws[1][0]) and draws[0][1:] == draws[1][1:]
+    trainer.global_step = 8
+    cb.on_train_batch_start(trainer, None, None, 0)
+    assert not torch.equal(torch.rand(3), draws[0][0])
+
+
+def test_a_checkpoint_from_before_the_rng_callback_keeps_its_seed():
+    cb = ReseedRNG()
+    cb.on_load_checkpoint(None, None, {"global_step": 12, "callbacks": {
+        "ResumableCheckpoint{'monitor': 'step'}": {"rng_seed": 5, "best_model_path": ""}}})
+    assert (cb.rng_seed, cb._resume_step) == (5, 12)
+    cb.load_state_dict(cb.state_dict())
+    assert cb.rng_seed == 5
 
 
 def test_derived_seeds_differ_by_rank_step_and_stream():

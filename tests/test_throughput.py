@@ -41,15 +41,15 @@ def tiny(batches: int = 6):
 
 def fit(model, data, batches: int, callbacks=(), strategy=None, **kwargs):
     trainer = L.Trainer(strategy=strategy or GANStrategy(), accelerator="cpu", devices=1, max_epochs=1,
-                        limit_train_batches=batches, callbacks=list(callbacks), enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, **{"logger": False, **kwargs})
+                        limit_train_batches=batches, callbacks=list(callbacks), enable_model_summary=False,
+                        **{"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, **kwargs})
     trainer.fit(model, datamodule=data)
     return trainer
 
 
-def test_training_steps_do_not_sync_with_the_host(monkeypatch):
-    """Between log points a batch reads nothing back from the device (on CPU: no .item()/bool()/...
-    on a tensor, except Adam's step counter, which lives on the host even for CUDA parameters)."""
+def count_host_syncs(monkeypatch) -> tuple[collections.Counter, list[bool]]:
+    """Counts of .item()/bool()/.cpu()/... on tensors while `active[0]` is true (Adam's step counter,
+    which lives on the host even for CUDA parameters, excepted)."""
     calls, active = collections.Counter(), [False]
 
     def counting(name):
@@ -63,18 +63,59 @@ def test_training_steps_do_not_sync_with_the_host(monkeypatch):
             return original(self, *args, **kwargs)
         return wrapper
 
-    class Window(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            active[0] = 1 <= batch_idx < 5
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            active[0] = False
-
     for name in SYNCS:
         monkeypatch.setattr(torch.Tensor, name, counting(name))
+    return calls, active
+
+
+class SyncWindow(L.Callback):
+    """Counting on from the first callback's on_train_batch_start of batches 1-4 to the module's own
+    on_train_batch_end, which runs after every callback's: the whole step and every callback hook."""
+
+    def __init__(self, model, active):
+        self.active = active
+        hook = model.on_train_batch_end
+
+        def end(*args, **kwargs):
+            hook(*args, **kwargs)
+            active[0] = False
+        model.on_train_batch_end = end
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.active[0] = 1 <= batch_idx < 5
+
+
+def test_training_steps_do_not_sync_with_the_host(monkeypatch):
+    """Between log points a batch reads nothing back from the device (on CPU: no .item()/bool()/...
+    on a tensor)."""
+    calls, active = count_host_syncs(monkeypatch)
     model, data = tiny(8)
-    fit(model, data, 6, [Throughput(), Window()], log_every_n_steps=50)
+    fit(model, data, 6, [SyncWindow(model, active), Throughput()], log_every_n_steps=50)
     assert not calls, dict(calls)
+
+
+def test_the_default_callbacks_do_not_sync_with_the_host_between_log_points(monkeypatch, tmp_path):
+    """The callbacks train.py builds from conf/callbacks/default.yaml (checkpoints, samples, plots, RNG
+    reseeding), plus the recipe, throughput and the progress bar; the plots still hold every step once
+    the epoch is over. (The metrics callback does its work at epoch ends.)"""
+    from hydra import compose, initialize_config_dir
+
+    from ganlab.callbacks.plots import TrainingPlots
+    from ganlab.callbacks.recipe import Recipe
+    from ganlab.config import to_plain
+    from ganlab.train import build_callbacks
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}"])
+    defaults = build_callbacks(cfg) + [Recipe(to_plain(cfg.model)), Throughput()]
+    calls, active = count_host_syncs(monkeypatch)
+    model, data = tiny(8)
+    fit(model, data, 6, [SyncWindow(model, active), *defaults], log_every_n_steps=50,
+        default_root_dir=tmp_path, enable_checkpointing=True, enable_progress_bar=True)
+    assert not calls, dict(calls)
+    plots = next(cb for cb in defaults if isinstance(cb, TrainingPlots))
+    assert [step for step, _ in plots.series["train/loss_d"]] == [2, 4, 6, 8, 10, 12]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "plots" / "losses.png").is_file()
 
 
 def test_ema_update_equals_averaged_model_update():
@@ -137,6 +178,9 @@ def test_bench_runs_and_reports_a_ratio(tmp_path):
     assert set(summary["median"]) == {"plain", "ganlab"} and summary["ratio_vs_plain"]["ganlab"] > 0
     assert summary["cpu_time_ratio_vs_plain"]["ganlab"] > 0 and summary["median"]["ganlab"]["threads"] == 1
     assert "| ganlab |" in (tmp_path / "bench_throughput_cpu.md").read_text()
+    callbacks = set(summary["ganlab_callbacks"].split(", "))  # those of a normal run
+    assert {"MetricsCallback", "ResumableCheckpoint", "SampleGrid", "TrainingPlots", "ReseedRNG", "Recipe",
+            "Throughput"} <= callbacks and any(c.endswith("ProgressBar") for c in callbacks)
 
 
 def test_data_on_device_yields_the_loaders_batches_and_reshuffles_each_epoch():

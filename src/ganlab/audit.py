@@ -29,18 +29,20 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ganlab.classifier import SmallCNN, as_model_input, extract_features, fit_classifier
-from ganlab.cli import entry_point
+from ganlab.classifier import SmallCNN, extract_features, fit_classifier
+from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain
+from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.run_data import choose_data, describe, generated_data, training_data
+from ganlab.pixels import to_model_range
 
 log = logging.getLogger("ganlab.audit")
 Features = Callable[[torch.Tensor], torch.Tensor]
 
 
 def pixel_features(images: torch.Tensor) -> torch.Tensor:
-    return as_model_input(images).flatten(1)
+    return to_model_range(images).flatten(1)
 
 
 def cnn_features(train_images: torch.Tensor, train_labels: torch.Tensor, num_classes: int, *, width: int = 16,
@@ -87,19 +89,20 @@ def save_gallery(synthetic: torch.Tensor, train: torch.Tensor, result: dict, pat
     from ganlab.callbacks.sample_grid import grid_image
 
     order = result["synthetic_distance"].argsort()[:k]
-    pairs = torch.cat([as_model_input(synthetic[order]), as_model_input(train[result["nearest_train"][order]])])
+    pairs = torch.cat([to_model_range(synthetic[order]), to_model_range(train[result["nearest_train"][order]])])
     grid_image(pairs, nrow=len(order), row_names=["generated", "nearest train"]).save(path)
 
 
 def distance_plot(result: dict, feature: str, path: str | Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     s = result["summary"]
     d_syn, d_hold = result["synthetic_distance"].numpy(), result["holdout_distance"].numpy()
     bins = np.linspace(0, max(d_syn.max(), d_hold.max()) * 1.02, 40)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.hist(d_hold, bins, alpha=0.6, density=True, label=f"held-out real (n={len(d_hold)})")
     ax.hist(d_syn, bins, alpha=0.6, density=True, label=f"generated (n={len(d_syn)})")
     for q, name in ((s["holdout_p1"], "p1"), (s["holdout_p5"], "p5")):
@@ -109,13 +112,12 @@ def distance_plot(result: dict, feature: str, path: str | Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def sample_checkpoint(ckpt: str, n: int, seed: int, ema: bool, datamodule, batch_size: int = 256):
     """(uint8 images, labels) sampled from a checkpoint whose data facts must match the data config."""
     from ganlab.checkpoint import load_gan
-    from ganlab.data.folder import to_uint8
+    from ganlab.pixels import to_uint8
 
     module, facts = load_gan(ckpt)
     for key in ("image_size", "channels"):
@@ -143,7 +145,7 @@ def write_csv(path: Path, result: dict, synth_labels, synth_files, train, class_
                              f"{d:.6g}", train.files[j] if train.files else j, class_names[int(train.labels[j])]])
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="audit")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="audit")
 @entry_point
 def main(cfg: DictConfig) -> None:
     if bool(cfg.ckpt) == bool(cfg.synthetic):
@@ -174,7 +176,7 @@ def main(cfg: DictConfig) -> None:
         if len(synthetic) and synth_images.shape[1:] != train.images.shape[1:]:
             raise GanlabError(f"images in {cfg.synthetic} are {tuple(synth_images.shape[1:])} (C, H, W), the real data "
                               f"{tuple(train.images.shape[1:])}: set data.image_size/data.channels to match")
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(cfg.device)
     features = pixel_features if cfg.feature == "pixels" else cnn_features(
         train.images, train.labels, len(names), seed=cfg.seed, device=device, **to_plain(cfg.classifier))
     result = memorisation_audit(synth_images, train.images, holdout.images, features)

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from ganlab.classifier import SmallCNN, fit_classifier, predict
-from ganlab.cli import entry_point
+from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain  # also registers ${wandb_mode:} for the logger config
 from ganlab.data.folder import UInt8ImageDataset
+from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.generate import load_generated
 from ganlab.run_data import choose_data, describe, generated_data
@@ -65,16 +67,17 @@ def synthetic_subset(ratio, synth_labels: torch.Tensor, real_labels: torch.Tenso
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    """Balanced accuracy (mean recall over the classes present in `labels`), macro-F1, per-class recall."""
+    """Balanced accuracy (mean recall over the classes present in `labels`), macro-F1 over the same
+    classes, accuracy, per-class recall (NaN for a class absent from `labels`). With every class present,
+    balanced accuracy is torchmetrics' MulticlassAccuracy(average="macro"); a class that is absent but
+    predicted would count there as recall 0, so the mean is taken over the present classes here."""
     pred = logits.argmax(1)
-    cm = torch.bincount(labels * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-    tp, support, predicted = cm.diag().double(), cm.sum(1).double(), cm.sum(0).double()
-    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.nan)
-    precision = tp / predicted.clamp(min=1)
-    f1 = torch.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
-    present = support > 0
+    present = torch.bincount(labels, minlength=num_classes) > 0
+    recall = MulticlassRecall(num_classes, average=None)(pred, labels).double()
+    f1 = MulticlassF1Score(num_classes, average=None)(pred, labels).double()
+    accuracy = MulticlassAccuracy(num_classes, average="micro")(pred, labels)
     return {"balanced_accuracy": float(recall[present].mean()), "macro_f1": float(f1[present].mean()),
-            "accuracy": float(tp.sum() / support.sum()), "recall": recall.tolist()}
+            "accuracy": float(accuracy), "recall": torch.where(present, recall, torch.nan).tolist()}
 
 
 def image_hashes(images: torch.Tensor) -> list[str]:
@@ -182,14 +185,15 @@ def write_tables(summary: list[dict], class_names: list[str], minority: str, out
 
 
 def bar_plot(summary: list[dict], minority: str, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     metrics = [("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro-F1"),
                (f"recall_{minority}", f"recall {minority} (minority)")]
     x, width = np.arange(len(summary)), 0.8 / len(metrics)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(summary)), 4.0))
+    fig = Figure(figsize=(max(6.0, 1.6 * len(summary)), 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for i, (key, label) in enumerate(metrics):
         ax.bar(x + (i - 1) * width, [e[f"{key}_mean"] for e in summary], width,
                yerr=[e[f"{key}_std"] for e in summary], capsize=3, label=label)
@@ -201,7 +205,6 @@ def bar_plot(summary: list[dict], minority: str, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def make_logger(logger_cfg, name: str):
@@ -241,7 +244,7 @@ def load_real(cfg: DictConfig):
     return datamodule, source
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="augment")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="augment")
 @entry_point
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
@@ -261,7 +264,7 @@ def main(cfg: DictConfig) -> None:
     minority = names[int(counts.argmin())]
     log.info("real train %s, test %s, synthetic %d", dict(zip(names, counts.tolist())),
              dict(zip(names, torch.bincount(test.labels, minlength=len(names)).tolist())), len(synthetic))
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(cfg.device)
     rows = run_benchmark(real, test, synthetic, len(names), ratios=list(cfg.ratios), seeds=list(cfg.seeds),
                          real_only=cfg.real_only, tstr=cfg.tstr, tstr_synthetic=tstr_synthetic,
                          classifier=to_plain(cfg.classifier), device=device,

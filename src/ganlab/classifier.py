@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganlab.pixels import to_model_range
+
+as_model_input = to_model_range  # the old name, still imported by metrics/domain.py
+
 
 class SmallCNN(nn.Module):
     """conv blocks (conv-BN-ReLU, 2x down) until 4x4, global average pool, linear head."""
@@ -37,11 +41,6 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def as_model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [-1, 1] -> float [-1, 1]."""
-    return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
-
-
 def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 10,
                    batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 5e-4,
                    class_balanced: bool = True, augment: bool = True, seed: int = 0,
@@ -61,7 +60,7 @@ def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, 
         perm = torch.randperm(len(labels), generator=g)
         for i in range(0, len(labels), batch_size):
             idx = perm[i:i + batch_size]
-            x, y = as_model_input(images[idx]).to(device), labels[idx].to(device)
+            x, y = to_model_range(images[idx]).to(device), labels[idx].to(device)
             if augment:
                 x = random_shift_flip(x, g)
             loss = F.cross_entropy(model(x), y, weight=weight)
@@ -84,12 +83,12 @@ def random_shift_flip(x: torch.Tensor, g: torch.Generator, max_shift: int = 4) -
 def predict(model: SmallCNN, images: torch.Tensor, batch_size: int = 256, device="cpu") -> torch.Tensor:
     """Class logits for uint8 or [-1, 1] images."""
     model.eval()
-    return torch.cat([model(as_model_input(images[i:i + batch_size]).to(device)).cpu()
+    return torch.cat([model(to_model_range(images[i:i + batch_size]).to(device)).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
 @torch.no_grad()
 def extract_features(model: SmallCNN, images: torch.Tensor, batch_size: int = 256, device="cpu") -> torch.Tensor:
     model.eval()
-    return torch.cat([model.features(as_model_input(images[i:i + batch_size]).to(device)).cpu()
+    return torch.cat([model.features(to_model_range(images[i:i + batch_size]).to(device)).cpu()
                       for i in range(0, len(images), batch_size)])

@@ -1,5 +1,6 @@
-"""What every entry point shares: bad input becomes one `error: ...` line and exit status 2,
-and a run directory that the failed start left (config files only) is removed."""
+"""What every entry point shares: where the configs are (`CONFIG_DIR`), bad input becomes one
+`error: ...` line and exit status 2, and a run directory that the failed start left (config files
+only) is removed."""
 from __future__ import annotations
 
 import functools
@@ -13,6 +14,21 @@ from hydra.errors import InstantiationException
 from ganlab.errors import GanlabError
 
 EXIT_BAD_INPUT = 2
+
+
+def config_dir() -> str:
+    """The conf/ directory Hydra composes from: the checkout's top-level conf/ when ganlab runs from a
+    checkout (PYTHONPATH=src, or an editable install), else the copy shipped in the package (ganlab/conf,
+    see pyproject.toml), so an installed ganlab works from any directory."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parents[1]
+    if package.parent.name == "src" and (checkout / "pyproject.toml").is_file() \
+            and (checkout / "conf" / "train.yaml").is_file():
+        return str(checkout / "conf")
+    return str(package / "conf")
+
+
+CONFIG_DIR = config_dir()
 
 
 def user_error(exc: BaseException) -> str | None:

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ganlab.checkpoint import file_sha256, load_gan
-from ganlab.cli import entry_point
+from ganlab.cli import CONFIG_DIR, entry_point
+from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.metrics.report import markdown_table
 from ganlab.run_data import choose_data, run_dir_of, training_data
@@ -53,8 +53,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")
     check_facts(facts, datamodule, ckpt)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg.device == "auto" else cfg.device))
+    device = choose_device(cfg.device)
     module.to(device)
     train = datamodule.datasets["train"]
     holdout = datamodule.datasets.get("test") or datamodule.datasets.get("val")
@@ -92,7 +91,7 @@ def write(report: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 @entry_point
 def main(cfg: DictConfig) -> None:
     report = evaluate(cfg)

@@ -21,9 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from ganlab.atomic import publish_dir
 from ganlab.checkpoint import file_sha256, load_gan
-from ganlab.cli import entry_point
-from ganlab.data.folder import UInt8ImageDataset, to_uint8
+from ganlab.cli import CONFIG_DIR, entry_point
+from ganlab.data.folder import UInt8ImageDataset
+from ganlab.pixels import to_uint8
 from ganlab.errors import GanlabError
 from ganlab.run_data import run_dir_of, training_data
 
@@ -118,9 +120,7 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
             "ckpt": str(Path(ckpt).resolve()), "run": str(run_dir_of(ckpt).resolve()),
             "data": trained[0] if trained else None, "data_source": trained[1] if trained else None,
             "counts": counts, "seed": seed, "truncation": truncation, "ema": ema}, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # empty, or overwrite=true was asked for
-        os.replace(tmp, out_dir)
+        publish_dir(tmp, out_dir)  # replaces an empty folder, or one that overwrite=true allows
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -159,7 +159,7 @@ def load_generated(out: str | Path, class_names: list[str] | None = None) -> UIn
     return UInt8ImageDataset(stacked, labels, [str(out / r["file"]) for r in rows])
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="generate")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
 @entry_point
 def main(cfg: DictConfig) -> None:
     options = OmegaConf.to_container(cfg, resolve=True)

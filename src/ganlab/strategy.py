@@ -292,11 +292,5 @@ class GANStrategy(DDPStrategy):
             self._launcher.restore_environment()
 
 
-def choose_strategy(devices: Any = 1, num_nodes: int = 1) -> str:
-    """A strategy name for a device count (kept for configs that name one): "auto" or gan_ddp."""
-    single = str(devices) in ("1", "[0]") or devices == [0]
-    return "auto" if single and int(num_nodes) == 1 else NAME
-
-
 if NAME not in StrategyRegistry:
     StrategyRegistry.register(NAME, GANStrategy, description="DDP for manual-optimisation GANs")

@@ -25,7 +25,7 @@ from ganlab.callbacks.checkpoint import WANDB_ID_KEY, find_last_checkpoint
 from ganlab.callbacks.recipe import Recipe, data_facts
 from ganlab.callbacks.throughput import Throughput
 from ganlab.checkpoint import check_same_model, read_checkpoint
-from ganlab.cli import entry_point
+from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import check_argument_types, to_plain
 from ganlab.errors import GanlabError
 from ganlab.strategy import is_rank_zero  # also registers the gan_ddp strategy name
@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> dict:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @entry_point
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("group") is None:

@@ -16,33 +16,25 @@
   restores every state, but the rest of that epoch is drawn afresh (Lightning cannot restore a plain
   DataLoader's position), so it is not bit-exact.
 - The W&B run id goes into every checkpoint, so a resumed run logs into the same W&B run.
-- Reproducible randomness: the global RNGs (torch CPU/CUDA, numpy, random) are re-seeded from
-  (seed, rank, optimiser step) before every batch (DiffAugment and anything else drawing in a step)
-  and where an epoch's data iterator is made (the DataLoader's shuffle order). A resumed run thus
-  draws exactly what the uninterrupted run drew, with no RNG state in the checkpoint, whatever other
-  callbacks consumed in between. The first ResumableCheckpoint of the Trainer drives this.
-  (The latent noise has its own generator, saved by GANModule.)
+- Reproducible randomness is the job of ganlab.callbacks.reseed.ReseedRNG (the `rng` callback).
 """
 from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import threading
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-log = logging.getLogger("ganlab.train")
-TMP_SUFFIX = ".tmp"
+from ganlab.atomic import TMP_SUFFIX, atomic_torch_save
 
+log = logging.getLogger("ganlab.train")
 
 
 def stop_signals() -> list[int]:
@@ -53,61 +45,9 @@ def stop_signals() -> list[int]:
     if requeue is not None and requeue not in found and callable(signal.getsignal(requeue)):
         found.append(requeue)
     return found
+
+
 WANDB_ID_KEY = "wandb_run_id"
-_M64 = (1 << 64) - 1
-_DATA_STREAM, _BATCH_STREAM = 1, 2
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integers, e.g. (seed, rank, step, stream)."""
-    h = 0
-    for key in keys:
-        h = _splitmix64(h ^ (int(key) & _M64))
-    return h >> 1
-
-
-def seed_global_rngs(seed: int) -> None:
-    torch.default_generator.manual_seed(seed)  # torch.manual_seed costs ~0.25 ms; this ~1 us
-    if torch.cuda.is_initialized():
-        torch.cuda.manual_seed_all(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_torch_save(obj, path: str | Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
 
 
 def remove_stale_temporaries(dirpath: str | Path) -> list[Path]:
@@ -149,50 +89,20 @@ class ResumableCheckpoint(ModelCheckpoint):
         kwargs.setdefault("enable_version_counter", False)  # one last.ckpt, replaced in place
         super().__init__(save_top_k=keep_last, **kwargs)
         self.keep_last = keep_last
-        self.rng_seed = 0
-        self._resume_step = 0
         self._stop_signal: int | None = None
         self._previous_handlers: dict = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        # the run's seed (seed_everything); a resumed run takes its checkpoint's (load_state_dict, later)
-        self.rng_seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.is_global_zero and self.dirpath:
             remove_stale_temporaries(self.dirpath)
 
-    # ------------------------------------------------------------ reproducible randomness
     def is_driver(self, trainer: L.Trainer) -> bool:
+        """The first ResumableCheckpoint of the run handles the stop signals (one handler, one save)."""
         return next(cb for cb in trainer.callbacks if isinstance(cb, ResumableCheckpoint)) is self
 
-    def reseed(self, trainer: L.Trainer, step: int, stream: int) -> None:
-        if self.is_driver(trainer):
-            seed_global_rngs(derive_seed(self.rng_seed, trainer.global_rank, step, stream))
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the first epoch's data iterator is made right after this hook (the loop counters of a
-        # resumed run are not restored yet, hence the step read from its checkpoint)
-        self.reseed(trainer, self._resume_step, _DATA_STREAM)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.reseed(trainer, trainer.global_step, _DATA_STREAM)  # later epochs' iterators: right after this
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self.reseed(trainer, trainer.global_step, _BATCH_STREAM)
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self._resume_step = int(checkpoint.get("global_step", 0))
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "rng_seed": self.rng_seed}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        self.rng_seed = int(state_dict.get("rng_seed", self.rng_seed))
-
-    # ------------------------------------------------------------ saving
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger.version:

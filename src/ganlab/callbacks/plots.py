@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 STEP_KEYS = ("train/loss_d", "train/loss_g", "train/d_acc_real", "train/d_acc_fake", "train/d_real", "train/d_fake")
 MAX_POINTS = 20_000  # per series kept in memory and checkpoints; older points are thinned
+MAX_PENDING = 1000  # steps held on the device at most between two reads (with log_every_n_steps=0 or large)
 
 
 def metric_panels(evaluations: list[dict]) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -54,22 +55,36 @@ class TrainingPlots(L.Callback):
         self.dirname, self.history_file, self.smoothing = dirname, history_file, smoothing
         self.series: dict[str, list[tuple[int, float]]] = {k: [] for k in STEP_KEYS}
         self.evaluations_seen = 0
+        self._pending: list[tuple[int, tuple[str, ...], torch.Tensor]] = []  # (step, keys, values on the device)
 
     # ------------------------------------------------------------------ collecting
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Every step's values stay on the device; they are read back in one copy when Lightning logs
+        # (trainer.log_every_n_steps), never once per batch (a host sync stalls a GPU).
         if not trainer.is_global_zero:
             return
         found = {k: v for k, v in trainer.callback_metrics.items() if k in self.series}
-        if not found:
+        if found:
+            values = torch.stack([torch.as_tensor(v).detach().float().reshape(()) for v in found.values()])
+            self._pending.append((trainer.global_step, tuple(found), values))
+        if trainer._logger_connector.should_update_logs or len(self._pending) >= MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Move the values recorded on the device since the last flush into the series (one host copy)."""
+        if not self._pending:
             return
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach().cpu() for v in found.values()]).tolist()
-        for key, value in zip(found, values):
-            points = self.series[key]
-            points.append((trainer.global_step, value))
-            if len(points) > MAX_POINTS:
-                self.series[key] = points[::2]
+        pending, self._pending = self._pending, []
+        values = torch.stack([torch.nn.functional.pad(v, (0, len(self.series) - len(v))) for _, _, v in pending])
+        for (step, keys, _), row in zip(pending, values.tolist()):
+            for key, value in zip(keys, row):
+                points = self.series[key]
+                points.append((step, value))
+                if len(points) > MAX_POINTS:
+                    self.series[key] = points[::2]
 
     def state_dict(self) -> dict:
+        self.flush()
         return {"series": {k: [list(p) for p in v] for k, v in self.series.items()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -95,6 +110,7 @@ class TrainingPlots(L.Callback):
             self.draw(trainer, self.evaluations(trainer))
 
     def draw(self, trainer: L.Trainer, evaluations: list[dict]) -> None:
+        self.flush()
         self.evaluations_seen = len(evaluations)
         out = Path(trainer.default_root_dir) / self.dirname
         out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from ganlab.data.folder import to_uint8
+from ganlab.pixels import to_uint8
 
 
 def grid_image(images: torch.Tensor, nrow: int = 8, row_names: list[str] | None = None) -> Image.Image:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from ganlab.atomic import publish_dir
 from ganlab.data.folder import ImageFolderDataModule
 from ganlab.errors import GanlabError
 
@@ -211,13 +211,7 @@ def render_brainsim(root, *, image_size=64, per_class=500, imbalance=None, test_
         if _matches(root, p):  # another process finished the same render meanwhile
             shutil.rmtree(tmp)
             return root
-        old = None
-        if root.exists():
-            old = root.with_name(f"{tmp.name}.old")
-            os.rename(root, old)
-        os.rename(tmp, root)
-        if old is not None:
-            shutil.rmtree(old)
+        publish_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

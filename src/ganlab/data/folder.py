@@ -18,13 +18,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ganlab.data.readers import IMAGE_EXTENSIONS, RESIZE_POLICIES, list_files, list_images, load_image, source_file
+from ganlab.data.readers import IMAGE_EXTENSIONS, RESIZE_POLICIES, list_files, source_file
 from ganlab.data.splits import holdout
-from ganlab.data.store import Listing, build_store, decode, fingerprint
+from ganlab.data.store import Listing, build_store, fingerprint
 from ganlab.errors import GanlabError
+from ganlab.pixels import to_model_range
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "UInt8ImageDataset", "list_images", "load_image",
-           "to_model_range", "to_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "UInt8ImageDataset"]
 log = logging.getLogger("ganlab.data")
 
 
@@ -201,13 +201,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         m = self.subject_pattern.search(Path(source_file(key)).name) if self.subject_pattern else None
         return (m.group(1) if m.groups() else m.group(0)) if m else None
 
-    def read_split(self, split: str | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """Decode one on-disk split without the cache."""
-        records = self.list_split(self.split_dir(split), required=split == self.train_split)
-        images, kept, _ = decode([k for k, _ in records], self.image_size, self.channels, self.resize,
-                                 skip_bad_files=self.skip_bad_files)
-        return images, torch.tensor([records[i][1] for i in kept], dtype=torch.long), [records[i][0] for i in kept]
-
     # ------------------------------------------------------------------ Lightning hooks
     def cache_file(self, listing: Listing) -> Path | None:
         if self.cache_dir is None:
@@ -296,13 +289,3 @@ def class_balanced(dataset: UInt8ImageDataset, seed: int) -> UInt8ImageDataset:
         order = members[torch.randperm(len(members), generator=g)]
         idx.append(order.repeat(math.ceil(largest / len(members)))[:largest])
     return dataset.subset(torch.cat(idx).tolist())
-
-
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255]."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -20,11 +20,6 @@ RESIZE_POLICIES = ("pad", "crop", "stretch")
 _PARQUET_SEP = ".parquet#"
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Files with an image extension (sorted)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def list_files(folder: Path) -> list[Path]:
     """Every file a class folder holds (sorted), except hidden files and OS litter: a stray non-image
     file is reported as a bad file rather than silently ignored."""
@@ -137,9 +132,3 @@ def read_image(key: str, image_size: int, channels: int, resize: str = "pad",
         raise
     except Exception as exc:  # PIL raises many types for broken files
         raise GanlabError(f"cannot read image {key}: {exc.__class__.__name__}: {one_line(exc)}") from exc
-
-
-def load_image(path: Path, image_size: int, channels: int, resize: str = "pad") -> np.ndarray:
-    """Decode one file to uint8 (C, H, W). resize: "pad" keeps the whole image (letterbox on black),
-    "crop" centre-crops to a square, "stretch" ignores the aspect ratio."""
-    return read_image(str(path), image_size, channels, resize)

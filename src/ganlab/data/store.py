@@ -7,13 +7,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ganlab.atomic import atomic_torch_save
 from ganlab.data.readers import ParquetImages, read_image, source_file
 from ganlab.errors import GanlabError
 
@@ -75,15 +75,7 @@ def _load(path: Path) -> dict | None:
 def _save(path: Path, store: dict) -> None:
     """Write atomically: a reader sees the old file, the new one, or none, never half of one."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(store, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_torch_save(store, path)
     except OSError as exc:
         log.warning("could not write the data cache %s: %s", path, exc)
 

@@ -1,7 +1,10 @@
 """The one LightningModule every GAN family shares: manual optimisation, n_disc D steps then one
 G step per batch, optional DiffAugment / R1 / gradient penalty, and a generator EMA.
 
-Families differ only in the `generator` / `discriminator` modules they are given (see conf/model/).
+Families differ only in the `generator` / `discriminator` modules they are given (see conf/model/),
+which follow the family contract in ganlab/models/__init__.py: `generator.latent_dim`,
+`num_classes` on conditional networks, `forward(z, labels)` -> images in [-1, 1], and a
+discriminator returning 1-D logits.
 
 Small-data options, all off by default (conf/model/dcgan.yaml says which key switches each on):
 ADA (adaptive augmentation probability, models/ada.py), LeCam regularisation, lazy R1, EMA as a
