@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ganlab.classifier import SmallCNN, fit_classifier, predict
 from ganlab.cli import CONFIG_DIR, entry_point
@@ -30,6 +30,7 @@ from ganlab.data.folder import UInt8ImageDataset
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.generate import load_generated
+from ganlab.metrics.conditional import balanced_accuracy, class_recall
 from ganlab.run_data import choose_data, describe, generated_data
 
 log = logging.getLogger("ganlab.augment")
@@ -72,11 +73,10 @@ def scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict
     balanced accuracy is torchmetrics' MulticlassAccuracy(average="macro"); a class that is absent but
     predicted would count there as recall 0, so the mean is taken over the present classes here."""
     pred = logits.argmax(1)
-    present = torch.bincount(labels, minlength=num_classes) > 0
-    recall = MulticlassRecall(num_classes, average=None)(pred, labels).double()
+    recall, present = class_recall(pred, labels, num_classes)
     f1 = MulticlassF1Score(num_classes, average=None)(pred, labels).double()
     accuracy = MulticlassAccuracy(num_classes, average="micro")(pred, labels)
-    return {"balanced_accuracy": float(recall[present].mean()), "macro_f1": float(f1[present].mean()),
+    return {"balanced_accuracy": balanced_accuracy(pred, labels, num_classes), "macro_f1": float(f1[present].mean()),
             "accuracy": float(accuracy), "recall": torch.where(present, recall, torch.nan).tolist()}
 
 

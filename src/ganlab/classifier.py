@@ -12,7 +12,6 @@ from torch import nn
 
 from ganlab.pixels import to_model_range
 
-as_model_input = to_model_range  # the old name, still imported by metrics/domain.py
 
 
 class SmallCNN(nn.Module):

@@ -9,24 +9,30 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchmetrics.classification import MulticlassRecall
 
 from ganlab.metrics.kid import kernel_distance
 
 
+def class_recall(pred: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """(per-class recall, mask of the classes present in `target`), via torchmetrics."""
+    pred, target = pred.cpu(), target.cpu()
+    present = torch.bincount(target, minlength=num_classes) > 0
+    return MulticlassRecall(num_classes, average=None)(pred, target).double(), present
+
+
 def per_class_accuracy(pred: Tensor, target: Tensor, num_classes: int) -> dict[int, tuple[float, int]]:
     """{class: (accuracy, number of samples)} for classes with at least one sample."""
-    pred, target = pred.cpu(), target.cpu()
-    out = {}
-    for c in range(num_classes):
-        mask = target == c
-        if mask.any():
-            out[c] = (float((pred[mask] == c).float().mean()), int(mask.sum()))
-    return out
+    recall, present = class_recall(pred, target, num_classes)
+    counts = torch.bincount(target.cpu(), minlength=num_classes)
+    return {c: (float(recall[c]), int(counts[c])) for c in range(num_classes) if present[c]}
 
 
 def balanced_accuracy(pred: Tensor, target: Tensor, num_classes: int) -> float:
-    per_class = per_class_accuracy(pred, target, num_classes)
-    return sum(a for a, _ in per_class.values()) / len(per_class) if per_class else float("nan")
+    """Mean recall over the classes present in `target`: torchmetrics' MulticlassAccuracy(average="macro")
+    when every class is present (which would count an absent but predicted class as 0)."""
+    recall, present = class_recall(pred, target, num_classes)
+    return float(recall[present].mean()) if present.any() else float("nan")
 
 
 def per_class_kid(real: Tensor, real_labels: Tensor, fake: Tensor, fake_labels: Tensor, num_classes: int,

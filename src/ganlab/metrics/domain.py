@@ -10,7 +10,6 @@ import hashlib
 import math
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganlab.classifier import SmallCNN, as_model_input, fit_classifier
+from ganlab.atomic import atomic_torch_save
+from ganlab.classifier import SmallCNN, fit_classifier
+from ganlab.pixels import to_model_range
 from ganlab.errors import GanlabError
 
 log = logging.getLogger("ganlab.metrics")
@@ -30,7 +31,7 @@ BALANCE = ("sampling", "loss", "none")
 
 def resize(images: Tensor, size: int) -> Tensor:
     """uint8 or [-1, 1] images -> float [-1, 1] at size x size (area averaging when shrinking)."""
-    x = as_model_input(images)
+    x = to_model_range(images)
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     mode = "area" if size < x.shape[-1] else "bilinear"
@@ -120,10 +121,7 @@ def _train_or_load(images, labels, num_classes, image_size, width, epochs, lr, b
     info.update(cached=False, seconds=round(time.perf_counter() - start, 2))
     log.info("domain classifier: trained on %d images at %d px in %.1f s", len(labels), size, info["seconds"])
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        torch.save({"state_dict": model.state_dict(), "settings": settings}, tmp)
-        os.replace(tmp, path)
+        atomic_torch_save({"state_dict": model.state_dict(), "settings": settings}, path)
     return model.eval(), info
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ganlab.errors import GanlabError
+from ganlab.pixels import to_uint8
 
 log = logging.getLogger("ganlab.metrics")
 
@@ -92,8 +93,7 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        if images.dtype != torch.uint8:
-            images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        images = to_uint8(images)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         pool, logits = self.net._torch_fidelity_forward(images)  # both feature sets in one pass

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as _ms_ssim
 
+from ganlab.pixels import to_model_range
+
 DATA_RANGE = 2.0  # images in [-1, 1]
 KERNEL_SIZE = 11
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
@@ -33,7 +35,7 @@ def ms_ssim_betas(image_size: int, kernel_size: int = KERNEL_SIZE) -> tuple[floa
 def as_float(images: Tensor, device: str | torch.device = "cpu") -> Tensor:
     """uint8 [0, 255] or float [-1, 1] -> float [-1, 1] on `device`."""
     images = images.to(device)
-    return images.float().div(127.5).sub(1.0) if images.dtype == torch.uint8 else images.float()
+    return to_model_range(images)
 
 
 def _band(n: int, kernel: Tensor) -> Tensor:
