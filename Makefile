@@ -21,11 +21,12 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m ganlab.train $(ARGS)
 
+# pytest-xdist: one worker per core (the tests spend most of their time in single-threaded subprocesses)
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n auto -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) experiments/bench_throughput.py $(ARGS)

@@ -15,6 +15,9 @@ from ganlab.metrics.suite import cpu_threads
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one pytest-xdist worker per core: in-process tests must not oversubscribe
+
 # A tiny but real configuration: 32 px, narrow networks, one short epoch, no progress bars.
 TINY = [
     "data.image_size=32",

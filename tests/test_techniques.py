@@ -16,6 +16,7 @@ import ganlab.config  # noqa: F401  (registers resolvers)
 import ganlab.models.gan_module as gm
 from conftest import REPO, TINY
 from ganlab.callbacks.checkpoint import ResumableCheckpoint
+from ganlab.callbacks.reseed import ReseedRNG
 from ganlab.models.ada import AdaptiveAugment
 from ganlab.models.cdcgan import ConditionalBatchNorm2d, ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
 from ganlab.models.dcgan import DCGANDiscriminator, MinibatchStd
@@ -347,7 +348,7 @@ def test_techniques_resume_exactly_from_a_checkpoint(tmp_path):
         d = ConditionalDCGANDiscriminator(NUM_CLASSES, 32, 1, width=4, mbstd_group=4)
         module = gm.GANModule(g, d, num_classes=NUM_CLASSES, **{**ALL_ON, "ada_interval": 3})
         ckpt = ResumableCheckpoint(dirpath=tmp_path / root, save_last=True, keep_last=0)
-        trainer = L.Trainer(max_epochs=epochs, callbacks=[ckpt], logger=False, enable_progress_bar=False,
+        trainer = L.Trainer(max_epochs=epochs, callbacks=[ckpt, ReseedRNG()], logger=False, enable_progress_bar=False,
                             enable_model_summary=False, accelerator="cpu", deterministic=True,
                             default_root_dir=tmp_path)
         trainer.fit(module, tiny_loader(n=40), ckpt_path=ckpt_path)  # 5 batches an epoch: ADA's interval 3 spans epochs
