@@ -210,6 +210,12 @@ def log_row(logger_cfg, row: dict, class_names: list[str]) -> None:
     close_logger(logger)
 
 
+def append_row(out_dir: Path, row: dict) -> None:
+    """rows.jsonl: every finished (regime, seed) at once, so a cut-short run still has its rows."""
+    with open(out_dir / "rows.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def load_real(cfg: DictConfig):
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -252,7 +258,7 @@ def main(cfg: DictConfig) -> None:
                          classifier=to_plain(cfg.classifier), device=device,
                          rare_ratios=list(cfg.get("rare_ratios") or []), oversampled=bool(cfg.get("oversampled")),
                          weighted=to_plain(cfg.weighted) if cfg.get("weighted") else None, pretrain_epochs=int(cfg.get("pretrain_epochs") or 0),
-                         on_result=lambda row: log_row(cfg.logger, row, names))
+                         on_result=lambda row: (log_row(cfg.logger, row, names), append_row(out_dir, row)))
     with open(out_dir / "runs.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["regime", "seed", "n_real", "n_synthetic", "balanced_accuracy",
                                                 "macro_f1", "accuracy", *[f"recall_{n}" for n in names]])
