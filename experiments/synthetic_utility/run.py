@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from readme_block import write_block  # noqa: E402
 
 RARE = "ModerateDemented"
-RARE_RATIOS = [0.1, 0.5, 1.0, 4.0]  # x the rare class's real training count, added to the rare class
+RARE_RATIOS = [0.1, 0.5, 1.0]  # x the rare class's real training count, added to the rare class
 REGIMES = [f"rare_ratios=[{','.join(f'{r:g}' for r in RARE_RATIOS)}]", "ratios=[fill]", "oversampled=true",
            "weighted={ratio: fill, weight: 0.25}", "tstr=true", "logger=none"]
 PRESETS = {
@@ -102,11 +102,16 @@ def per_class_needed(counts: dict[str, int]) -> int:
 
 
 def rare_audit(audit_dir: Path, minority: str) -> dict:
-    """The audit's fractions for the rare class's synthetic images alone (same held-out yardstick)."""
+    """The audit's fractions for the rare class's synthetic images alone (same held-out yardstick), and
+    the classes of their nearest real training images (in the audit's CNN feature space)."""
     summary = json.loads((audit_dir / "audit.json").read_text())
-    d = [float(r["distance"]) for r in csv.DictReader(open(audit_dir / "audit.csv")) if r["class"] == minority]
-    return {"n": len(d), "frac_below_p1": sum(x < summary["holdout_p1"] for x in d) / max(len(d), 1),
-            "frac_below_p5": sum(x < summary["holdout_p5"] for x in d) / max(len(d), 1)}
+    rows = [r for r in csv.DictReader(open(audit_dir / "audit.csv")) if r["class"] == minority]
+    d, n = [float(r["distance"]) for r in rows], max(len(rows), 1)
+    nearest = {}
+    for r in rows:
+        nearest[r["nearest_train_class"]] = nearest.get(r["nearest_train_class"], 0) + 1 / n
+    return {"n": len(d), "frac_below_p1": sum(x < summary["holdout_p1"] for x in d) / n,
+            "frac_below_p5": sum(x < summary["holdout_p5"] for x in d) / n, "nearest_train_class": nearest}
 
 
 def results_markdown(r: dict) -> str:
@@ -129,7 +134,9 @@ def results_markdown(r: dict) -> str:
               f"training / {a['n_holdout']} held-out real images): **{a['frac_below_p1']:.1%}** closer to a training "
               f"image than the held-out 1st percentile (≈1% expected), **{a['frac_below_p5']:.1%}** below the 5th "
               f"(≈5%); its {ra['n']} {r['minority']} images alone: {ra['frac_below_p1']:.1%} / "
-              f"{ra['frac_below_p5']:.1%}.", "",
+              f"{ra['frac_below_p5']:.1%}; their nearest real training image is of class "
+              + ", ".join(f"{c} {v:.0%}" for c, v in sorted(ra["nearest_train_class"].items(), key=lambda kv: -kv[1]))
+              + ".", "",
               "<details><summary>commands</summary>", "", "```"]
     lines += [f"{s['command']}    # {s['seconds']:.0f} s" for s in r["stages"]]
     lines += ["```", "", "</details>"]
