@@ -40,7 +40,8 @@ REGIMES = [f"rare_ratios=[{','.join(f'{r:g}' for r in RARE_RATIOS)}]", "ratios=[
            "weighted={ratio: fill, weight: 0.25}", "tstr=true", "logger=none"]
 PRESETS = {
     "full": {
-        "data": ["data.image_size=64", "data.per_class=500", f"data.imbalance={{{RARE}: 0.06}}"],
+        # seed=1: the data seed (train/val split) of the generator's run, as in experiments/quality (_s1)
+        "data": ["data.image_size=64", "data.per_class=500", f"data.imbalance={{{RARE}: 0.06}}", "seed=1"],
         "test": ["test_data=brainsim"],  # 270 per class, rendered apart
         "train": ["data.batch_size=64", "data.balanced_sampling=true", "model.generator.conditioning=cbn",
                   "model/loss=hinge", "trainer.max_epochs=100000", "trainer.max_time=00:00:10:00",
@@ -60,8 +61,14 @@ PRESETS = {
         "audit": ["feature=cnn", "classifier.width=4", "classifier.epochs=1"],
     },
 }
-# The Kaggle Alzheimer layout at CPU scale (see --alzheimer): its own test split, no render.
-ALZHEIMER = {"data": ["data=alzheimer", "data.image_size=64", "data.batch_size=32"], "test": []}
+# The Kaggle Alzheimer layout at CPU scale (see --alzheimer and alzheimer_copy.py): 32 px, its own test
+# split (a handful of rare images: no power, recorded as such), a 5-min generator.
+ALZHEIMER = {"data": ["data=alzheimer", "data.image_size=32", "data.batch_size=32", "seed=1"], "test": [],
+             "train": ["data.balanced_sampling=true", "model.generator.conditioning=cbn", "model/loss=hinge",
+                       "model.generator.width=32", "model.discriminator.width=32", "trainer.max_epochs=100000",
+                       "trainer.max_time=00:00:05:00", "trainer.log_every_n_steps=20", "metrics=none", "logger=csv"],
+             "augment": ["classifier.width=8", "classifier.epochs=8", "pretrain_epochs=3"],
+             "audit": ["feature=cnn", "classifier.width=8", "classifier.epochs=8"]}
 
 
 def cli(module: str, args: list[str], log: list[dict]) -> None:
@@ -88,7 +95,7 @@ def merged_results(dirs: list[Path]) -> tuple[dict, dict]:
     """(augment.json of the first job, paired results over the rows of all jobs)."""
     from ganlab.utility.paired import utility_results
 
-    bench = json.loads((dirs[0] / "augment.json").read_text())
+    bench = json.loads(next(d / "augment.json" for d in dirs if (d / "augment.json").is_file()).read_text())
     rows = [json.loads(line) for d in dirs for line in (d / "rows.jsonl").read_text().splitlines()]
     order = list(dict.fromkeys(r["regime"] for r in rows))
     rows.sort(key=lambda r: (r["seed"], order.index(r["regime"])))
@@ -148,12 +155,12 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny run into a temporary directory")
     parser.add_argument("--ckpt", help="a cdcgan checkpoint trained on this data setting (default: train one)")
     parser.add_argument("--alzheimer", metavar="ROOT", help="run on a Kaggle-layout Alzheimer copy at ROOT "
-                        "(needs --ckpt trained on it); results go to results/alzheimer/")
+                        "at CPU scale; results go to results/alzheimer/")
     parser.add_argument("--jobs", type=int, default=1, help="augment processes in parallel (seeds split over them)")
     args = parser.parse_args()
     preset = dict(PRESETS["smoke" if args.smoke else "full"])
     if args.alzheimer:
-        preset.update(data=[*ALZHEIMER["data"], f"data.root={args.alzheimer}"], test=ALZHEIMER["test"])
+        preset.update(ALZHEIMER, data=[*ALZHEIMER["data"], f"data.root={Path(args.alzheimer).resolve()}"])
     os.chdir(ROOT)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if args.smoke:  # nothing in the checkout: run, data and W&B files all in /tmp
