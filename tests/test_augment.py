@@ -30,8 +30,13 @@ def test_fill_tops_up_each_class_and_ratio_counts():
     fill = synthetic_subset("fill", synth, real, 3, g)
     assert torch.bincount(synth[fill], minlength=3).tolist() == [0, 6, 3]
     assert len(synthetic_subset(0.5, synth, real, 3, g)) == 10  # round(0.5 * 21)
-    assert len(synthetic_subset(2.0, synth, real, 3, g)) == 21  # capped by the folder's 21 images
     assert len(set(synthetic_subset(1.0, synth, real, 3, g).tolist())) == 21  # without replacement
+    rare = synthetic_subset(("rare", 1.5), synth, real, 3, g)  # 1.5 x the rare class's 4 real images
+    assert synth[rare].tolist() == [1] * 6
+    with pytest.raises(GanlabError, match="ratio x2 needs 42 synthetic images and the synthetic folder holds 21"):
+        synthetic_subset(2.0, synth, real, 3, g)  # never capped: a capped ratio would duplicate another row
+    with pytest.raises(GanlabError, match="rare x3 .* needs 12"):
+        synthetic_subset(("rare", 3.0), synth, real, 3, g)
 
 
 def test_scores_on_a_known_confusion():
@@ -91,15 +96,15 @@ def test_leaks_are_refused_or_dropped():
 
 def test_all_three_regimes_and_the_table(tiny_data, tmp_path):
     real, test = tiny_data.datasets["train"], tiny_data.datasets["test"]
-    synthetic = dataset(20, [3] * 10 + [0, 1, 2] * 3 + [0])
+    synthetic = dataset(40, [3] * 20 + [0, 1, 2] * 6 + [0, 1])
     rows = run_benchmark(real, test, synthetic, 4, ratios=[0.5, "fill"], seeds=[0, 1],
                          classifier={"width": 4, "epochs": 1, "batch_size": 32})
     regimes = [REAL, regime_name(0.5), regime_name("fill"), TSTR]
     assert [r["regime"] for r in rows] == regimes * 2 and [r["seed"] for r in rows] == [0] * 4 + [1] * 4
     by = {r["regime"]: r for r in rows if r["seed"] == 0}
     assert by[REAL]["n_synthetic"] == 0 and by[REAL]["n_real"] == len(real)
-    assert by[regime_name(0.5)]["n_synthetic"] == min(round(0.5 * len(real)), 20)
-    assert by[TSTR]["n_real"] == 0 and by[TSTR]["n_synthetic"] == 20
+    assert by[regime_name(0.5)]["n_synthetic"] == round(0.5 * len(real))
+    assert by[TSTR]["n_real"] == 0 and by[TSTR]["n_synthetic"] == 40
     assert all(0 <= r["balanced_accuracy"] <= 1 and len(r["recall"]) == 4 for r in rows)
 
     summary = summarise(rows, list(CLASS_NAMES))
@@ -123,19 +128,19 @@ def test_bad_ratio_is_refused(tiny_data):
 def test_cli_writes_table_plot_and_one_wandb_run_per_regime_and_seed(run_cli, cdcgan_ckpt, tmp_path):
     from ganlab.generate import generate
 
-    generate(str(cdcgan_ckpt), str(tmp_path / "synth"), n_per_class=4)
+    generate(str(cdcgan_ckpt), str(tmp_path / "synth"), n_per_class=9)  # enough for x0.5
     run = tmp_path / "bench"
     # no data overrides: the real data is the checkpoint's own (tiny brainsim), found through generate.json
     assert_ok(run_cli("ganlab.augment", f"synthetic={tmp_path / 'synth'}", "ratios=[0.5,fill]", "seeds=[0,1]",
                       "classifier.epochs=1", "classifier.width=4", "logger=wandb", f"hydra.run.dir={run}"))
     for name in ("utility.md", "utility.csv", "runs.csv", "utility.png", "augment.json"):
         assert (run / name).stat().st_size > 0, name
-    assert len((run / "utility.md").read_text().strip().splitlines()) == 2 + 4
+    assert (run / "utility.md").read_text().strip().splitlines()[1 + 5].startswith("| synthetic only")
     info = json.loads((run / "augment.json").read_text())
     assert info["data"].startswith(str(tmp_path / "synth" / "generate.json"))
     assert sum(info["real_train_counts"].values()) == 68  # the run's per_class=24, not brainsim's default 500
-    assert len(list(csv.DictReader(open(run / "runs.csv")))) == 4 * 2
-    assert len(list((run / "wandb").glob("offline-run-*"))) == 4 * 2 + 1  # + the summary run
+    assert len(list(csv.DictReader(open(run / "runs.csv")))) == 5 * 2  # + the oversampled baseline
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 5 * 2 + 1  # + the summary run
 
 
 def test_cli_without_a_test_split_is_one_clear_line(run_cli, cdcgan_ckpt, tmp_path):

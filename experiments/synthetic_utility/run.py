@@ -1,17 +1,24 @@
-"""Does synthetic data help? The whole chain on brainsim with one class made rare (ModerateDemented 7%).
+"""Does synthetic data help? A powered downstream-utility benchmark (issue 12, part 3).
 
-    python experiments/synthetic_utility/run.py            # full size: ~5 min on 2 quiet CPU cores (measured)
-    python experiments/synthetic_utility/run.py --smoke    # a pipeline check; writes to /tmp only
+    python experiments/synthetic_utility/run.py --ckpt <cdcgan last.ckpt>   # full size with a given generator
+    python experiments/synthetic_utility/run.py                            # full size, trains the generator (10 min)
+    python experiments/synthetic_utility/run.py --smoke                    # a pipeline check; writes to /tmp only
+    python experiments/synthetic_utility/run.py --alzheimer <root>         # the same chain on a Kaggle-layout copy
 
-train cdcgan (ganlab.train) -> generate balance=fill (the augmentation set) and a class-balanced set
-for the synthetic-only regime (ganlab.generate) -> downstream-utility benchmark (ganlab.augment) ->
-memorisation audit of the augmentation set (ganlab.audit). Every stage is the real CLI. Full size
+Setting: brainsim 64 px, 500 per class, ModerateDemented at 6% (22 training images; the quality ladder's
+setting), and a separate, class-balanced real test set of 270 images per class rendered with another
+render_seed (`test_data=brainsim`; augment refuses any test image equal to a training image).
+Chain, every stage the real CLI: [train cdcgan: cbn + hinge + balanced sampling, 10 min] -> generate a
+class-balanced synthetic set large enough for every regime -> augment (all regimes, 5 seeds, paired
+differences to the strongest baseline with 95% t-intervals) -> audit of the synthetic set. Full size
 writes results/ and the results block of README.md; W&B runs are offline under each stage's dir.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -27,28 +34,41 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "experiments"))
 from readme_block import write_block  # noqa: E402
 
+RARE = "ModerateDemented"
+RARE_RATIOS = [0.1, 0.5, 1.0]  # x the rare class's real training count, added to the rare class
+REGIMES = [f"rare_ratios=[{','.join(f'{r:g}' for r in RARE_RATIOS)}]", "ratios=[fill]", "oversampled=true",
+           "weighted={ratio: fill, weight: 0.25}", "tstr=true", "logger=none"]
 PRESETS = {
     "full": {
-        "data": ["data.image_size=32", "data.per_class=600", "data.imbalance={ModerateDemented: 0.07}",
-                 "data.test_fraction=0.25"],
-        "train": ["data.batch_size=32", "data.balanced_sampling=true", "model.generator.width=32",
-                  "model.discriminator.width=32", "model.generator.conditioning=cbn", "model/loss=hinge",
-                  "trainer.max_epochs=30", "trainer.max_time=00:00:05:00",
-                  "trainer.log_every_n_steps=20", "metrics=none"],
-        "augment": ["ratios=[0.1,fill]", "seeds=[0,1,2]", "classifier.width=8", "classifier.epochs=10"],
-        "audit": ["feature=cnn", "classifier.width=8", "classifier.epochs=8"],
+        # seed=1: the data seed (train/val split) of the generator's run, as in experiments/quality (_s1)
+        "data": ["data.image_size=64", "data.per_class=500", f"data.imbalance={{{RARE}: 0.06}}", "seed=1"],
+        "test": ["test_data=brainsim"],  # 270 per class, rendered apart
+        "train": ["data.batch_size=64", "data.balanced_sampling=true", "model.generator.conditioning=cbn",
+                  "model/loss=hinge", "trainer.max_epochs=100000", "trainer.max_time=00:00:10:00",
+                  "trainer.log_every_n_steps=50", "metrics=none", "logger=csv"],
+        "seeds": [0, 1, 2, 3, 4],
+        "augment": ["classifier.width=16", "classifier.epochs=8", "pretrain_epochs=3"],
+        "audit": ["feature=cnn", "classifier.width=16", "classifier.epochs=8"],
     },
     "smoke": {
-        "data": ["data.image_size=32", "data.per_class=40", "data.imbalance={ModerateDemented: 0.2}",
-                 "data.test_fraction=0.25"],
-        "train": ["data.batch_size=8", "data.balanced_sampling=true", "model.generator.width=8",
-                  "model.discriminator.width=8", "trainer.max_epochs=1", "trainer.max_time=00:00:05:00",
-                  "trainer.limit_train_batches=3",
-                  "trainer.log_every_n_steps=1", "metrics=none"],
-        "augment": ["ratios=[0.1,fill]", "seeds=[0,1]", "classifier.width=4", "classifier.epochs=1"],
+        "data": ["data.image_size=32", "data.per_class=40", f"data.imbalance={{{RARE}: 0.3}}", "data.batch_size=8"],
+        "test": ["test_data=brainsim", "test_data.per_class=20"],
+        "train": ["data.balanced_sampling=true", "model.generator.width=8", "model.discriminator.width=8",
+                  "model.generator.conditioning=cbn", "model/loss=hinge", "trainer.max_epochs=1",
+                  "trainer.limit_train_batches=3", "trainer.log_every_n_steps=1", "metrics=none", "logger=none"],
+        "seeds": [0, 1],
+        "augment": ["classifier.width=4", "classifier.epochs=1", "pretrain_epochs=1"],
         "audit": ["feature=cnn", "classifier.width=4", "classifier.epochs=1"],
     },
 }
+# The Kaggle Alzheimer layout at CPU scale (see --alzheimer and alzheimer_copy.py): 32 px, its own test
+# split (a handful of rare images: no power, recorded as such), a 5-min generator.
+ALZHEIMER = {"data": ["data=alzheimer", "data.image_size=32", "data.batch_size=32", "seed=1"], "test": [],
+             "train": ["data.balanced_sampling=true", "model.generator.conditioning=cbn", "model/loss=hinge",
+                       "model.generator.width=32", "model.discriminator.width=32", "trainer.max_epochs=100000",
+                       "trainer.max_time=00:00:05:00", "trainer.log_every_n_steps=20", "metrics=none", "logger=csv"],
+             "augment": ["classifier.width=8", "classifier.epochs=8", "pretrain_epochs=3"],
+             "audit": ["feature=cnn", "classifier.width=8", "classifier.epochs=8"]}
 
 
 def cli(module: str, args: list[str], log: list[dict]) -> None:
@@ -59,21 +79,72 @@ def cli(module: str, args: list[str], log: list[dict]) -> None:
     log.append({"command": command, "seconds": round(time.time() - start, 1)})
 
 
+def cli_parallel(module: str, jobs: list[list[str]], log: list[dict]) -> None:
+    """Run one CLI call per argument list at the same time (seeds split over processes)."""
+    commands = [f"python -m {module} " + " ".join(a) for a in jobs]
+    print("".join(f"\n$ {c} &" for c in commands), flush=True)
+    start = time.time()
+    procs = [subprocess.Popen([sys.executable, "-m", module, *a], cwd=ROOT) for a in jobs]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise SystemExit(f"error: {module} failed (exit codes {codes})")
+    log.append({"command": " & ".join(commands), "seconds": round(time.time() - start, 1)})
+
+
+def merged_results(dirs: list[Path]) -> tuple[dict, dict]:
+    """(augment.json of the first job, paired results over the rows of all jobs)."""
+    from ganlab.utility.paired import utility_results
+
+    bench = json.loads(next(d / "augment.json" for d in dirs if (d / "augment.json").is_file()).read_text())
+    rows = [json.loads(line) for d in dirs for line in (d / "rows.jsonl").read_text().splitlines()]
+    order = list(dict.fromkeys(r["regime"] for r in rows))
+    rows.sort(key=lambda r: (r["seed"], order.index(r["regime"])))
+    return bench, utility_results(rows, bench["class_names"], bench["minority"], bench["test_counts"])
+
+
+def per_class_needed(counts: dict[str, int]) -> int:
+    """Synthetic images per class so that no regime asks for more than the folder holds."""
+    largest, rare = max(counts.values()), min(counts.values())
+    return max(largest - rare, math.ceil(max(RARE_RATIOS) * rare), 1)
+
+
+def rare_audit(audit_dir: Path, minority: str) -> dict:
+    """The audit's fractions for the rare class's synthetic images alone (same held-out yardstick), and
+    the classes of their nearest real training images (in the audit's CNN feature space)."""
+    summary = json.loads((audit_dir / "audit.json").read_text())
+    rows = [r for r in csv.DictReader(open(audit_dir / "audit.csv")) if r["class"] == minority]
+    d, n = [float(r["distance"]) for r in rows], max(len(rows), 1)
+    nearest = {}
+    for r in rows:
+        nearest[r["nearest_train_class"]] = nearest.get(r["nearest_train_class"], 0) + 1 / n
+    return {"n": len(d), "frac_below_p1": sum(x < summary["holdout_p1"] for x in d) / n,
+            "frac_below_p5": sum(x < summary["holdout_p5"] for x in d) / n, "nearest_train_class": nearest}
+
+
 def results_markdown(r: dict) -> str:
-    a = r["audit"]
-    lines = [f"Run: {r['date']}, {r['device']}, {r['wall_minutes']:.1f} min wall in all "
-             f"(GAN training {r['stages'][0]['seconds'] / 60:.1f} min, {r['gan_steps']} optimiser steps). "
-             f"Real training split {r['real_train_counts']}; real test split {r['test_counts']}.", "",
-             f"Classifier on the real test split, mean ± std over {r['seeds']} seeds "
-             f"(minority class: {r['minority']}):", "", r["table"].rstrip(), "",
-             f"Memorisation audit of the augmentation set ({a['n_synthetic']} images, CNN features, "
-             f"vs {a['n_train']} training / {a['n_holdout']} held-out real images): "
-             f"**{a['frac_below_p1']:.1%}** closer to a training image than the held-out 1st percentile "
-             f"(≈1% expected without copying), **{a['frac_below_p5']:.1%}** below the 5th (≈5%), "
-             f"{a['n_exact_copies']} exact copies.", "",
-             "![utility](results/utility.png)", "", "![closest pairs](results/audit_gallery.png)", "",
-             "![distances](results/audit_distances.png)", "", "![samples](results/samples.png)", "",
-             "<details><summary>commands</summary>", "", "```"]
+    a, ra, names = r["audit"], r["audit_rare"], r["class_names"]
+    tstr = r["regimes"].get("synthetic only", {}).get("recall", {})
+    base = r["regimes"][r["baseline"]]["recall"]
+    lines = [f"Run: {r['date']}, {r['device']}, {r['wall_minutes']:.1f} min wall in all; generator: {r['generator']}. "
+             f"Real training split {r['real_train_counts']}; real test set {r['test_per_class']} "
+             f"({r['test_source']}). Synthetic set: {r['synthetic_counts']}.", "",
+             f"Classifier (SmallCNN) on the real test set, {r['seeds']} seeds, paired per seed; Δ = regime − "
+             f"strongest baseline (**{r['baseline']}**), 95% Student t-interval over seeds:", "",
+             r["table"].rstrip(), "",
+             "Per-class recall (mean over seeds):", "",
+             "| regime | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += ["| " + name + " | " + " | ".join(f"{e['recall'][c]:.3f}" for c in names) + " |"
+              for name, e in r["regimes"].items()]
+    lines += ["", f"Per-class TSTR (synthetic only) against the baseline: "
+              + ", ".join(f"{c} {tstr.get(c, float('nan')):.2f} vs {base[c]:.2f}" for c in names) + ".", "",
+              f"Memorisation audit of the synthetic set ({a['n_synthetic']} images, CNN features, vs {a['n_train']} "
+              f"training / {a['n_holdout']} held-out real images): **{a['frac_below_p1']:.1%}** closer to a training "
+              f"image than the held-out 1st percentile (≈1% expected), **{a['frac_below_p5']:.1%}** below the 5th "
+              f"(≈5%); its {ra['n']} {r['minority']} images alone: {ra['frac_below_p1']:.1%} / "
+              f"{ra['frac_below_p5']:.1%}; their nearest real training image is of class "
+              + ", ".join(f"{c} {v:.0%}" for c, v in sorted(ra["nearest_train_class"].items(), key=lambda kv: -kv[1]))
+              + ".", "",
+              "<details><summary>commands</summary>", "", "```"]
     lines += [f"{s['command']}    # {s['seconds']:.0f} s" for s in r["stages"]]
     lines += ["```", "", "</details>"]
     return "\n".join(lines)
@@ -82,8 +153,14 @@ def results_markdown(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run into a temporary directory")
+    parser.add_argument("--ckpt", help="a cdcgan checkpoint trained on this data setting (default: train one)")
+    parser.add_argument("--alzheimer", metavar="ROOT", help="run on a Kaggle-layout Alzheimer copy at ROOT "
+                        "at CPU scale; results go to results/alzheimer/")
+    parser.add_argument("--jobs", type=int, default=1, help="augment processes in parallel (seeds split over them)")
     args = parser.parse_args()
-    preset = PRESETS["smoke" if args.smoke else "full"]
+    preset = dict(PRESETS["smoke" if args.smoke else "full"])
+    if args.alzheimer:
+        preset.update(ALZHEIMER, data=[*ALZHEIMER["data"], f"data.root={Path(args.alzheimer).resolve()}"])
     os.chdir(ROOT)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if args.smoke:  # nothing in the checkout: run, data and W&B files all in /tmp
@@ -91,45 +168,55 @@ def main() -> None:
         os.environ["GANLAB_DATA_DIR"] = str(base / "data")
     else:
         base = ROOT / "outputs" / "experiments" / f"synthetic_utility_{stamp}"
-    results_dir = base / "results" if args.smoke else HERE / "results"
-    data, group, stages = preset["data"], f"group=synthetic_utility_{stamp}", []
+    results_dir = base / "results" if args.smoke else HERE / "results" / ("alzheimer" if args.alzheimer else "")
+    data, stages = preset["data"], []
     start = time.time()
 
-    cli("ganlab.train", ["model=cdcgan", "data=brainsim", *data, *preset["train"], group,
-                         "trainer.enable_progress_bar=false", f"hydra.run.dir={base / 'train'}"], stages)
-    ckpt = base / "train" / "checkpoints" / "last.ckpt"
+    if args.ckpt:
+        ckpt = Path(args.ckpt).resolve()
+    else:
+        data_args = data if args.alzheimer else ["data=brainsim", *data]
+        cli("ganlab.train", ["model=cdcgan", *data_args, *preset["train"], "trainer.enable_progress_bar=false",
+                             f"hydra.run.dir={base / 'train'}"], stages)
+        ckpt = base / "train" / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     counts = saved["ganlab"]["data"]["class_counts"]
-    cli("ganlab.generate", [f"ckpt={ckpt}", f"out={base / 'synthetic_fill'}", "balance=fill", "seed=1"], stages)
-    cli("ganlab.generate", [f"ckpt={ckpt}", f"out={base / 'synthetic_balanced'}",
-                            f"n_per_class={max(counts.values())}", "seed=2"], stages)
-    cli("ganlab.augment", [f"synthetic={base / 'synthetic_fill'}", f"tstr_synthetic={base / 'synthetic_balanced'}",
-                           *data, *preset["augment"], group, f"hydra.run.dir={base / 'augment'}"], stages)
-    cli("ganlab.audit", [f"synthetic={base / 'synthetic_fill'}", *data, *preset["audit"],
-                         f"hydra.run.dir={base / 'audit'}"], stages)
+    synthetic = base / "synthetic_balanced"
+    cli("ganlab.generate", [f"ckpt={ckpt}", f"out={synthetic}", f"n_per_class={per_class_needed(counts)}", "seed=2"],
+        stages)
+    seeds = preset["seeds"]
+    jobs = [seeds[j::args.jobs] for j in range(min(args.jobs, len(seeds)))]
+    dirs = [base / f"augment_{j}" for j in range(len(jobs))]
+    cli_parallel("ganlab.augment", [[f"synthetic={synthetic}", f"tstr_synthetic={synthetic}", *data, *preset["test"],
+                                     *REGIMES, *preset["augment"], f"seeds=[{','.join(map(str, js))}]",
+                                     f"hydra.run.dir={d}"] for js, d in zip(jobs, dirs)], stages)
+    cli("ganlab.audit", [f"synthetic={synthetic}", *data, *preset["audit"], f"hydra.run.dir={base / 'audit'}"], stages)
 
-    bench = json.loads((base / "augment" / "augment.json").read_text())
+    from ganlab.utility.paired import markdown as paired_markdown
+
+    bench, paired = merged_results(dirs)
     results = {
+        **paired,
         "date": time.strftime("%Y-%m-%d"), "preset": "smoke" if args.smoke else "full",
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "wall_minutes": (time.time() - start) / 60, "stages": stages, "run_dir": str(base),
-        "gan_steps": int(saved["global_step"]), "real_train_counts": bench["real_train_counts"],
-        "test_counts": bench.get("test_counts"), "minority": bench["minority"],
-        "seeds": bench["summary"][0]["seeds"], "summary": bench["summary"],
-        "table": (base / "augment" / "utility.md").read_text(),
+        "generator": f"{ckpt} ({int(saved['global_step'])} optimiser steps)",
+        "real_train_counts": bench["real_train_counts"], "test_source": "test_data=brainsim (render_seed 1000, "
+        "rendered apart, no image shared with training)" if preset["test"] else "the data config's test split",
+        "synthetic_counts": {c: per_class_needed(counts) for c in counts},
+        "table": paired_markdown(paired),
         "audit": json.loads((base / "audit" / "audit.json").read_text()),
+        "audit_rare": rare_audit(base / "audit", paired["minority"]),
     }
     results_dir.mkdir(parents=True, exist_ok=True)
-    copies = {"augment": ["utility.md", "utility.csv", "runs.csv", "utility.png"],
-              "audit": ["audit.json", "audit_gallery.png", "audit_distances.png"]}
-    for stage, names in copies.items():
-        for name in names:
-            shutil.copy(base / stage / name, results_dir / name)
-    shutil.copy(base / "train" / "samples" / "final.png", results_dir / "samples.png")
+    for name in ("audit.json", "audit_gallery.png", "audit_distances.png"):
+        shutil.copy(base / "audit" / name, results_dir / name)
+    with open(results_dir / "rows.jsonl", "w") as fh:  # one line per (regime, seed), with confusion matrices
+        fh.writelines((d / "rows.jsonl").read_text() for d in dirs)
     (results_dir / "results.json").write_text(json.dumps(results, indent=1))
     markdown = results_markdown(results)
     if not args.smoke:
-        write_block(HERE / "README.md", "results", markdown)
+        write_block(HERE / "README.md", "alzheimer" if args.alzheimer else "results", markdown)
     print("\n" + markdown + f"\n\nresults: {results_dir}")
 
 

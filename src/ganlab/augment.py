@@ -32,39 +32,16 @@ from ganlab.errors import GanlabError
 from ganlab.generate import load_generated
 from ganlab.metrics.conditional import balanced_accuracy, class_recall
 from ganlab.run_data import choose_data, describe, generated_data
+from ganlab.utility.paired import confusion, markdown as paired_markdown, utility_results
+from ganlab.utility.regimes import (REAL, TSTR, build_regimes, check_balanced, check_ratio,  # noqa: F401
+                                    ratio_name, synthetic_subset, training_set)
+from ganlab.utility.testset import load_external_test
 
 log = logging.getLogger("ganlab.augment")
-REAL, TSTR = "real only", "synthetic only"
 
 
 def regime_name(ratio) -> str:
-    return f"real + synthetic {'fill' if ratio == 'fill' else f'x{float(ratio):g}'}"
-
-
-def check_ratio(ratio) -> None:
-    if ratio != "fill" and not (isinstance(ratio, (int, float)) and ratio > 0):
-        raise GanlabError(f"ratios: {ratio!r} is neither a positive number (a multiple of the real count) nor 'fill'")
-
-
-def synthetic_subset(ratio, synth_labels: torch.Tensor, real_labels: torch.Tensor, num_classes: int,
-                     g: torch.Generator) -> torch.Tensor:
-    """Indices of the synthetic images to add: `fill` tops every class up to the largest real class;
-    a number r draws round(r * n_real) images at random (keeping the synthetic folder's class mix).
-    Both are capped by what the folder holds (with a warning)."""
-    if ratio == "fill":
-        real_counts = torch.bincount(real_labels, minlength=num_classes)
-        chosen = []
-        for c in range(num_classes):
-            pool = (synth_labels == c).nonzero().flatten()
-            want = int(real_counts.max() - real_counts[c])
-            if want > len(pool):
-                log.warning("fill: class %d needs %d synthetic images, the folder has %d", c, want, len(pool))
-            chosen.append(pool[torch.randperm(len(pool), generator=g)[:want]])
-        return torch.cat(chosen)
-    want = round(float(ratio) * len(real_labels))
-    if want > len(synth_labels):
-        log.warning("ratio %g needs %d synthetic images, the folder has %d: using all", ratio, want, len(synth_labels))
-    return torch.randperm(len(synth_labels), generator=g)[:want]
+    return f"real + synthetic {ratio_name(ratio)}"
 
 
 def scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -107,37 +84,44 @@ def disjoint_test(train: UInt8ImageDataset, test: UInt8ImageDataset, subject_of=
 def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: UInt8ImageDataset,
                   num_classes: int, *, ratios=(0.5, 1.0, "fill"), seeds=(0, 1, 2), real_only: bool = True,
                   tstr: bool = True, tstr_synthetic: UInt8ImageDataset | None = None, classifier: dict | None = None,
-                  device: str = "cpu", on_result=None) -> list[dict]:
-    """One row per (regime, seed): the regime, counts and test scores. `on_result(row)` is called as
-    each finishes (for loggers)."""
-    for ratio in ratios:
-        check_ratio(ratio)
-    tstr_synthetic = tstr_synthetic if tstr_synthetic is not None else synthetic
+                  device: str = "cpu", on_result=None, rare_ratios=(), oversampled: bool = False,
+                  weighted: dict | None = None, pretrain_epochs: int = 0) -> list[dict]:
+    """One row per (regime, seed): the regime, counts, test scores and confusion matrix (regimes: see
+    ganlab.utility.regimes). A seed fixes the initialisation and the data-order generator of every
+    regime (paired comparisons). `on_result(row)` is called as each finishes (for loggers)."""
+    regimes = build_regimes(ratios=ratios, rare_ratios=rare_ratios, real_only=real_only, oversampled=oversampled,
+                            weighted=weighted, pretrain_epochs=pretrain_epochs, tstr=tstr)
+    balanced = tstr_synthetic if tstr_synthetic is not None else synthetic
     options = dict(classifier or {})
     width = options.pop("width", 16)
     _, channels, size, _ = real.images.shape
-    regimes = ([(REAL, None)] if real_only else []) + [(regime_name(r), r) for r in ratios] + \
-        ([(TSTR, None)] if tstr else [])
     rows = []
     for seed in seeds:
-        for name, ratio in regimes:
+        drawn = {}
+        for regime in regimes:
             g = torch.Generator().manual_seed(int(seed))
-            if name == TSTR:
-                images, labels, n_real = tstr_synthetic.images, tstr_synthetic.labels, 0
-            else:
-                idx = synthetic_subset(ratio, synthetic.labels, real.labels, num_classes, g) \
-                    if ratio is not None else torch.empty(0, dtype=torch.long)
-                images = torch.cat([real.images, synthetic.images[idx]])
-                labels = torch.cat([real.labels, synthetic.labels[idx]])
-                n_real = len(real.labels)
+            images, labels, weight, n_real, idx = training_set(regime, real, synthetic, balanced, num_classes, g)
+            if idx is not None:  # never two rows with one training set under two names
+                key = (regime.weight, tuple(sorted(idx.tolist())))
+                if key in drawn:
+                    raise GanlabError(f"regimes '{drawn[key]}' and '{regime.name}' draw the same synthetic images")
+                drawn[key] = regime.name
             if len(labels) == 0:
-                raise GanlabError(f"regime '{name}' has no training images")
+                raise GanlabError(f"regime '{regime.name}' has no training images")
+            fit = {**options, **regime.options}
+            pretrain = fit.pop("pretrain_epochs", 0)
             torch.manual_seed(int(seed))
             model = SmallCNN(num_classes, channels, size, width=width)
-            fit_classifier(model, images, labels, seed=int(seed), device=device, **options)
-            row = {"regime": name, "seed": int(seed), "n_real": n_real, "n_synthetic": len(labels) - n_real,
-                   **scores(predict(model, test.images, device=device), test.labels, num_classes)}
-            log.info("%s seed %s: balanced acc %.3f, macro-F1 %.3f", name, seed, row["balanced_accuracy"],
+            if pretrain:
+                fit_classifier(model, balanced.images, balanced.labels, seed=int(seed), device=device,
+                               **{**fit, "epochs": pretrain})
+            fit_classifier(model, images, labels, seed=int(seed), device=device, sample_weight=weight, **fit)
+            logits = predict(model, test.images, device=device)
+            n_synthetic = {"oversampled": 0, "pretrain": len(balanced.labels)}.get(regime.kind, len(labels) - n_real)
+            row = {"regime": regime.name, "seed": int(seed), "n_real": n_real, "n_synthetic": n_synthetic,
+                   **scores(logits, test.labels, num_classes),
+                   "confusion": confusion(logits, test.labels, num_classes)}
+            log.info("%s seed %s: balanced acc %.3f, macro-F1 %.3f", regime.name, seed, row["balanced_accuracy"],
                      row["macro_f1"])
             rows.append(row)
             if on_result:
@@ -231,6 +215,12 @@ def log_row(logger_cfg, row: dict, class_names: list[str]) -> None:
     close_logger(logger)
 
 
+def append_row(out_dir: Path, row: dict) -> None:
+    """rows.jsonl: every finished (regime, seed) at once, so a cut-short run still has its rows."""
+    with open(out_dir / "rows.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def load_real(cfg: DictConfig):
     data_cfg, source = choose_data(cfg, generated_data(cfg.synthetic), str(cfg.synthetic))
     log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), source)
@@ -251,7 +241,10 @@ def main(cfg: DictConfig) -> None:
     datamodule, data_source = load_real(cfg)
     names = list(datamodule.class_names)
     real = datamodule.datasets["train"]
-    test = disjoint_test(real, datamodule.datasets["test"], getattr(datamodule, "subject_of", None))
+    if cfg.get("test_data"):  # an external test set (e.g. large, balanced, rendered apart)
+        test = load_external_test(cfg.test_data, real, names)
+    else:
+        test = disjoint_test(real, datamodule.datasets["test"], getattr(datamodule, "subject_of", None))
     synthetic = load_generated(cfg.synthetic, names)
     tstr_synthetic = load_generated(cfg.tstr_synthetic, names) if cfg.tstr_synthetic else None
     for path, data in ((cfg.synthetic, synthetic), (cfg.tstr_synthetic, tstr_synthetic)):
@@ -260,6 +253,8 @@ def main(cfg: DictConfig) -> None:
         if data is not None and data.images.shape[1:] != real.images.shape[1:]:
             raise GanlabError(f"synthetic images in {path} are {tuple(data.images.shape[1:])} (C, H, W) but the real "
                               f"data is {tuple(real.images.shape[1:])}: set data.image_size/data.channels to match")
+    if cfg.tstr or cfg.get("pretrain_epochs"):
+        check_balanced((tstr_synthetic if tstr_synthetic is not None else synthetic).labels, len(names), str(cfg.tstr_synthetic or cfg.synthetic))
     counts = torch.bincount(real.labels, minlength=len(names))
     minority = names[int(counts.argmin())]
     log.info("real train %s, test %s, synthetic %d", dict(zip(names, counts.tolist())),
@@ -268,16 +263,24 @@ def main(cfg: DictConfig) -> None:
     rows = run_benchmark(real, test, synthetic, len(names), ratios=list(cfg.ratios), seeds=list(cfg.seeds),
                          real_only=cfg.real_only, tstr=cfg.tstr, tstr_synthetic=tstr_synthetic,
                          classifier=to_plain(cfg.classifier), device=device,
-                         on_result=lambda row: log_row(cfg.logger, row, names))
+                         rare_ratios=list(cfg.get("rare_ratios") or []), oversampled=bool(cfg.get("oversampled")),
+                         weighted=to_plain(cfg.weighted) if cfg.get("weighted") else None, pretrain_epochs=int(cfg.get("pretrain_epochs") or 0),
+                         on_result=lambda row: (log_row(cfg.logger, row, names), append_row(out_dir, row)))
     with open(out_dir / "runs.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["regime", "seed", "n_real", "n_synthetic", "balanced_accuracy",
                                                 "macro_f1", "accuracy", *[f"recall_{n}" for n in names]])
         writer.writeheader()
         for r in rows:
-            writer.writerow({**{k: v for k, v in r.items() if k != "recall"},
+            writer.writerow({**{k: v for k, v in r.items() if k not in ("recall", "confusion")},
                              **{f"recall_{n}": v for n, v in zip(names, r["recall"])}})
     summary = summarise(rows, names)
     markdown = write_tables(summary, names, minority, out_dir)
+    test_counts = dict(zip(names, torch.bincount(test.labels, minlength=len(names)).tolist()))
+    paired = utility_results(rows, names, minority, test_counts)
+    (out_dir / "results.json").write_text(json.dumps(paired, indent=1))
+    (out_dir / "paired.md").write_text(paired_markdown(paired))
+    markdown += f"\nPaired differences to the strongest baseline ({paired['baseline']}), {paired['seeds']} seeds:\n\n" \
+        + paired_markdown(paired)
     bar_plot(summary, minority, out_dir / "utility.png")
     (out_dir / "augment.json").write_text(json.dumps({
         "synthetic": str(cfg.synthetic), "data": data_source, "minority": minority, "class_names": names,

@@ -43,14 +43,17 @@ class SmallCNN(nn.Module):
 def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 10,
                    batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 5e-4,
                    class_balanced: bool = True, augment: bool = True, seed: int = 0,
-                   device: str | torch.device = "cpu") -> SmallCNN:
-    """Train with AdamW + cosine LR; class-balanced loss weights (minority classes count as much)."""
+                   device: str | torch.device = "cpu", sample_weight: torch.Tensor | None = None) -> SmallCNN:
+    """Train with AdamW + cosine LR; class-balanced loss weights (minority classes count as much).
+
+    `sample_weight` (N,) scales each image's loss (e.g. w < 1 for synthetic images); class counts for the
+    balanced weights are then the weighted counts, and the loss is the weighted mean."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.to(device).train()
     weight = None
     if class_balanced:
-        counts = torch.bincount(labels, minlength=model.num_classes).float().clamp(min=1)
+        counts = torch.bincount(labels, weights=sample_weight, minlength=model.num_classes).float().clamp(min=1)
         weight = (counts.sum() / (len(counts) * counts)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(math.ceil(len(labels) / batch_size), 1)
@@ -62,7 +65,11 @@ def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, 
             x, y = to_model_range(images[idx]).to(device), labels[idx].to(device)
             if augment:
                 x = random_shift_flip(x, g)
-            loss = F.cross_entropy(model(x), y, weight=weight)
+            if sample_weight is None:
+                loss = F.cross_entropy(model(x), y, weight=weight)
+            else:
+                w = sample_weight[idx].to(device) * (weight[y] if weight is not None else 1.0)
+                loss = (F.cross_entropy(model(x), y, reduction="none") * w).sum() / w.sum().clamp(min=1e-12)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
