@@ -14,7 +14,7 @@ from conftest import REPO
 CONF = REPO / "conf"
 PRIMARY = ("train", "generate", "evaluate", "augment", "audit")
 # groups whose options are composed into train.yaml one at a time (others are checked by their owners)
-SKIP_GROUPS = {"hydra"}
+SKIP_GROUPS = {"hydra", "test_data"}  # test_data: augment's group (test_augment_test_data_options_compose)
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -26,6 +26,13 @@ def group_options() -> list[tuple[str, str]]:
         group = "/".join(rel.parts[:-1])
         options.append((group, path.stem))
     return options
+
+
+def test_augment_test_data_options_compose():
+    for path in sorted((CONF / "test_data").glob("*.yaml")):
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            cfg = compose("augment", overrides=[f"test_data={path.stem}", "synthetic=x"], return_hydra_config=True)
+        assert cfg.hydra.runtime.choices["test_data"] == path.stem and cfg.test_data._target_.startswith("ganlab.")
 
 
 def test_conf_has_the_expected_groups():
