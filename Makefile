@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 # torch/torchvision pinned to the builds these machines hold on disk (no multi-GB CUDA download)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 ARGS   ?=
+# `make train`'s demo: the conditional DCGAN (cbn + hinge) for 24 epochs, the best measured within the
+# demo's ~2 min of training on 2 CPU cores (experiments/quality/README.md); DEMO= gives the plain defaults
+DEMO   ?= model=cdcgan trainer.max_epochs=24
 
 .PHONY: setup train test test-fast bench clean
 
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m ganlab.train $(ARGS)
+	$(PY) -m ganlab.train $(DEMO) $(ARGS)
 
 # pytest-xdist: one worker per core (the tests spend most of their time in single-threaded subprocesses)
 test: $(STAMP)
