@@ -375,7 +375,8 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
         bad = compose("train", overrides=["model=cdcgan", *TINY, "model.lecam_decay=1.5"])
     assert module.ada is None and not hasattr(module, "lecam_anchors") and module.generator.cond_weight is None
     assert isinstance(module.discriminator.mbstd, torch.nn.Identity)
-    assert type(module.generator.embed) is torch.nn.Embedding
+    embeddings = [m for m in module.modules() if isinstance(m, torch.nn.Embedding)]  # cbn's gamma/beta, D's projection
+    assert embeddings and all(type(m) is torch.nn.Embedding for m in embeddings)  # none ordinal by default
     on_module = instantiate(on.model)
     assert on_module.ada is not None and on_module.discriminator.ordinal and on_module.hparams.r1_interval == 16
     with pytest.raises(Exception, match="lecam_decay=1.5"):
