@@ -178,6 +178,11 @@ def table(records: list[dict]) -> str:
             f"{fmt(mean(rs, 'ssim_div'), '.2f')} ({fmt(mean(rs, 'ssim_div_real'), '.2f')}) | "
             f"{fmt(mean(rs, 'ms_div'), '.2f')} ({fmt(mean(rs, 'ms_div_real'), '.2f')}) | {acc} | {kid} | "
             f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} |")
+    judge = next((r["cond_acc_real_class"] for r in records if any(r.get("cond_acc_real_class", {}).values())), None)
+    if judge:
+        lines += ["", "The judge (the metrics' domain classifier) on held-out real images, per class: "
+                  + ", ".join(f"{c} {fmt(v, '.2f')}" for c, v in judge.items())
+                  + " (N held-out: 100 for each common class, 6 for the rare one: read that value as rough)."]
     return "\n".join(lines)
 
 
