@@ -52,13 +52,20 @@ def test_experiment_presets_compose(preset):
     cfg = compose_train([f"experiment={preset}"])
     model = OmegaConf.to_container(cfg.model, resolve=True)  # interpolations (data.num_classes ...) resolve
     assert cfg.group == preset and model["_target_"].endswith("GANModule")
-    family = preset.rsplit("_", 1)[1]
-    assert (model["num_classes"] > 0) == (family == "cdcgan")
+    conditional = model["generator"]["_target_"].endswith("ConditionalDCGANGenerator")
+    assert (model["num_classes"] > 0) == conditional
     assert model["generator"]["image_size"] == cfg.data.image_size
 
 
 def test_presets_cover_the_datasets():
     assert {"alzheimer_cdcgan", "oasis_dcgan", "brain_tumor_dcgan", "brainsim_cdcgan"} <= set(PRESETS)
+
+
+def test_quality_preset_is_the_ladder_setting_with_a_ten_minute_budget():
+    cfg = compose_train(["experiment=brainsim_quality"])
+    assert cfg.data.image_size == 64 and dict(cfg.data.imbalance) == {"ModerateDemented": 0.06}
+    assert cfg.data.balanced_sampling and cfg.model.generator.conditioning == "cbn"
+    assert cfg.model.loss._target_.endswith("HingeLoss") and cfg.trainer.max_time == "00:00:10:00"
 
 
 def fake_job(sweep, num, overrides, metrics, history=None):

@@ -107,6 +107,32 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
     return out
 
 
+def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False) -> dict:
+    """A trained run's figures: the EMA generator evaluated with the real class mix and with uniform
+    labels, then the memorisation audit on `data` (the run's data overrides, without balanced sampling:
+    the audit compares with the images as they are). Also the run's mean training throughput."""
+    py = sys.executable
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    n = "64" if smoke else "1024"
+    common = [f"ckpt={ckpt}", f"n_samples={n}", "metrics.n_real=100000", "metrics.every_n_epochs=0"]
+    for labels, sub in (("proportional", "eval_prop"), ("uniform", "eval_uniform")):
+        subprocess.run([py, "-m", "ganlab.evaluate", *common, f"metrics.fake_labels={labels}",
+                        f"out={run_dir / sub}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run([py, "-m", "ganlab.audit", f"ckpt={ckpt}", "n=128" if smoke else "n=512",
+                    *data, f"seed={seed}", f"hydra.run.dir={run_dir / 'audit'}"], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    classes = json.loads((run_dir / "eval_uniform" / "evaluation_last.json").read_text())
+    class_names = [k.split("/", 2)[2] for k in classes["metrics"] if k.startswith("metrics/cond_acc/")]
+    throughput = None
+    csvs = sorted(run_dir.glob("csv/version_*/metrics.csv"))
+    if csvs:
+        import csv
+        vals = [float(r["perf/images_per_sec"]) for r in csv.DictReader(open(csvs[-1]))
+                if r.get("perf/images_per_sec")]
+        throughput = sum(vals) / len(vals) if vals else None
+    return {"img_per_s": throughput, **summarise(run_dir, class_names)}
+
+
 def run_one(row: str, seed: int, args, out_root: Path) -> dict:
     py = sys.executable
     run_dir = out_root / f"{row}_s{seed}"
@@ -123,29 +149,11 @@ def run_one(row: str, seed: int, args, out_root: Path) -> dict:
     start = time.time()
     subprocess.run([py, "-m", "ganlab.train", *train], check=True, cwd=ROOT)
     wall = time.time() - start
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    n = "64" if args.smoke else "1024"
-    common = [f"ckpt={ckpt}", f"n_samples={n}", "metrics.n_real=100000", "metrics.every_n_epochs=0"]
-    for labels, sub in (("proportional", "eval_prop"), ("uniform", "eval_uniform")):
-        subprocess.run([py, "-m", "ganlab.evaluate", *common, f"metrics.fake_labels={labels}",
-                        f"out={run_dir / sub}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     data = [o for o in [*DATA, *extra] if o.startswith("data.") and "balanced" not in o]
-    subprocess.run([py, "-m", "ganlab.audit", f"ckpt={ckpt}", "n=128" if args.smoke else "n=512",
-                    *data, f"seed={seed}", f"hydra.run.dir={run_dir / 'audit'}"], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
-    classes = json.loads((run_dir / "eval_uniform" / "evaluation_last.json").read_text())
-    class_names = [k.split("/", 2)[2] for k in classes["metrics"] if k.startswith("metrics/cond_acc/")]
-    throughput = None
-    csvs = sorted(run_dir.glob("csv/version_*/metrics.csv"))
-    if csvs:
-        import csv
-        vals = [float(r["perf/images_per_sec"]) for r in csv.DictReader(open(csvs[-1]))
-                if r.get("perf/images_per_sec")]
-        throughput = sum(vals) / len(vals) if vals else None
+    figures = evaluate_run(run_dir, seed, data, args.smoke)
     return {"row": row, "seed": seed, "overrides": overrides_of(row), "kimg": args.kimg, "steps": steps,
             "device": "cuda" if args.gpu else f"cpu ({os.cpu_count()} cores)", "wall_s": round(wall, 1),
-            "img_per_s": throughput, "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir),
-            **summarise(run_dir, class_names)}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
 def fmt(v, spec=".3f") -> str:

@@ -1,0 +1,136 @@
+"""Issue 12's target for the preset: does `python -m ganlab.train experiment=brainsim_quality` reach it?
+
+    python experiments/quality/target.py                 # train the preset (10 min), evaluate, check
+    python experiments/quality/target.py --seeds 1,2     # one line per seed in results/target.jsonl
+    python experiments/quality/target.py --gpu           # the same preset with trainer=gpu
+    python experiments/quality/target.py --smoke         # seconds; tiny networks, into a temp dir
+
+A benchmark, not a test. The run is the preset as a user types it (plus the seed and an output
+folder); its figures come from the ladder's evaluation (run.py: `evaluate_run`), and each target is
+checked as the issue states it:
+- every class's conditional accuracy >= 0.9 x the judge's accuracy on held-out real images of it;
+- the rare class's per-class KID <= 2 x the mean per-class KID of the common classes;
+- overall domain FD <= 2 x the real-vs-real floor, recall >= 0.9, coverage >= 0.9;
+- SSIM diversity within 0.03 of the real pairs';
+- the audit: <= 2% of samples below the held-out 1st percentile, <= 10% below the 5th.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+from readme_block import write_block  # noqa: E402
+from run import RARE, ROOT, SMOKE, evaluate_run, fmt  # noqa: E402
+
+PRESET = "experiment=brainsim_quality"
+QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def checks(f: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for each of the issue's targets; met is None when a figure is missing."""
+    out = []
+    for c, acc in f["cond_acc_class"].items():
+        judge = f["cond_acc_real_class"].get(c)
+        ok = None if acc is None or judge is None else acc >= 0.9 * judge
+        out.append((f"cond acc {c} >= 0.9 x judge", f"{fmt(acc, '.2f')} vs {fmt(judge and 0.9 * judge, '.2f')}", ok))
+    kids = f["kid_class"]
+    common = [v for c, v in kids.items() if c != RARE and v is not None]
+    rare = kids.get(RARE)
+    bound = 2 * sum(common) / len(common) if common else None
+    out.append(("rare KID <= 2 x common mean", f"{fmt(rare, '.2f')} vs {fmt(bound, '.2f')}",
+                None if rare is None or bound is None else rare <= bound))
+    fd_ok = None if f["fd_ratio"] is None else f["fd_ratio"] <= 2
+    out.append(("FD <= 2 x floor", f"{fmt(f['fd_ratio'], '.1f')}x", fd_ok))
+    for key in ("recall", "coverage"):
+        out.append((f"{key} >= 0.9", fmt(f[key], ".2f"), None if f[key] is None else f[key] >= 0.9))
+    div, real = f["ssim_div"], f["ssim_div_real"]
+    out.append(("SSIM diversity within 0.03 of real", f"{fmt(div, '.2f')} vs {fmt(real, '.2f')}",
+                None if div is None or real is None else abs(div - real) <= 0.03))
+    for key, bound in (("audit_p1", 0.02), ("audit_p5", 0.10)):
+        v = f[key]
+        out.append((f"audit {key[-2:]} <= {bound:.0%}", fmt(v, ".1%"), None if v is None else v <= bound))
+    return out
+
+
+def markdown(records: list[dict]) -> str:
+    if not records:
+        return "(not run yet)"
+    head = "| target | " + " | ".join(f"seed {r['seed']}{' (GPU)' if r['device'] == 'cuda' else ''}"
+                                     for r in records) + " |"
+    lines = [head, "|" + "---|" * (len(records) + 1)]
+    table = [checks(r) for r in records]
+    for i, (name, _, _) in enumerate(table[0]):
+        cells = [f"{c[i][1]} {'✓' if c[i][2] else ('✗' if c[i][2] is False else '?')}" for c in table]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| training: minutes / kimg | " + " | ".join(
+        f"{fmt(r['wall_s'] / 60, '.1f')} / {fmt(r['kimg'], '.0f')}" for r in records) + " |")
+    met = [sum(bool(ok) for _, _, ok in c) for c in table]
+    lines += ["", "Targets met per seed: " + ", ".join(f"{m}/{len(table[0])}" for m in met) + "."]
+    return "\n".join(lines)
+
+
+def images_shown(run_dir: Path) -> int:
+    """Real images D saw: batches trained (the Throughput callback's count, in the checkpoint) x batch size."""
+    import torch
+    from omegaconf import OmegaConf
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    return state["callbacks"]["Throughput"]["batches"] * cfg.data.batch_size * (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1)
+
+
+def run_preset(seed: int, args, out_root: Path) -> dict:
+    run_dir = out_root / f"preset_s{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted earlier attempt
+    extra = (SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
+             if args.smoke else []) + (["trainer=gpu"] if args.gpu else [])
+    train = [PRESET, *QUIET, *extra, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+    print(f"[{time.strftime('%H:%M:%S')}] python -m ganlab.train {' '.join(train[:-1])}", flush=True)
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "ganlab.train", *train], check=True, cwd=ROOT)
+    wall = time.time() - start
+    figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
+    kimg = images_shown(run_dir) / 1000
+    return {"seed": seed, "command": f"python -m ganlab.train {PRESET}",
+            "device": "cuda" if args.gpu else f"cpu ({os.cpu_count()} cores)", "wall_s": round(wall, 1),
+            "kimg": round(kimg, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "run_dir": str(run_dir), **figures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    if args.smoke:
+        out_root = Path(tempfile.mkdtemp(prefix="quality_target_"))
+        results = out_root / "target.jsonl"
+    else:
+        out_root = ROOT / "outputs" / "experiments" / "quality"
+        results = HERE / "results" / "target.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    records = [json.loads(x) for x in results.read_text().splitlines()] if results.is_file() else []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        record = run_preset(seed, args, out_root)
+        records.append(record)
+        with open(results, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    text = markdown(records)
+    print(text)
+    if not args.smoke:
+        write_block(HERE / "README.md", "target", text)
+
+
+if __name__ == "__main__":
+    main()
