@@ -83,6 +83,25 @@ def resolve_resume(cfg: DictConfig, callbacks: list[L.Callback]) -> tuple[str | 
     return str(path), ckpt
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN: AVX512-BF16 or AMX); without it bf16 autocast
+    is emulated and slower than float32."""
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """bf16 autocast on a CPU without bf16 units: one warning line, then float32 (the same run, slower)."""
+    precision, accelerator = str(cfg.trainer.get("precision")), str(cfg.trainer.get("accelerator"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision.startswith("bf16") and on_cpu and not cpu_has_bf16():
+        log.warning("trainer.precision=%s: this CPU has no bf16 units (AVX512-BF16/AMX), where bf16 is "
+                    "slower than float32; training in 32-true instead", precision)
+        cfg.trainer.precision = "32-true"
+
+
 def build_trainer(cfg: DictConfig, callbacks, logger) -> L.Trainer:
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
@@ -102,6 +121,7 @@ def build_trainer(cfg: DictConfig, callbacks, logger) -> L.Trainer:
 def train(cfg: DictConfig) -> dict:
     for group in ("model", "data", "trainer"):
         check_argument_types(cfg[group], group)  # named, before anything is built or rendered
+    check_precision(cfg)
     L.seed_everything(cfg.seed, workers=True)
     metric_callbacks = build_metrics(cfg)
     model = instantiate(cfg.model)  # cheap: a bad model setting fails before the data is rendered
