@@ -39,6 +39,7 @@ VARIANTS: dict[str, list[str]] = {
     # bf16 autocast: the CPU's bf16 units (avx512_bf16) make a step ~1.6x faster: same epochs, then same time
     "bf16": ["model=cdcgan", "trainer.max_epochs=24", "trainer.precision=bf16-mixed"],
     "bf16_e40": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed"],
+    "bf16_e36": ["model=cdcgan", "trainer.max_epochs=36", "trainer.precision=bf16-mixed"],
     "bf16_e36_ms1": ["model=cdcgan", "trainer.max_epochs=36", "trainer.precision=bf16-mixed", "model.mode_seeking=1.0"],
     "bf16_e36_ms0.6": ["model=cdcgan", "trainer.max_epochs=36", "trainer.precision=bf16-mixed",
                        "model.mode_seeking=0.6"],

@@ -229,6 +229,9 @@ def main() -> None:
                 print(f"{row} seed {seed}: already recorded, skipped (--redo to run again)")
                 continue
             record = run_one(row, seed, args, out_root)
+            grid = out_root / f"{row}_s{seed}" / "samples" / "final.png"
+            if not args.smoke and seed == 1 and not args.gpu and grid.is_file():
+                shutil.copyfile(grid, HERE / "results" / f"{row}_grid.png")
             done.append(record)
             with open(results, "a") as f:
                 f.write(json.dumps(record) + "\n")
