@@ -131,6 +131,11 @@ def test_conditional_accuracy_on_a_toy_generator(suite):
     # images of the right class match that class's real images better than images of another class
     # (as a set, both draw the same classes: only the per-class numbers can tell them apart)
     assert right["metrics/kid_domain/a"].value < wrong["metrics/kid_domain/a"].value
+    # each class's KID floor: its held-out real images against its training images, drawn as the reference
+    for c in ("a", "b", "c_d", "e"):
+        floor = right[f"metrics/kid_domain_real/{c}"]
+        assert floor.reference == f"metrics/kid_domain/{c}" and floor.n_fake == 10
+        assert floor.value < wrong[f"metrics/kid_domain/{c}"].value  # real images of a class sit nearer than another class's
 
 
 def test_suite_reports_every_family_with_its_sample_sizes(suite):

@@ -104,6 +104,7 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
         "cond_acc_class": {c: metric(uni, f"metrics/cond_acc/{keys(c)}") for c in class_names},
         "cond_acc_real_class": {c: metric(uni, f"metrics/cond_acc_real/{keys(c)}") for c in class_names},
         "kid_class": {c: metric(uni, f"metrics/kid_domain/{keys(c)}") for c in class_names},
+        "kid_real_class": {c: metric(uni, f"metrics/kid_domain_real/{keys(c)}") for c in class_names},
         "audit_p1": audit.get("frac_below_p1"), "audit_p5": audit.get("frac_below_p5"),
     }
     out["fd_ratio"] = out["fd"] / out["fd_floor"] if out["fd"] and out["fd_floor"] else None

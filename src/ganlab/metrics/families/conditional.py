@@ -6,7 +6,10 @@ FD / PRDC / SSIM compare like with like). Reported:
 - metrics/cond_acc: the domain classifier's balanced accuracy on them (CI), beside metrics/cond_acc_real,
   its balanced accuracy on held-out real images (the ceiling);
 - per class: metrics/cond_acc/<class> and metrics/cond_acc_real/<class> (held-out reals, with their N),
-  metrics/n_fake/<class>, and metrics/kid_domain/<class> against the real training images of that class.
+  metrics/n_fake/<class>, and metrics/kid_domain/<class> against the real training images of that class,
+  beside metrics/kid_domain_real/<class>: the same KID for the held-out real images of the class (its
+  floor: the judge's features are fitted to the training images, most of all to a rare class's few,
+  so even real images of a class sit at a distance from them).
 A class on which the classifier is weak on held-out reals is named in a warning at prepare time (its
 per-class figures say little) and listed in the settings (classifier.weak_classes).
 """
@@ -54,10 +57,12 @@ class ConditionalAccuracy(Family):
         space = ctx.space("domain")
         self.train_feats = space.of("train")[0]
         held = space.of("holdout")
-        self.real = None
+        self.real, self.real_kids = None, {}
         if held is not None:
             pred, target = held[1].argmax(1), ctx.holdout[1]
             self.real = (cond.balanced_accuracy(pred, target, k), len(target), cond.per_class_accuracy(pred, target, k))
+            self.real_kids = cond.per_class_kid(self.train_feats, ctx.labels, held[0], target, k,
+                                                self.kid_subset_size, self.kid_subsets, ctx.seed)
         ctx.settings["conditional"] = {"per_class": self.per_class, "n_fake": self.per_class * k}
         info = ctx.settings.get("classifier", {})
         for name in info.get("weak_classes", []) if ctx.announce else []:
@@ -91,6 +96,11 @@ class ConditionalAccuracy(Family):
         kids = cond.per_class_kid(self.train_feats, self.ctx.labels, samples["feat"], label, k,
                                   self.kid_subset_size, self.kid_subsets, self.ctx.seed)
         for c, v in kids.items():
-            out.append(Result(f"metrics/kid_domain/{class_key(names[c])}", v["kid"], v["n_fake"], v["n_real"],
-                              panel=KID_PANEL, better="lower"))
+            key = class_key(names[c])
+            out.append(Result(f"metrics/kid_domain/{key}", v["kid"], v["n_fake"], v["n_real"], panel=KID_PANEL,
+                              better="lower"))
+            if c in self.real_kids:  # held-out reals of the class (n_fake: how many) vs its training images
+                floor = self.real_kids[c]
+                out.append(Result(f"metrics/kid_domain_real/{key}", floor["kid"], floor["n_fake"], floor["n_real"],
+                                  panel=KID_PANEL, reference=f"metrics/kid_domain/{key}"))
         return out
