@@ -1,6 +1,6 @@
 """Part 1 of issue 12: which demo does `make train` ship? Variants of the demo, same data, same epochs.
 
-    python experiments/demo/run.py --variants shipped,batch32     # one run each (skips recorded ones)
+    python experiments/demo/run.py --variants old_demo,bf16_e36     # one run each (skips recorded ones)
     python experiments/demo/run.py --table                        # rebuild the README table
 
 Each variant is `python -m ganlab.train <variant overrides>` on the embedded brainsim data (64 px,
@@ -27,7 +27,8 @@ from readme_block import write_block  # noqa: E402
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 VARIANTS: dict[str, list[str]] = {
-    "shipped": ["model=cdcgan", "trainer.max_epochs=24"],
+    "old_demo": ["model=cdcgan", "trainer.max_epochs=24"],  # shipped before session 4
+    # shipped now (Makefile DEMO): bf16_e36
     "batch32": ["model=cdcgan", "trainer.max_epochs=24", "data.batch_size=32"],
     "no_diffaug": ["model=cdcgan", "trainer.max_epochs=24", "model.diffaugment=null"],
     "ema_kimg": ["model=cdcgan", "trainer.max_epochs=24", "model.ema_kimg=10", "model.ema_rampup=0.05"],
@@ -62,10 +63,10 @@ def fmt(v, spec=".2f") -> str:
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| variant | overrides | train min | FD/floor | recall | coverage | SSIM div (real) | cond acc (real) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | seed | overrides | train min | FD/floor | recall | coverage | SSIM div (real) | cond acc (real) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['variant']} | `{' '.join(r['overrides'])}` | {fmt(r['wall_s'] / 60, '.1f')} | "
+        lines.append(f"| {r['variant']} | {r['seed']} | `{' '.join(r['overrides'])}` | {fmt(r['wall_s'] / 60, '.1f')} | "
                      f"{fmt(r['fd_ratio'], '.1f')} | {fmt(r['recall'])} | {fmt(r['coverage'])} | "
                      f"{fmt(r['ssim_div'])} ({fmt(r['ssim_div_real'])}) | {fmt(r['cond_acc'])} ({fmt(r['cond_acc_real'])}) |")
     return "\n".join(lines)
