@@ -198,6 +198,18 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def places(smoke: bool, name: str) -> tuple[Path, Path, list[dict]]:
+    """(run folder root, results file, its records): outputs/ and results/, or a temp dir for --smoke."""
+    if smoke:
+        out_root = Path(tempfile.mkdtemp(prefix="quality_"))
+        results = out_root / name
+    else:
+        out_root = ROOT / "outputs" / "experiments" / "quality"
+        results = HERE / "results" / name
+    results.parent.mkdir(parents=True, exist_ok=True)
+    return out_root, results, [json.loads(x) for x in results.read_text().splitlines()] if results.is_file() else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="", help=f"comma-separated, from: {', '.join(ROWS)}")
@@ -212,13 +224,7 @@ def main() -> None:
     os.chdir(ROOT)
     if args.smoke:
         args.kimg = 0.1
-        out_root = Path(tempfile.mkdtemp(prefix="quality_"))
-        results = out_root / "ladder.jsonl"
-    else:
-        out_root = ROOT / "outputs" / "experiments" / "quality"
-        results = HERE / "results" / "ladder.jsonl"
-    results.parent.mkdir(parents=True, exist_ok=True)
-    done = [json.loads(x) for x in results.read_text().splitlines()] if results.is_file() else []
+    out_root, results, done = places(args.smoke, "ladder.jsonl")
     unknown = [r for r in args.rows.split(",") if r and r not in ROWS]
     if unknown:
         sys.exit(f"error: unknown row(s) {unknown}; known: {', '.join(ROWS)}")

@@ -23,14 +23,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
-from run import RARE, ROOT, SMOKE, evaluate_run, fmt  # noqa: E402
+from run import RARE, ROOT, SMOKE, evaluate_run, fmt, places  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -122,14 +121,7 @@ def main() -> None:
                         help="re-measure the recorded runs (their checkpoints) with the current metrics; no training")
     args = parser.parse_args()
     os.chdir(ROOT)
-    if args.smoke:
-        out_root = Path(tempfile.mkdtemp(prefix="quality_target_"))
-        results = out_root / "target.jsonl"
-    else:
-        out_root = ROOT / "outputs" / "experiments" / "quality"
-        results = HERE / "results" / "target.jsonl"
-    results.parent.mkdir(parents=True, exist_ok=True)
-    records = [json.loads(x) for x in results.read_text().splitlines()] if results.is_file() else []
+    out_root, results, records = places(args.smoke, "target.jsonl")
     if args.reevaluate:
         for r in records:
             r.update(evaluate_run(Path(r["run_dir"]), r["seed"], [], args.smoke))
