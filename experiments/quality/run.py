@@ -11,7 +11,7 @@ and every row gets the same training budget in images shown to D (`--kimg`, defa
 compare techniques at equal data, independent of how busy the machine was (wall time is recorded
 beside it). Each run: train (metrics every 10 epochs, for the curve), then evaluate the EMA generator twice —
 1024 samples with the real class mix (overall FD/KID/PRDC/SSIM against all real training images:
-like with like) and 1024 with uniform labels (256 per class: per-class conditional accuracy and KID) —
+like with like) and uniform labels (the conditional family draws its own 100 per class: per-class accuracy and KID) —
 then the memorisation audit (512 samples, classes in turn). One JSON line per run lands in
 results/ladder.jsonl as soon as it finishes; checkpoints stay under outputs/experiments/quality/ so a
 row can be re-evaluated when the metrics change.
