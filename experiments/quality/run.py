@@ -37,10 +37,11 @@ from readme_block import write_block  # noqa: E402
 RARE = "ModerateDemented"
 DATA = ["data=brainsim", "data.image_size=64", "data.per_class=500", f"data.imbalance={{{RARE}:0.06}}",
         "data.batch_size=64"]
+QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 # in-training metrics every 10 epochs (~11-14 kimg) give each row's curve; the row's figures come from
 # the evaluations after training
-BASE = ["model=cdcgan", *DATA, "logger=csv", "metrics.every_n_epochs=10", "trainer.max_epochs=100000",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=50"]
+BASE = ["model=cdcgan", *DATA, *QUIET, "metrics.every_n_epochs=10", "trainer.max_epochs=100000",
+        "trainer.log_every_n_steps=50"]
 SMOKE = ["data.image_size=32", "data.per_class=40", "data.batch_size=8", "model.generator.width=8",
          "model.discriminator.width=8"]
 
@@ -137,6 +138,11 @@ def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False)
     return {"img_per_s": throughput, **summarise(run_dir, class_names)}
 
 
+def device_label(gpu: bool) -> str:
+    """What a record says it ran on (rows and seeds are skipped or grouped by it)."""
+    return "cuda" if gpu else f"cpu ({os.cpu_count()} cores)"
+
+
 def run_one(row: str, seed: int, args, out_root: Path) -> dict:
     py = sys.executable
     run_dir = out_root / f"{row}_s{seed}"
@@ -156,7 +162,7 @@ def run_one(row: str, seed: int, args, out_root: Path) -> dict:
     data = [o for o in [*DATA, *extra] if o.startswith("data.") and "balanced" not in o]
     figures = evaluate_run(run_dir, seed, data, args.smoke)
     return {"row": row, "seed": seed, "overrides": overrides_of(row), "kimg": args.kimg, "steps": steps,
-            "device": "cuda" if args.gpu else f"cpu ({os.cpu_count()} cores)", "wall_s": round(wall, 1),
+            "device": device_label(args.gpu), "wall_s": round(wall, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
@@ -230,7 +236,7 @@ def main() -> None:
         sys.exit(f"error: unknown row(s) {unknown}; known: {', '.join(ROWS)}")
     for row in [r for r in args.rows.split(",") if r]:
         for seed in [int(s) for s in args.seeds.split(",")]:
-            device = "cuda" if args.gpu else f"cpu ({os.cpu_count()} cores)"
+            device = device_label(args.gpu)
             if not args.redo and any(d["row"] == row and d["seed"] == seed and d["device"] == device
                                      and d["kimg"] == args.kimg for d in done):
                 print(f"{row} seed {seed}: already recorded, skipped (--redo to run again)")

@@ -29,10 +29,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
-from run import RARE, ROOT, SMOKE, evaluate_run, fmt, places  # noqa: E402
+from run import QUIET, RARE, ROOT, SMOKE, device_label, evaluate_run, fmt, places  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
-QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 def checks(f: dict) -> list[tuple[str, str, bool | None]]:
@@ -107,7 +106,7 @@ def run_preset(seed: int, args, out_root: Path) -> dict:
     figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
     kimg = images_shown(run_dir) / 1000
     return {"seed": seed, "command": f"python -m ganlab.train {PRESET}",
-            "device": "cuda" if args.gpu else f"cpu ({os.cpu_count()} cores)", "wall_s": round(wall, 1),
+            "device": device_label(args.gpu), "wall_s": round(wall, 1),
             "kimg": round(kimg, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
             "run_dir": str(run_dir), **figures}
 
