@@ -267,3 +267,19 @@ def test_balanced_sampler_draws_classes_equally(tmp_path):
     common = [f for f in class_balanced(balanced.datasets["train"], 0).files if "common" in f]
     assert sorted(common) == sorted(f for f in balanced.datasets["train"].files if "common" in f)  # all, once
     assert rare_share(ready(ImageFolderDataModule(str(tmp_path), **kwargs))) == 0.1
+
+
+def test_balanced_sampling_strength_between_natural_and_balanced(tmp_path):
+    for name, n in (("common", 36), ("rare", 4)):
+        for i in range(n):
+            save(tmp_path / name / f"{i}.png", size=(8, 8))
+    kwargs = dict(image_size=8, batch_size=4, train_split=None, test_split=None, val_fraction=0.0)
+    half = ready(ImageFolderDataModule(str(tmp_path), balanced_sampling=0.5, **kwargs))
+    labels = torch.cat([lab for _, lab in half.train_dataloader()])
+    assert torch.bincount(labels).tolist() == [36, 12]  # sqrt(36 * 4) rare images: each repeated 3x
+    files = [f for f in class_balanced(half.datasets["train"], 0, 0.5).files if "rare" in f]
+    assert all(files.count(f) == 3 for f in set(files)) and len(set(files)) == 4
+    # strength 1 is exactly `true` (same images in the same order: old runs resume unchanged)
+    assert class_balanced(half.datasets["train"], 0, 1.0).files == class_balanced(half.datasets["train"], 0).files
+    with pytest.raises(GanlabError, match="data.balanced_sampling=1.5"):
+        ImageFolderDataModule(str(tmp_path), balanced_sampling=1.5, **kwargs)

@@ -93,6 +93,19 @@ def test_ada_settings_are_checked():
         gm.GANModule(g, d, ada_interval=0)
 
 
+def test_augment_p_lets_a_share_of_the_images_reach_d_untranslated():
+    g, d = networks("dcgan")
+    x = torch.rand(400, 1, 8, 8) * 2 - 1
+    moved = lambda m: (m.augment(x) != x).flatten(1).any(1).float().mean().item()  # noqa: E731
+    assert moved(gm.GANModule(g, d, diffaugment="translation")) > 0.85  # p = 1: DiffAugment as published
+    assert moved(gm.GANModule(g, d, diffaugment="translation", augment_p=0.0)) == 0.0
+    assert 0.3 < moved(gm.GANModule(g, d, diffaugment="translation", augment_p=0.5)) < 0.6
+    with pytest.raises(ValueError, match="augment_p=1.5"):
+        gm.GANModule(g, d, diffaugment="translation", augment_p=1.5)
+    with pytest.raises(ValueError, match="ADA sets the probability itself"):
+        gm.GANModule(g, d, diffaugment="translation", augment_p=0.5, ada_target=0.6)
+
+
 # ----------------------------------------------------------------------------- LeCam
 def test_lecam_penalty_pulls_real_towards_the_fake_anchor_and_fake_towards_the_real_anchor():
     real, fake = torch.tensor([2.0, -1.0], requires_grad=True), torch.tensor([-2.0, 1.0], requires_grad=True)

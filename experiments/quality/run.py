@@ -69,6 +69,16 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # not a technique but a speed: bf16 autocast (CPU bf16 units); same kimg, so it shows the quality cost
     "bf16": ("balanced", ["trainer.precision=bf16-mixed"]),
     "bf16_ms": ("bf16", ["model.mode_seeking=0.3"]),
+    # on top of bf16, aimed at the preset's open targets: the rare class's near-copies (audit) and diversity
+    "bf16_sqrt": ("bf16", ["data.balanced_sampling=0.5"]),
+    "bf16_mri": ("bf16", ["model.diffaugment=mri"]),
+    "bf16_ada8": ("bf16", ["model.diffaugment=mri", "model.ada_target=0.8", "model.ada_kimg=100"]),
+    # translation applied to every image (p = 1) hides where real brains sit: generated centroids spread
+    # 0.7-1.1 px against 1.3 for real ones. ADA's p < 1 leaves part of the images unshifted
+    "bf16_ada_tr": ("bf16", ["model.ada_target=0.6", "model.ada_kimg=100"]),
+    "bf16_noaug": ("bf16", ["model.diffaugment=none"]),
+    "bf16_p05": ("bf16", ["model.augment_p=0.5"]),
+    "bf16_p025": ("bf16", ["model.augment_p=0.25"]),
 }
 
 

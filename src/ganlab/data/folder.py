@@ -68,7 +68,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         num_classes: int | None = None,
         val_fraction: float = 0.1,
         resize: str = "pad",
-        balanced_sampling: bool = False,
+        balanced_sampling: bool | float = False,
         seed: int = 0,
         val_split: str | None = None,
         test_fraction: float = 0.0,
@@ -110,6 +110,9 @@ class ImageFolderDataModule(L.LightningDataModule):
                 raise GanlabError(f"data.{key}={getattr(self, key)}: expected a fraction in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise GanlabError("data.val_fraction + data.test_fraction must be below 1")
+        b = self.balanced_sampling
+        if not (isinstance(b, bool) or (isinstance(b, (int, float)) and 0.0 <= b <= 1.0)):
+            raise GanlabError(f"data.balanced_sampling={b!r}: expected true, false or a strength in [0, 1]")
 
     # ------------------------------------------------------------------ layout (subclasses adapt these)
     @property
@@ -260,7 +263,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
         if self.balanced_sampling:
-            dataset = class_balanced(dataset, self.seed)
+            dataset = class_balanced(dataset, self.seed, float(self.balanced_sampling))
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
@@ -274,18 +277,21 @@ class ImageFolderDataModule(L.LightningDataModule):
         return to_model_range(images), labels
 
 
-def class_balanced(dataset: UInt8ImageDataset, seed: int) -> UInt8ImageDataset:
-    """The training set with every class topped up to the largest class's count: each image of the
-    largest class once, rarer classes repeated as evenly as possible (which images get the one extra
-    repeat is fixed by `seed`). It is then shuffled like any dataset, so each epoch sees every class
-    equally often and every image at least once (epochs get longer), and resume and DDP sharding work
-    exactly as without balancing."""
+def class_balanced(dataset: UInt8ImageDataset, seed: int, strength: float = 1.0) -> UInt8ImageDataset:
+    """The training set with rarer classes topped up by repeating their images: class c gets
+    n_max^s * n_c^(1 - s) images (s = `strength`), so s = 1 gives every class the largest class's
+    count and s = 0.5 the geometric mean of its own and the largest (square-root sampling: 22 rare
+    images among 360 per class are repeated 4x instead of 16x). Each image of a class appears once or
+    repeated as evenly as possible (which images get the one extra repeat is fixed by `seed`). It is
+    then shuffled like any dataset, so each epoch sees every image at least once (epochs get longer),
+    and resume and DDP sharding work exactly as without balancing."""
     classes = torch.unique(dataset.labels)
     largest = int(torch.bincount(dataset.labels).max())
     g = torch.Generator().manual_seed(seed)
     idx = []
     for c in classes.tolist():
         members = torch.nonzero(dataset.labels == c).flatten()
+        count = max(len(members), round(largest ** strength * len(members) ** (1.0 - strength)))
         order = members[torch.randperm(len(members), generator=g)]
-        idx.append(order.repeat(math.ceil(largest / len(members)))[:largest])
+        idx.append(order.repeat(math.ceil(count / len(members)))[:count])
     return dataset.subset(torch.cat(idx).tolist())

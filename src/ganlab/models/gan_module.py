@@ -25,7 +25,7 @@ from torch import nn
 from ganlab.errors import GanlabError
 from ganlab.models.ada import AdaptiveAugment, multi_process
 from ganlab.models.cdcgan import enable_cond_weight
-from ganlab.models.diffaugment import diff_augment, parse_policy
+from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema
 from ganlab.models.losses import GANLoss, NonSaturatingLoss, lecam_penalty, r1_penalty, wgan_gradient_penalty
 
@@ -72,8 +72,13 @@ def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay) -> None:
 
 def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                      r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                     class_weights) -> None:
+                     class_weights, augment_p=1.0) -> None:
     """The small-data options: a bad value is a ValueError naming the key."""
+    if not (number(augment_p) and 0 <= augment_p <= 1):
+        raise ValueError(f"augment_p={augment_p!r}: expected a probability in [0, 1] (1: DiffAugment as published)")
+    if augment_p != 1 and ada_target is not None:
+        raise ValueError(f"augment_p={augment_p} with ada_target={ada_target}: ADA sets the probability itself; "
+                         "choose one")
     if ada_target is not None:
         if not (number(ada_target) and 0 < ada_target < 1):
             raise ValueError(f"ada_target={ada_target!r}: expected a number in (0, 1), e.g. 0.6, or null (ADA off)")
@@ -163,6 +168,7 @@ class GANModule(L.LightningModule):
         cond_end_kimg: float | None = None,
         mode_seeking: float = 0.0,
         class_weights: str | Sequence[float] | None = None,
+        augment_p: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -178,8 +184,8 @@ class GANModule(L.LightningModule):
         check_settings(generator, discriminator, self.loss, num_classes, n_disc, ema_decay)
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                         class_weights)
-        self.augment_ops = parse_policy(diffaugment)
+                         class_weights, augment_p)
+        self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.ada = AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval) if ada_target else None
         if lecam_weight:
             # EMA anchors of the mean D(real) and D(fake) logits, and how many updates they have had
@@ -309,7 +315,11 @@ class GANModule(L.LightningModule):
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         if self.ada is not None:
             return self.ada(x)
-        return diff_augment(x, self.augment_ops) if self.augment_ops else x
+        if not self.augment_ops:
+            return x
+        if self.augment_p < 1:  # a share of the images reaches D as it is: see conf/model/dcgan.yaml
+            return augment_with_probability(x, self.augment_ops, self.augment_p)
+        return diff_augment(x, self.augment_ops)
 
     def world_size(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
