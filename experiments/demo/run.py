@@ -44,6 +44,13 @@ VARIANTS: dict[str, list[str]] = {
     "bf16_e36_ms1": ["model=cdcgan", "trainer.max_epochs=36", "trainer.precision=bf16-mixed", "model.mode_seeking=1.0"],
     "bf16_e36_ms0.6": ["model=cdcgan", "trainer.max_epochs=36", "trainer.precision=bf16-mixed",
                        "model.mode_seeking=0.6"],
+    # translation on a share of the images only (model.augment_p): the ladder's fix for brains gathered
+    # at the centre; channels_last: ~10-15% more images per second on this CPU
+    "bf16_e36_p05": ["model=cdcgan", "trainer.max_epochs=36", "trainer.precision=bf16-mixed", "model.augment_p=0.5"],
+    "bf16_e36_p025": ["model=cdcgan", "trainer.max_epochs=36", "trainer.precision=bf16-mixed",
+                      "model.augment_p=0.25"],
+    "cl_e40_p05": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed", "model.augment_p=0.5",
+                   "trainer.strategy.channels_last=true"],
 }
 
 

@@ -6,7 +6,8 @@
     python experiments/quality/target.py --smoke         # seconds; tiny networks, into a temp dir
     python experiments/quality/target.py --reevaluate    # the recorded runs again, with the current metrics
 
-A benchmark, not a test. The run is the preset as a user types it (plus the seed and an output
+Each record carries the preset file's hash (`preset_sha`); the table shows the runs of the preset as it
+is now, and earlier versions' runs stay in results/target.jsonl. A benchmark, not a test. The run is the preset as a user types it (plus the seed and an output
 folder); its figures come from the ladder's evaluation (run.py: `evaluate_run`), and each target is
 checked as the issue states it:
 - every class's conditional accuracy >= 0.9 x the judge's accuracy on held-out real images of it;
@@ -32,6 +33,12 @@ from readme_block import write_block  # noqa: E402
 from run import QUIET, RARE, ROOT, SMOKE, device_label, evaluate_run, fmt, places  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
+PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
+
+
+def preset_sha() -> str:
+    import hashlib
+    return hashlib.sha256(PRESET_FILE.read_bytes()).hexdigest()[:10]
 
 
 def checks(f: dict) -> list[tuple[str, str, bool | None]]:
@@ -93,7 +100,7 @@ def images_shown(run_dir: Path) -> int:
 
 
 def run_preset(seed: int, args, out_root: Path) -> dict:
-    run_dir = out_root / f"preset_s{seed}"
+    run_dir = out_root / f"preset_{preset_sha()}_s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
@@ -105,7 +112,7 @@ def run_preset(seed: int, args, out_root: Path) -> dict:
     wall = time.time() - start
     figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
     kimg = images_shown(run_dir) / 1000
-    return {"seed": seed, "command": f"python -m ganlab.train {PRESET}",
+    return {"seed": seed, "command": f"python -m ganlab.train {PRESET}", "preset_sha": preset_sha(),
             "device": device_label(args.gpu), "wall_s": round(wall, 1),
             "kimg": round(kimg, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
             "run_dir": str(run_dir), **figures}
@@ -130,7 +137,11 @@ def main() -> None:
         records.append(record)
         with open(results, "a") as f:
             f.write(json.dumps(record) + "\n")
-    text = markdown(records)
+    current = [r for r in records if r.get("preset_sha") == preset_sha()]
+    text = markdown(current)
+    if len(current) < len(records):
+        text += (f"\n\n({len(records) - len(current)} run(s) of earlier versions of the preset are in "
+                 "results/target.jsonl.)")
     print(text)
     if not args.smoke:
         write_block(HERE / "README.md", "target", text)
