@@ -47,3 +47,12 @@ def test_the_rare_floor_line_is_shown_but_not_counted_as_a_target():
     text = markdown([r, record(seed=2)])
     assert "| (rare KID vs its real-vs-real floor) | 0.59 vs 0.90 ✓ |" in text
     assert "Targets met per seed: 10/11, 11/11." in text
+
+
+def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
+    from run import table
+    one = record(row="r", kimg=120.0, wall_s=300, fd_ratio=3.0, fd=0.3, fd_floor=0.1, fd_ci=[0.2, 0.5],
+                 recall_ci=[0.9, 0.95], coverage_ci=[0.88, 0.93], ms_div=0.5, ms_div_real=0.49)
+    assert "| 3.0 [2.0, 5.0] | 0.93 [0.90, 0.95] |" in table([one])
+    two = [dict(one, row="s", fd_ratio=r, recall=c, seed=k) for k, (r, c) in enumerate([(3.0, 0.9), (5.0, 0.94)])]
+    assert "| 4.0 (3.0, 5.0) | 0.92 (0.90, 0.94) |" in table(two)

@@ -191,6 +191,20 @@ def table(records: list[dict]) -> str:
         vals = [v for v in vals if v is not None]
         return sum(vals) / len(vals) if vals else None
 
+    def spread(rs, key, spec, scale=None):
+        """One seed: the value and its bootstrap 95% CI; more seeds: the mean and each seed's value."""
+        value = mean(rs, key)
+        if value is None:
+            return "–"
+        if len(rs) > 1:
+            return f"{fmt(value, spec)} ({', '.join(fmt(r[key], spec) for r in rs if r[key] is not None)})"
+        r = rs[0]
+        ci = r.get(key.replace("_ratio", "") + "_ci")
+        div = r.get("fd_floor") if scale else 1.0
+        if not ci or not div:
+            return fmt(value, spec)
+        return f"{fmt(value, spec)} [{fmt(ci[0] / div, spec)}, {fmt(ci[1] / div, spec)}]"
+
     classes = list(records[0]["cond_acc_class"]) if records else []
     short = [c[:3] for c in classes]
     head = ("| row | seeds | kimg | min | FD/floor | recall | coverage | SSIM div (real) | MS-SSIM div (real) | "
@@ -201,11 +215,13 @@ def table(records: list[dict]) -> str:
         kid = "/".join(fmt(mean(rs, "kid_class", c), ".2f") for c in classes)
         gpu = " (GPU)" if device == "cuda" else ""
         lines.append(
-            f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {fmt(mean(rs, 'fd_ratio'), '.1f')} | "
-            f"{fmt(mean(rs, 'recall'), '.2f')} | {fmt(mean(rs, 'coverage'), '.2f')} | "
+            f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {spread(rs, 'fd_ratio', '.1f', True)} | "
+            f"{spread(rs, 'recall', '.2f')} | {spread(rs, 'coverage', '.2f')} | "
             f"{fmt(mean(rs, 'ssim_div'), '.2f')} ({fmt(mean(rs, 'ssim_div_real'), '.2f')}) | "
             f"{fmt(mean(rs, 'ms_div'), '.2f')} ({fmt(mean(rs, 'ms_div_real'), '.2f')}) | {acc} | {kid} | "
             f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} |")
+    lines += ["", "FD/floor, recall, coverage: one seed, the bootstrap 95% CI in brackets (FD's CI over the "
+              "floor's point value); more seeds, the mean and each seed's value in parentheses."]
     judge = next((r["cond_acc_real_class"] for r in records if any(r.get("cond_acc_real_class", {}).values())), None)
     if judge:
         lines += ["", "The judge (the metrics' domain classifier) on held-out real images, per class: "
