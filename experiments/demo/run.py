@@ -51,6 +51,8 @@ VARIANTS: dict[str, list[str]] = {
                       "model.augment_p=0.25"],
     "cl_e40_p05": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed", "model.augment_p=0.5",
                    "trainer.strategy.channels_last=true"],
+    "cl_e40_p025": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed", "model.augment_p=0.25",
+                    "trainer.strategy.channels_last=true"],
 }
 
 
