@@ -12,18 +12,16 @@ one says which variation the generator lost.
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT / "src")]
-from ganlab.checkpoint import load_gan  # noqa: E402
-from ganlab.pixels import to_model_range  # noqa: E402
-from ganlab.run_data import training_data  # noqa: E402
+from ganlab.checkpoint import load_gan
+from ganlab.pixels import to_model_range
+from ganlab.run_data import training_data
 
 BACKGROUND = -0.85  # [-1, 1] images: skull-stripped slices are black (-1) outside the brain
 QUANTITIES = ("row", "col", "area", "angle", "brightness")
@@ -34,7 +32,7 @@ def geometry(images: torch.Tensor) -> dict[str, torch.Tensor]:
     brain mask of [-1, 1] images (N, C, H, W)."""
     x = images.float().mean(dim=1)
     mask = (x > BACKGROUND).float()
-    n, h, w = mask.shape
+    _, h, w = mask.shape
     rows = torch.arange(h, dtype=torch.float32)[None, :, None]
     cols = torch.arange(w, dtype=torch.float32)[None, None, :]
     area = mask.sum((1, 2)).clamp(min=1)
@@ -48,7 +46,8 @@ def geometry(images: torch.Tensor) -> dict[str, torch.Tensor]:
     return dict(zip(QUANTITIES, (row, col, area, angle, brightness)))
 
 
-def real_and_generated(run_dir: Path, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def real_and_generated(run_dir: Path, seed: int = 0) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """(the run's data config, its training images, as many generated images with the same labels)."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     data, _ = training_data(ckpt)
     data = {k: v for k, v in data.items() if k != "balanced_sampling"}
@@ -63,7 +62,7 @@ def real_and_generated(run_dir: Path, seed: int = 0) -> tuple[torch.Tensor, torc
     with torch.no_grad():
         fake = torch.cat([module.sample(len(b), labels=b if module.conditional else None, ema=True).float()
                           for b in labels.split(256)])
-    return real, fake
+    return data, real, fake
 
 
 def main() -> None:
@@ -75,9 +74,9 @@ def main() -> None:
     print("|---" * (len(QUANTITIES) + 1) + "|")
     real_shown = set()
     for run in args.runs:
-        real, fake = real_and_generated(run)
+        data, real, fake = real_and_generated(run)
         rows = [(f"{run.name}: generated", fake)]
-        key = (len(real), float(real[:8].sum()))
+        key = json.dumps(data, sort_keys=True)
         if key not in real_shown:  # runs on the same data share one real row
             real_shown.add(key)
             rows.insert(0, (f"{run.name}: real (train)", real))

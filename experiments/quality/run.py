@@ -193,7 +193,7 @@ def table(records: list[dict]) -> str:
         vals = [v for v in vals if v is not None]
         return sum(vals) / len(vals) if vals else None
 
-    def spread(rs, key, spec, scale=None):
+    def spread(rs, key, spec, over_floor=False):
         """One seed: the value and its bootstrap 95% CI; more seeds: the mean and each seed's value."""
         value = mean(rs, key)
         if value is None:
@@ -202,7 +202,7 @@ def table(records: list[dict]) -> str:
             return f"{fmt(value, spec)} ({', '.join(fmt(r[key], spec) for r in rs if r[key] is not None)})"
         r = rs[0]
         ci = r.get(key.replace("_ratio", "") + "_ci")
-        div = r.get("fd_floor") if scale else 1.0
+        div = r.get("fd_floor") if over_floor else 1.0
         if not ci or not div:
             return fmt(value, spec)
         return f"{fmt(value, spec)} [{fmt(ci[0] / div, spec)}, {fmt(ci[1] / div, spec)}]"
@@ -217,7 +217,7 @@ def table(records: list[dict]) -> str:
         kid = "/".join(fmt(mean(rs, "kid_class", c), ".2f") for c in classes)
         gpu = " (GPU)" if device == "cuda" else ""
         lines.append(
-            f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {spread(rs, 'fd_ratio', '.1f', True)} | "
+            f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {spread(rs, 'fd_ratio', '.1f', over_floor=True)} | "
             f"{spread(rs, 'recall', '.2f')} | {spread(rs, 'coverage', '.2f')} | "
             f"{fmt(mean(rs, 'ssim_div'), '.2f')} ({fmt(mean(rs, 'ssim_div_real'), '.2f')}) | "
             f"{fmt(mean(rs, 'ms_div'), '.2f')} ({fmt(mean(rs, 'ms_div_real'), '.2f')}) | {acc} | {kid} | "

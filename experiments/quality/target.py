@@ -7,8 +7,8 @@
     python experiments/quality/target.py --reevaluate    # the recorded runs again, with the current metrics
 
 Each record carries the preset file's hash (`preset_sha`); the table shows the runs of the preset as it
-is now, and earlier versions' runs stay in results/target.jsonl. A benchmark, not a test. The run is the preset as a user types it (plus the seed and an output
-folder); its figures come from the ladder's evaluation (run.py: `evaluate_run`), and each target is
+is now, and earlier versions' runs stay in results/target.jsonl. A benchmark, not a test. The run is
+the preset as a user types it (plus the seed and an output folder); its figures come from the ladder's evaluation (run.py: `evaluate_run`), and each target is
 checked as the issue states it:
 - every class's conditional accuracy >= 0.9 x the judge's accuracy on held-out real images of it;
 - the rare class's per-class KID <= 2 x the mean per-class KID of the common classes;
@@ -19,6 +19,7 @@ checked as the issue states it:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -37,7 +38,6 @@ PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
 
 
 def preset_sha() -> str:
-    import hashlib
     return hashlib.sha256(PRESET_FILE.read_bytes()).hexdigest()[:10]
 
 
@@ -99,8 +99,8 @@ def images_shown(run_dir: Path) -> int:
     return state["callbacks"]["Throughput"]["batches"] * cfg.data.batch_size * (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1)
 
 
-def run_preset(seed: int, args, out_root: Path) -> dict:
-    run_dir = out_root / f"preset_{preset_sha()}_s{seed}"
+def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:
+    run_dir = out_root / f"preset_{sha}_s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
@@ -112,7 +112,7 @@ def run_preset(seed: int, args, out_root: Path) -> dict:
     wall = time.time() - start
     figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
     kimg = images_shown(run_dir) / 1000
-    return {"seed": seed, "command": f"python -m ganlab.train {PRESET}", "preset_sha": preset_sha(),
+    return {"seed": seed, "command": f"python -m ganlab.train {PRESET}", "preset_sha": sha,
             "device": device_label(args.gpu), "wall_s": round(wall, 1),
             "kimg": round(kimg, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
             "run_dir": str(run_dir), **figures}
@@ -128,16 +128,17 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(ROOT)
     out_root, results, records = places(args.smoke, "target.jsonl")
+    sha = preset_sha()
     if args.reevaluate:
         for r in records:
             r.update(evaluate_run(Path(r["run_dir"]), r["seed"], [], args.smoke))
         results.write_text("".join(json.dumps(r) + "\n" for r in records))
     for seed in [] if args.reevaluate else [int(s) for s in args.seeds.split(",")]:
-        record = run_preset(seed, args, out_root)
+        record = run_preset(seed, sha, args, out_root)
         records.append(record)
         with open(results, "a") as f:
             f.write(json.dumps(record) + "\n")
-    current = [r for r in records if r.get("preset_sha") == preset_sha()]
+    current = [r for r in records if r.get("preset_sha") == sha]
     text = markdown(current)
     if len(current) < len(records):
         text += (f"\n\n({len(records) - len(current)} run(s) of earlier versions of the preset are in "
