@@ -139,6 +139,22 @@ def test_cbn_generator_has_per_class_batchnorm_and_no_label_input():
     assert not any(type(m) is torch.nn.BatchNorm2d and m.affine for m in g.modules())
 
 
+def test_resize_upsampling_makes_no_checkerboard_from_a_flat_input():
+    """A transposed 4x4 stride-2 conv gives each output pixel parity its own kernel taps: a flat input comes
+    out as a period-2 pattern. Nearest 2x + 3x3 conv keeps a flat input flat (away from the border)."""
+    torch.manual_seed(0)
+    flat = torch.ones(1, 8, 8, 8)
+    for upsample, checkerboard in (("transpose", True), ("resize", False)):
+        g = ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, conditioning="cbn", upsample=upsample)
+        layer = g.to_image[0]
+        inner = layer(flat)[0, 0, 2:-2, 2:-2]
+        assert inner.shape == (12, 12)
+        assert (inner.std() > 1e-3) == checkerboard, upsample
+        assert g(torch.randn(2, LATENT), torch.tensor([0, 3])).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="upsample='bilinear'"):
+        DCGANGenerator(LATENT, 32, 1, width=8, upsample="bilinear")
+
+
 def test_conditional_networks_refuse_bad_settings():
     with pytest.raises(ValueError, match="num_classes=None"):
         ConditionalDCGANGenerator(None, LATENT, 32, 1)

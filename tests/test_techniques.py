@@ -106,6 +106,24 @@ def test_augment_p_lets_a_share_of_the_images_reach_d_untranslated():
         gm.GANModule(g, d, diffaugment="translation", augment_p=0.5, ada_target=0.6)
 
 
+def test_translation_ratio_bounds_the_shift_for_diffaugment_and_augment_p():
+    g, d = networks("dcgan")
+    x = torch.full((400, 1, 32, 32), -1.0)
+    x[:, :, 16, 16] = 1.0  # one bright pixel: where it lands is the shift
+
+    def largest_shift(m):
+        out = m.augment(x)
+        where = out.flatten(1).argmax(1)
+        return max((where // 32 - 16).abs().max().item(), (where % 32 - 16).abs().max().item())
+
+    assert largest_shift(gm.GANModule(g, d, diffaugment="translation")) == 4  # 1/8 of 32 px
+    assert largest_shift(gm.GANModule(g, d, diffaugment="translation", translation_ratio=0.0625)) == 2
+    assert largest_shift(gm.GANModule(g, d, diffaugment="translation", translation_ratio=0.0625,
+                                      augment_p=0.5)) == 2
+    with pytest.raises(ValueError, match="translation_ratio=0"):
+        gm.GANModule(g, d, diffaugment="translation", translation_ratio=0)
+
+
 # ----------------------------------------------------------------------------- LeCam
 def test_lecam_penalty_pulls_real_towards_the_fake_anchor_and_fake_towards_the_real_anchor():
     real, fake = torch.tensor([2.0, -1.0], requires_grad=True), torch.tensor([-2.0, 1.0], requires_grad=True)

@@ -81,6 +81,13 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     "bf16_p025": ("bf16", ["model.augment_p=0.25"]),
     # the revised preset's open problem: the rare class pulled to its 22 images on some splits (seed 2)
     "bf16_p05_b75": ("bf16_p05", ["data.balanced_sampling=0.75"]),
+    # FD with diversity: every image shifted (p = 1 keeps D regularised, the best FD) but by less, so the
+    # spread of positions (SD ~1.3 px) is not drowned in the shift's (SD ~4.9 px at 1/8, ~2.4 at 1/16)
+    "bf16_tr16": ("bf16", ["model.translation_ratio=0.0625"]),
+    "bf16_tr32": ("bf16", ["model.translation_ratio=0.03125"]),
+    # the samples' grain is a checkerboard: power at the Nyquist frequency (0.5, 0.5) ~30x the real images'
+    # (preset_90fed85a40_s1 grid); nearest-neighbour upsampling + 3x3 conv in G cannot make one
+    "bf16_resize": ("bf16", ["model.generator.upsample=resize"]),
 }
 
 

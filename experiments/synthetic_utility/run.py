@@ -36,7 +36,12 @@ from readme_block import write_block  # noqa: E402
 
 RARE = "ModerateDemented"
 RARE_RATIOS = [0.1, 0.5, 1.0]  # x the rare class's real training count, added to the rare class
-REGIMES = [f"rare_ratios=[{','.join(f'{r:g}' for r in RARE_RATIOS)}]", "ratios=[fill]", "oversampled=true",
+# ratios: x1 adds as many synthetic images as there are real ones, drawn from the class-balanced set (every
+# class gets ~N/4): synthetic images in every class, not only the rare one, so "synthetic-looking" cannot
+# stand for "rare" the way it can with fill (94% of fill's rare class is synthetic, 0% of the others)
+MIX_RATIOS = [1.0]  # x the real training count, drawn from every class
+REGIMES = [f"rare_ratios=[{','.join(f'{r:g}' for r in RARE_RATIOS)}]",
+           f"ratios=[{','.join(f'{r:g}' for r in MIX_RATIOS)},fill]", "oversampled=true",
            "weighted={ratio: fill, weight: 0.25}", "tstr=true", "logger=none"]
 PRESETS = {
     "full": {
@@ -105,7 +110,8 @@ def merged_results(dirs: list[Path]) -> tuple[dict, dict]:
 def per_class_needed(counts: dict[str, int]) -> int:
     """Synthetic images per class so that no regime asks for more than the folder holds."""
     largest, rare = max(counts.values()), min(counts.values())
-    return max(largest - rare, math.ceil(max(RARE_RATIOS) * rare), 1)
+    mixed = math.ceil(max(MIX_RATIOS) * sum(counts.values()) / len(counts))
+    return max(largest - rare, math.ceil(max(RARE_RATIOS) * rare), mixed, 1)
 
 
 def rare_audit(audit_dir: Path, minority: str) -> dict:

@@ -21,16 +21,18 @@ def multi_process() -> bool:
 
 
 class AdaptiveAugment(nn.Module):
-    def __init__(self, ops: tuple, target: float = 0.6, kimg: float = 500.0, interval: int = 4):
+    def __init__(self, ops: tuple, target: float = 0.6, kimg: float = 500.0, interval: int = 4,
+                 translation_ratio: float = 0.125):
         super().__init__()
         self.ops, self.target, self.kimg, self.interval = tuple(ops), float(target), float(kimg), int(interval)
+        self.translation_ratio = float(translation_ratio)
         # buffers: saved in checkpoints, so a resumed run continues with the same p and partial sums
         self.register_buffer("p", torch.zeros(()))
         self.register_buffer("stats", torch.zeros(2))  # sum of sign(D(real)) and the logit count, since the last update
         self.register_buffer("rt", torch.zeros(()))  # the last r_t, for the logs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return augment_with_probability(x, self.ops, self.p)
+        return augment_with_probability(x, self.ops, self.p, self.translation_ratio)
 
     @torch.no_grad()
     def accumulate(self, real_logits: torch.Tensor) -> None:

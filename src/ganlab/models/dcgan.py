@@ -3,6 +3,11 @@
 Both networks work for any power-of-two image size from 32 to 256 and 1 or 3 channels.
 `width` is the channel count of the layer nearest the image (ngf / ndf in the paper's code);
 deeper layers double it, capped at 8x.
+
+`upsample` chooses how the generator doubles its resolution: "transpose" (the paper's 4x4 stride-2
+transposed convolutions) or "resize" (nearest-neighbour 2x, then a 3x3 convolution; Odena et al. 2016,
+"Deconvolution and checkerboard artifacts"). Transposed convolutions with a kernel the stride does not
+divide evenly overlap unevenly, which leaves a checkerboard at the image's highest frequencies.
 """
 from __future__ import annotations
 
@@ -43,9 +48,22 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+UPSAMPLES = ("transpose", "resize")
+
+
+def upsample_layer(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
+    """A 2x upsampling convolution from c_in to c_out channels."""
+    if mode == "transpose":
+        return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias))
+
+
 class DCGANGenerator(nn.Module):
-    def __init__(self, latent_dim: int = 100, image_size: int = 64, channels: int = 1, width: int = 64):
+    def __init__(self, latent_dim: int = 100, image_size: int = 64, channels: int = 1, width: int = 64,
+                 upsample: str = "transpose"):
         super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"generator upsample={upsample!r}; choose one of {UPSAMPLES}")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         plan = channel_plan(image_size, width)
         self.stem = nn.Sequential(
@@ -55,9 +73,9 @@ class DCGANGenerator(nn.Module):
         )
         blocks = []
         for c_in, c_out in zip(plan[:-1], plan[1:]):
-            blocks += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+            blocks += [upsample_layer(c_in, c_out, upsample, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
         self.blocks = nn.Sequential(*blocks)
-        self.to_image = nn.Sequential(nn.ConvTranspose2d(plan[-1], channels, 4, 2, 1, bias=False), nn.Tanh())
+        self.to_image = nn.Sequential(upsample_layer(plan[-1], channels, upsample, bias=False), nn.Tanh())
         dcgan_init(self)
 
     def stem_in_features(self) -> int:

@@ -9,7 +9,7 @@ Translation and cutout fill with -1 (black), the MRI background, not the origina
 Leaks: `cutout` can show up in generated images as black squares (data-efficient-gans issue #84:
 an augmentation applied with probability 1 that cannot be undone in distribution leaks, Karras et
 al. 2020), most easily on small data; no default uses it.
-Translation is the safe default: a shift of the whole slice by up to 1/8 of its size.
+Translation is the safe default: a shift of the whole slice by up to 1/8 of its size (`translation_ratio`).
 """
 from __future__ import annotations
 
@@ -85,19 +85,24 @@ def parse_policy(policy: str | None) -> tuple:
     return tuple(names)
 
 
-def diff_augment(x: torch.Tensor, policy: str | tuple | None) -> torch.Tensor:
+def run_op(op, x: torch.Tensor, translation_ratio: float) -> torch.Tensor:
+    return op(x, translation_ratio) if op is translation else op(x)
+
+
+def diff_augment(x: torch.Tensor, policy: str | tuple | None, translation_ratio: float = 0.125) -> torch.Tensor:
     names = parse_policy(policy) if isinstance(policy, str) or policy is None else policy
     for name in names:
         for op in OPS[name]:
-            x = op(x)
+            x = run_op(op, x, translation_ratio)
     return x.contiguous()
 
 
-def augment_with_probability(x: torch.Tensor, ops: tuple, p: torch.Tensor | float) -> torch.Tensor:
+def augment_with_probability(x: torch.Tensor, ops: tuple, p: torch.Tensor | float,
+                             translation_ratio: float = 0.125) -> torch.Tensor:
     """ADA's form (Karras et al. 2020): each op of the policy applied to each image independently with
     probability p (a 0-dim tensor: no host sync). p = 1 is DiffAugment; p = 0 leaves x unchanged."""
     for name in ops:
         for op in OPS[name]:
             apply = torch.rand(x.size(0), 1, 1, 1, device=x.device) < p
-            x = torch.where(apply, op(x), x)
+            x = torch.where(apply, run_op(op, x, translation_ratio), x)
     return x.contiguous()

@@ -72,8 +72,11 @@ def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay) -> None:
 
 def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                      r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                     class_weights, augment_p=1.0) -> None:
+                     class_weights, augment_p=1.0, translation_ratio=0.125) -> None:
     """The small-data options: a bad value is a ValueError naming the key."""
+    if not (number(translation_ratio) and 0 < translation_ratio <= 0.5):
+        raise ValueError(f"translation_ratio={translation_ratio!r}: expected the largest shift as a fraction of "
+                         "the image size, in (0, 0.5], e.g. 0.125")
     if not (number(augment_p) and 0 <= augment_p <= 1):
         raise ValueError(f"augment_p={augment_p!r}: expected a probability in [0, 1] (1: DiffAugment as published)")
     if augment_p != 1 and ada_target is not None:
@@ -169,6 +172,7 @@ class GANModule(L.LightningModule):
         mode_seeking: float = 0.0,
         class_weights: str | Sequence[float] | None = None,
         augment_p: float = 1.0,
+        translation_ratio: float = 0.125,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -184,9 +188,11 @@ class GANModule(L.LightningModule):
         check_settings(generator, discriminator, self.loss, num_classes, n_disc, ema_decay)
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                         class_weights, augment_p)
+                         class_weights, augment_p, translation_ratio)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
-        self.ada = AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval) if ada_target else None
+        self.translation_ratio = float(translation_ratio)
+        self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
+                    if ada_target else None)
         if lecam_weight:
             # EMA anchors of the mean D(real) and D(fake) logits, and how many updates they have had
             self.register_buffer("lecam_anchors", torch.zeros(2))
@@ -318,8 +324,8 @@ class GANModule(L.LightningModule):
         if not self.augment_ops:
             return x
         if self.augment_p < 1:  # a share of the images reaches D as it is: see conf/model/dcgan.yaml
-            return augment_with_probability(x, self.augment_ops, self.augment_p)
-        return diff_augment(x, self.augment_ops)
+            return augment_with_probability(x, self.augment_ops, self.augment_p, self.translation_ratio)
+        return diff_augment(x, self.augment_ops, self.translation_ratio)
 
     def world_size(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
