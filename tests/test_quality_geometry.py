@@ -30,3 +30,13 @@ def test_geometry_spread_tells_a_collapsed_position_from_a_varied_one():
     varied = torch.stack([blob(4 + k, 4 + 2 * k, 8, 8) for k in range(8)])
     collapsed = torch.stack([blob(8, 10, 8, 8) for _ in range(8)])
     assert geometry(varied)["col"].std() > 4 and geometry(collapsed)["col"].std() == 0
+
+
+def test_spectrum_shows_a_checkerboard_at_the_nyquist_point_and_not_in_a_smooth_image():
+    from spectrum import spectrum_summary
+    smooth = torch.stack([blob(8, 8, 16, 16) for _ in range(4)])
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = smooth + 0.1 * ((yy + xx) % 2 * 2 - 1).float()
+    s, c = spectrum_summary(smooth), spectrum_summary(checker)
+    assert c["(.5,.5)"] > 100 * max(s["(.5,.5)"], 1e-6)
+    assert abs(c["0-0.1"] - s["0-0.1"]) < 1e-3  # the shapes' low frequencies are the same

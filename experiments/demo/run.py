@@ -53,6 +53,9 @@ VARIANTS: dict[str, list[str]] = {
                    "trainer.strategy.channels_last=true"],
     "cl_e40_p025": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed", "model.augment_p=0.25",
                     "trainer.strategy.channels_last=true"],
+    # every image shifted, but by at most 1/16 of the image (the quality preset's setting since session 6)
+    "cl_e40_tr16": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed",
+                    "model.translation_ratio=0.0625", "trainer.strategy.channels_last=true"],
 }
 
 

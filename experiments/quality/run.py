@@ -85,8 +85,8 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # spread of positions (SD ~1.3 px) is not drowned in the shift's (SD ~4.9 px at 1/8, ~2.4 at 1/16)
     "bf16_tr16": ("bf16", ["model.translation_ratio=0.0625"]),
     "bf16_tr32": ("bf16", ["model.translation_ratio=0.03125"]),
-    # the samples' grain is a checkerboard: power at the Nyquist frequency (0.5, 0.5) ~30x the real images'
-    # (preset_90fed85a40_s1 grid); nearest-neighbour upsampling + 3x3 conv in G cannot make one
+    # the samples' grain is a checkerboard: power at the Nyquist point (0.5, 0.5) ~4-5x the real images'
+    # (spectrum.py); nearest-neighbour upsampling + 3x3 conv in G cannot make one from a flat input
     "bf16_resize": ("bf16", ["model.generator.upsample=resize"]),
 }
 
