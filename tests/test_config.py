@@ -53,6 +53,15 @@ def test_every_group_option_composes_into_train(group, option):
         check_argument_types(cfg[checked], checked)  # no shipped option trips the type check
 
 
+def test_metrics_none_under_a_preset_that_tunes_metrics_builds_no_callback():
+    from ganlab.train import build_metrics
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=brainsim_quality", "metrics=none"])
+    assert cfg.metrics and "_target_" not in cfg.metrics  # the preset's every_n_epochs stays behind
+    assert build_metrics(cfg) == []
+
+
 @pytest.mark.parametrize("name", [p for p in PRIMARY if (CONF / f"{p}.yaml").exists()])
 def test_primary_configs_compose(name):
     with initialize_config_dir(str(CONF), version_base="1.3"):

@@ -13,11 +13,12 @@ from conftest import REPO, assert_ok
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cdcgan_brainsim", "synthetic_utility"])
-def test_experiment_smoke_run(name, cli_env, tmp_path):
+@pytest.mark.parametrize("name,script", [("cdcgan_brainsim", "run.py"), ("synthetic_utility", "run.py"),
+                                         ("synthetic_utility", "filtered.py")])
+def test_experiment_smoke_run(name, script, cli_env, tmp_path):
     readme = REPO / "experiments" / name / "README.md"
     before = readme.read_bytes()
-    result = subprocess.run([sys.executable, str(REPO / "experiments" / name / "run.py"), "--smoke"],
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / name / script), "--smoke"],
                             cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=900)
     assert_ok(result)
     results_dir = Path(result.stdout.strip().splitlines()[-1].split("results: ", 1)[1])

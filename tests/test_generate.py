@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from ganlab.config import to_plain
 from ganlab.data.brainsim import CLASS_NAMES
 from ganlab.data.folder import ImageFolderDataModule
 from ganlab.generate import generate, load_generated
+from ganlab.utility.curate import fit_judge, own_class_prob
 
 
 def read_manifest(out):
@@ -81,6 +83,51 @@ def test_unknown_class_is_one_clear_line(run_cli, cdcgan_ckpt, tmp_path):
     result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={tmp_path / 'x'}", "classes=[Severe]")
     assert result.returncode == 2 and "Severe" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_filter_keeps_drawing_until_every_class_has_its_count_above_the_threshold(cdcgan_ckpt, tmp_path, monkeypatch):
+    """The rejection loop, with a stand-in judge whose probabilities are random (the tiny test generator
+    draws near-identical images, so a real judge would accept all or none of a class)."""
+    import ganlab.generate as gen
+
+    g = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(gen, "fit_judge", lambda *a, **k: object())
+    monkeypatch.setattr(gen, "own_class_prob", lambda judge, images, labels: torch.rand(len(images), generator=g))
+    out = tmp_path / "filtered"
+    counts = generate(str(cdcgan_ckpt), str(out), n_per_class=20, batch_size=8, filter_min_prob=0.5)
+    rows = read_manifest(out)
+    assert counts == dict.fromkeys(CLASS_NAMES, 20) and len(rows) == 80
+    assert all(float(r["judge_prob"]) >= 0.5 for r in rows)
+    for name in CLASS_NAMES:  # numbered 0..19 without gaps, whichever draws were kept
+        assert sorted(p.name for p in (out / name).glob("*.png")) == [f"{name}_{i:05d}.png" for i in range(20)]
+    info = json.loads((out / "generate.json").read_text())["filter"]
+    assert info["min_prob"] == 0.5 and all(info["drawn"][c] > 20 for c in CLASS_NAMES)  # about half rejected
+    assert all(0.2 < info["acceptance"][c] < 0.9 for c in CLASS_NAMES)
+
+
+def test_filter_records_the_real_judges_probability_of_each_saved_image(cdcgan_ckpt, tmp_path):
+    out = tmp_path / "filtered"
+    generate(str(cdcgan_ckpt), str(out), n_per_class=6, seed=1, filter_min_prob=0.1)
+    rows = read_manifest(out)
+    assert len(rows) == 24 and all(float(r["judge_prob"]) >= 0.1 for r in rows)
+    # retrain the judge (same seed, the run's real training split) and score the PNGs as saved
+    judge = fit_judge(str(cdcgan_ckpt), list(CLASS_NAMES), seed=1)
+    saved = load_generated(out, list(CLASS_NAMES))
+    assert torch.allclose(own_class_prob(judge, saved.images, saved.labels),
+                          torch.tensor([float(r["judge_prob"]) for r in rows]), atol=1e-3)
+    generate(str(cdcgan_ckpt), str(tmp_path / "plain"), n_per_class=1)
+    assert all(r["judge_prob"] == "" for r in read_manifest(tmp_path / "plain"))  # no filter, no claim
+
+
+def test_filter_that_cannot_be_met_is_one_clear_line_and_leaves_nothing(run_cli, cdcgan_ckpt, tmp_path):
+    out = tmp_path / "strict"
+    result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}", "n_per_class=200",
+                     "filter_min_prob=0.99999", "filter_max_draws=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "filter_min_prob=0.99999: class" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists() and not list(tmp_path.glob(".strict.partial-*"))
+    result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}", "filter_min_prob=1.5")
+    assert result.returncode == 2 and "filter_min_prob=1.5 must lie in (0, 1)" in result.stderr
 
 
 @pytest.mark.slow

@@ -5,6 +5,10 @@ Writes PNGs at the training resolution in ImageFolder layout `out/<class>/<class
 audit and augment use as the real data). The images are made in a temporary sibling directory that is renamed into place
 only when complete, so an interrupted run leaves nothing half-made. The folder loads back with
 `data=folder data.root=<out>` or, from Python, with `load_generated(out)` (a torch Dataset).
+
+`filter_min_prob=P` (conditional checkpoints) keeps only samples that a classifier trained on the run's
+real training split puts in their own class with probability >= P (ganlab/utility/curate.py); each kept
+image's probability is in the manifest's `judge_prob`, and each class's acceptance rate in generate.json.
 """
 from __future__ import annotations
 
@@ -28,8 +32,9 @@ from ganlab.data.folder import UInt8ImageDataset
 from ganlab.pixels import to_uint8
 from ganlab.errors import GanlabError
 from ganlab.run_data import run_dir_of, training_data
+from ganlab.utility.curate import fit_judge, own_class_prob
 
-MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model", "ema", "truncation")
+MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model", "ema", "truncation", "judge_prob")
 
 
 def plan_counts(class_names: list[str], class_counts: dict[str, int], *, n_per_class: int,
@@ -84,7 +89,8 @@ def prepare_out_dir(out: Path, overwrite: bool) -> Path:
 
 def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None = None,
              classes: list[str] | None = None, seed: int = 0, truncation: float | None = None,
-             ema: bool = True, batch_size: int = 256, overwrite: bool = False) -> dict[str, int]:
+             ema: bool = True, batch_size: int = 256, overwrite: bool = False,
+             filter_min_prob: float | None = None, filter_max_draws: int = 20) -> dict[str, int]:
     out_dir = Path(out).expanduser()
     module, facts = load_gan(ckpt)
     trained = training_data(ckpt)
@@ -92,25 +98,44 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
     class_names = facts["class_names"] if conditional else ["generated"]
     counts = plan_counts(class_names, facts["class_counts"] if conditional else {"generated": 0},
                          n_per_class=n_per_class, balance=balance if conditional else None, classes=classes)
+    judge = None
+    if filter_min_prob is not None:
+        if not conditional:
+            raise GanlabError("filter_min_prob: only a conditional checkpoint's samples have a class to check")
+        if not 0 < filter_min_prob < 1 or filter_max_draws < 1:
+            raise GanlabError(f"filter_min_prob={filter_min_prob} must lie in (0, 1) and filter_max_draws="
+                              f"{filter_max_draws} be >= 1")
+        judge = fit_judge(ckpt, class_names, seed=seed)
     tmp = prepare_out_dir(out_dir, overwrite)
     checkpoint_hash, model_name = file_sha256(ckpt), module.generator.__class__.__name__
     rng = torch.Generator().manual_seed(seed)
-    rows = []
+    rows, drawn = [], {}
     try:
         for name, n in counts.items():
             (tmp / name).mkdir()
             label = class_names.index(name)
-            for start in range(0, n, batch_size):
-                size = min(batch_size, n - start)
+            kept = drawn[name] = 0
+            while kept < n:
+                if judge is not None and drawn[name] >= filter_max_draws * n:
+                    raise GanlabError(f"filter_min_prob={filter_min_prob}: class {name} kept {kept} of {n} images "
+                                      f"after {drawn[name]} draws; lower filter_min_prob or raise filter_max_draws")
+                size = min(batch_size, n - kept if judge is None else filter_max_draws * n - drawn[name])
                 z = truncated_noise(size, module.latent_dim, truncation, rng)
                 labels = torch.full((size,), label, dtype=torch.long) if conditional else None
                 images = module.sample(size, labels=labels, z=z, ema=ema)
+                drawn[name] += size
+                probs = [None] * size
+                if judge is not None:
+                    p = own_class_prob(judge, to_uint8(images), labels)  # as saved
+                    keep = (p >= filter_min_prob).nonzero()[:, 0][: n - kept]
+                    images, probs = images[keep], [round(float(v), 4) for v in p[keep]]
                 for i, image in enumerate(images):
-                    rel = f"{name}/{name}_{start + i:05d}.png"
+                    rel = f"{name}/{name}_{kept + i:05d}.png"
                     save_png(image, tmp / rel)
                     rows.append({"file": rel, "class": name, "label": label, "seed": seed,
                                  "checkpoint_sha256": checkpoint_hash, "model": model_name, "ema": ema,
-                                 "truncation": truncation})
+                                 "truncation": truncation, "judge_prob": probs[i]})
+                kept += len(images)
         with open(tmp / "manifest.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
@@ -119,7 +144,10 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
         (tmp / "generate.json").write_text(json.dumps({
             "ckpt": str(Path(ckpt).resolve()), "run": str(run_dir_of(ckpt).resolve()),
             "data": trained[0] if trained else None, "data_source": trained[1] if trained else None,
-            "counts": counts, "seed": seed, "truncation": truncation, "ema": ema}, indent=2))
+            "counts": counts, "seed": seed, "truncation": truncation, "ema": ema,
+            "filter": None if judge is None else {
+                "min_prob": filter_min_prob, "drawn": drawn,
+                "acceptance": {c: counts[c] / drawn[c] for c in counts if drawn[c]}}}, indent=2))
         publish_dir(tmp, out_dir)  # replaces an empty folder, or one that overwrite=true allows
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -45,7 +45,8 @@ def build_metrics(cfg: DictConfig) -> list[L.Callback]:
     one line, then stop or train without the families that need them). Placed before the other
     callbacks, whose plots read what it writes."""
     mcfg = cfg.get("metrics")
-    return [instantiate(mcfg)] if mcfg else []
+    # metrics=none under a preset that tunes metrics.every_n_epochs leaves those keys but no _target_
+    return [instantiate(mcfg)] if mcfg and mcfg.get("_target_") else []
 
 
 def build_logger(cfg: DictConfig, resumed: dict | None = None):
