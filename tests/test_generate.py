@@ -103,6 +103,8 @@ def test_filter_keeps_drawing_until_every_class_has_its_count_above_the_threshol
     info = json.loads((out / "generate.json").read_text())["filter"]
     assert info["min_prob"] == 0.5 and all(info["drawn"][c] > 20 for c in CLASS_NAMES)  # about half rejected
     assert all(0.2 < info["acceptance"][c] < 0.9 for c in CLASS_NAMES)
+    assert all(20 <= info["passed"][c] < 20 + 8 and info["acceptance"][c] == info["passed"][c] / info["drawn"][c]
+               for c in CLASS_NAMES)  # the last batch (8) may pass more than it needs
 
 
 def test_filter_records_the_real_judges_probability_of_each_saved_image(cdcgan_ckpt, tmp_path):

@@ -70,6 +70,13 @@ def test_quality_preset_is_the_ladder_setting_with_a_ten_minute_budget():
     assert cfg.model.augment_p == 1.0 and cfg.model.translation_ratio == 0.0625 and cfg.model.diffaugment == "translation"
 
 
+def test_alzheimer_gpu_preset_carries_the_ladders_translation():
+    cfg = compose_train(["experiment=alzheimer_cdcgan"])
+    assert cfg.data.balanced_sampling and cfg.data.image_size == 64
+    assert cfg.model.diffaugment == "translation" and cfg.model.translation_ratio == 0.0625
+    assert cfg.model.augment_p == 1.0
+
+
 def fake_job(sweep, num, overrides, metrics, history=None):
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)

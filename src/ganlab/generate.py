@@ -109,12 +109,12 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
     tmp = prepare_out_dir(out_dir, overwrite)
     checkpoint_hash, model_name = file_sha256(ckpt), module.generator.__class__.__name__
     rng = torch.Generator().manual_seed(seed)
-    rows, drawn = [], {}
+    rows, drawn, passed = [], {}, {}
     try:
         for name, n in counts.items():
             (tmp / name).mkdir()
             label = class_names.index(name)
-            kept = drawn[name] = 0
+            kept = drawn[name] = passed[name] = 0
             while kept < n:
                 if judge is not None and drawn[name] >= filter_max_draws * n:
                     raise GanlabError(f"filter_min_prob={filter_min_prob}: class {name} kept {kept} of {n} images "
@@ -127,7 +127,9 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
                 probs = [None] * size
                 if judge is not None:
                     p = own_class_prob(judge, to_uint8(images), labels)  # as saved
-                    keep = (p >= filter_min_prob).nonzero()[:, 0][: n - kept]
+                    keep = (p >= filter_min_prob).nonzero()[:, 0]
+                    passed[name] += len(keep)
+                    keep = keep[: n - kept]  # a last batch's surplus passes but is not needed
                     images, probs = images[keep], [round(float(v), 4) for v in p[keep]]
                 for i, image in enumerate(images):
                     rel = f"{name}/{name}_{kept + i:05d}.png"
@@ -146,8 +148,8 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
             "data": trained[0] if trained else None, "data_source": trained[1] if trained else None,
             "counts": counts, "seed": seed, "truncation": truncation, "ema": ema,
             "filter": None if judge is None else {
-                "min_prob": filter_min_prob, "drawn": drawn,
-                "acceptance": {c: counts[c] / drawn[c] for c in counts if drawn[c]}}}, indent=2))
+                "min_prob": filter_min_prob, "drawn": drawn, "passed": passed,
+                "acceptance": {c: passed[c] / drawn[c] for c in counts if drawn[c]}}}, indent=2))
         publish_dir(tmp, out_dir)  # replaces an empty folder, or one that overwrite=true allows
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
