@@ -59,8 +59,10 @@ def markdown(r: dict) -> str:
 
     names, f = r["class_names"], r["filter"]
     lines = [f"Run: {r['date']}, {r['device']}, {r['wall_minutes']:.1f} min wall; generator: {r['generator']}; "
-             f"filter_min_prob={f['min_prob']}: acceptance "
-             + ", ".join(f"{c} {a:.0%} ({f['drawn'][c]} drawn)" for c, a in f["acceptance"].items())
+             f"filter_min_prob={f['min_prob']}: "
+             + ", ".join(f"{c} {f['passed'][c]} of {f['drawn'][c]} draws passed ({f['passed'][c] / f['drawn'][c]:.0%})"
+                         if "passed" in f else f"{c} kept {r['synthetic_counts'][c]} of {f['drawn'][c]} draws"
+                         for c in f["acceptance"])
              + f". Synthetic sets (plain and filtered): {r['synthetic_counts']}. The two augment runs' real-only "
              f"rows differ by at most {r['baseline_rows_max_gap']:.4f} in balanced accuracy (same seed, same rows).",
              "", f"Paired per seed ({r['seeds']} seeds) against **{r['baseline']}**, 95% t-intervals:", "",
