@@ -65,6 +65,19 @@ def real_and_generated(run_dir: Path, seed: int = 0) -> tuple[dict, torch.Tensor
     return data, real, fake
 
 
+def table_rows(runs: list[Path]):
+    """(row name, images) per run: its generated images, after the real training images of its data
+    config when no earlier run had the same data (runs on the same data share one real row)."""
+    real_shown = set()
+    for run in runs:
+        data, real, fake = real_and_generated(run)
+        key = json.dumps(data, sort_keys=True)
+        if key not in real_shown:
+            real_shown.add(key)
+            yield f"{run.name}: real (train)", real
+        yield f"{run.name}: generated", fake
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -72,17 +85,9 @@ def main() -> None:
     torch.set_num_threads(1)
     print("| images | " + " | ".join(f"{q} mean (sd)" for q in QUANTITIES) + " |")
     print("|---" * (len(QUANTITIES) + 1) + "|")
-    real_shown = set()
-    for run in args.runs:
-        data, real, fake = real_and_generated(run)
-        rows = [(f"{run.name}: generated", fake)]
-        key = json.dumps(data, sort_keys=True)
-        if key not in real_shown:  # runs on the same data share one real row
-            real_shown.add(key)
-            rows.insert(0, (f"{run.name}: real (train)", real))
-        for name, images in rows:
-            g = geometry(images)
-            print(f"| {name} | " + " | ".join(f"{v.mean():.2f} ({v.std():.2f})" for v in g.values()) + " |")
+    for name, images in table_rows(args.runs):
+        g = geometry(images)
+        print(f"| {name} | " + " | ".join(f"{v.mean():.2f} ({v.std():.2f})" for v in g.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ low frequencies (shapes: what FD mostly sees) and still miss the top ring (textu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from geometry import real_and_generated
+from geometry import table_rows
 
 RINGS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5), (0.5, 0.71))
 NYQUIST = {"(.5,.5)": (0.5, 0.5), "(0,.5)": (0.0, 0.5), "(.5,0)": (0.5, 0.0)}
@@ -51,17 +50,9 @@ def main() -> None:
     columns = [f"{lo:g}-{hi:g}" for lo, hi in RINGS] + list(NYQUIST)
     print("| images | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
-    real_shown = set()
-    for run in args.runs:
-        data, real, fake = real_and_generated(run)
-        rows = [(f"{run.name}: generated", fake)]
-        key = json.dumps(data, sort_keys=True)
-        if key not in real_shown:  # runs on the same data share one real row
-            real_shown.add(key)
-            rows.insert(0, (f"{run.name}: real (train)", real))
-        for name, images in rows:
-            s = spectrum_summary(images)
-            print(f"| {name} | " + " | ".join(f"{s[c]:.4f}" for c in columns) + " |")
+    for name, images in table_rows(args.runs):
+        s = spectrum_summary(images)
+        print(f"| {name} | " + " | ".join(f"{s[c]:.4f}" for c in columns) + " |")
 
 
 if __name__ == "__main__":
