@@ -26,7 +26,6 @@ import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ganlab.classifier import SmallCNN, extract_features, fit_classifier
@@ -34,7 +33,7 @@ from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
-from ganlab.run_data import choose_data, describe, generated_data, training_data
+from ganlab.run_data import choose_data, describe, generated_data, prepared_datamodule, training_data
 from ganlab.pixels import to_model_range
 
 log = logging.getLogger("ganlab.audit")
@@ -160,9 +159,7 @@ def main(cfg: DictConfig) -> None:
     trained = training_data(cfg.ckpt) if cfg.ckpt else generated_data(cfg.synthetic)
     data_cfg, data_source = choose_data(cfg, trained, str(cfg.ckpt or cfg.synthetic))
     log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), data_source)
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(data_cfg)
     names, train = list(datamodule.class_names), datamodule.datasets["train"]
     split = "test" if len(datamodule.datasets.get("test", ())) else "val"
     holdout = datamodule.datasets[split]

@@ -31,7 +31,7 @@ from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.generate import load_generated
 from ganlab.metrics.conditional import balanced_accuracy, class_recall
-from ganlab.run_data import choose_data, describe, generated_data
+from ganlab.run_data import choose_data, describe, generated_data, prepared_datamodule
 from ganlab.utility.paired import confusion, markdown as paired_markdown, utility_results
 from ganlab.utility.regimes import (REAL, TSTR, build_regimes, check_balanced, check_ratio,  # noqa: F401
                                     ratio_name, synthetic_subset, training_set)
@@ -224,9 +224,7 @@ def append_row(out_dir: Path, row: dict) -> None:
 def load_real(cfg: DictConfig):
     data_cfg, source = choose_data(cfg, generated_data(cfg.synthetic), str(cfg.synthetic))
     log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), source)
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(data_cfg)
     if "test" not in datamodule.datasets or len(datamodule.datasets["test"]) == 0:
         raise GanlabError("data: the benchmark needs a real held-out test split and this data config has none: "
                           "set data.test_split (a folder of held-out images) or data.test_fraction (held out "

@@ -23,7 +23,7 @@ from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.metrics.report import markdown_table
-from ganlab.run_data import choose_data, run_dir_of, training_data
+from ganlab.run_data import choose_data, prepared_datamodule, run_dir_of, training_data
 
 def check_facts(facts: dict, datamodule, ckpt: Path) -> None:
     for key in ("image_size", "channels"):
@@ -49,9 +49,7 @@ def evaluate(cfg: DictConfig) -> dict:
     suite = build_suite(cfg)
     module, facts = load_gan(ckpt)
     data_cfg, data_source = choose_data(cfg, training_data(ckpt), str(ckpt))
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(data_cfg)
     check_facts(facts, datamodule, ckpt)
     device = choose_device(cfg.device)
     module.to(device)

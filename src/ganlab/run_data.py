@@ -23,6 +23,17 @@ PATH_KEYS = ("root", "cache_dir")  # data config keys that name files
 NOT_THE_DATA = {"batch_size", "num_workers", "cache_dir", "balanced_sampling", "skip_bad_files"}
 
 
+def prepared_datamodule(data_cfg):
+    """The data module of a data config, its data prepared and its fit splits built (for the entry points
+    that read a run's real images; training prepares on rank zero only, see train.py)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
 def run_dir_of(ckpt: str | Path) -> Path:
     ckpt = Path(ckpt).expanduser()
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent

@@ -14,12 +14,10 @@ import logging
 import time
 
 import torch
-from hydra.utils import instantiate
-
 from ganlab.classifier import SmallCNN, fit_classifier, predict
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
-from ganlab.run_data import training_data
+from ganlab.run_data import prepared_datamodule, training_data
 
 log = logging.getLogger("ganlab.generate")
 
@@ -29,9 +27,7 @@ def real_training_split(ckpt: str) -> tuple[UInt8ImageDataset, list[str]]:
     trained = training_data(ckpt)
     if trained is None:
         raise GanlabError(f"filter_min_prob needs the training run's data: no config_resolved.yaml next to {ckpt}")
-    datamodule = instantiate(trained[0])
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(trained[0])
     return datamodule.datasets["train"], list(datamodule.class_names)
 
 

@@ -3,10 +3,9 @@ e.g. a large, class-balanced brainsim render with another `render_seed`, so the 
 apart from the training set and their number no longer depends on the rare class's size."""
 from __future__ import annotations
 
-from hydra.utils import instantiate
-
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
+from ganlab.run_data import prepared_datamodule
 
 
 def load_external_test(test_cfg, train: UInt8ImageDataset, class_names: list[str]) -> UInt8ImageDataset:
@@ -14,9 +13,7 @@ def load_external_test(test_cfg, train: UInt8ImageDataset, class_names: list[str
     is also in `train`."""
     from ganlab.augment import image_hashes
 
-    datamodule = instantiate(test_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = prepared_datamodule(test_cfg)
     test = datamodule.datasets.get("test")
     if test is None or len(test) == 0:
         raise GanlabError("test_data: this data config has no test split (set test_data.test_fraction > 0)")
