@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from run import HERE, PRESETS, ROOT, cli, cli_parallel, rare_audit, write_block
+from run import (HERE, PRESETS, ROOT, bench_facts, cli, cli_parallel, job_rows, rare_audit, recall_table, seed_major,
+                 write_block)
 
 COMMON = ["real_only=true", "oversampled=false", "tstr=false", "pretrain_epochs=0", "ratios=[fill]", "logger=none"]
 REGIMES = {"plain": [*COMMON, "rare_ratios=[]", "weighted=null"],
@@ -38,8 +39,7 @@ def merged(dirs: dict[str, list[Path]]) -> tuple[dict, list[dict], float]:
     rows, base = [], {}
     for kind, ds in dirs.items():
         for d in ds:
-            for line in (d / "rows.jsonl").read_text().splitlines():
-                r = json.loads(line)
+            for r in job_rows(d):
                 if r["regime"] == BASELINE:
                     base.setdefault(r["seed"], []).append(r["balanced_accuracy"])
                     if len(base[r["seed"]]) > 1:
@@ -47,17 +47,14 @@ def merged(dirs: dict[str, list[Path]]) -> tuple[dict, list[dict], float]:
                 elif kind == "filtered":
                     r["regime"] += " (filtered)"
                 rows.append(r)
-    order = list(dict.fromkeys(r["regime"] for r in rows))
-    rows.sort(key=lambda r: (r["seed"], order.index(r["regime"])))
     gap = max((max(v) - min(v) for v in base.values()), default=0.0)
-    bench = json.loads(next(d / "augment.json" for ds in dirs.values() for d in ds).read_text())
-    return bench, rows, gap
+    return bench_facts([d for ds in dirs.values() for d in ds]), seed_major(rows), gap
 
 
 def markdown(r: dict) -> str:
     from ganlab.utility.paired import markdown as paired_markdown
 
-    names, f = r["class_names"], r["filter"]
+    f = r["filter"]
     lines = [f"Run: {r['date']}, {r['device']}, {r['wall_minutes']:.1f} min wall; generator: {r['generator']}; "
              f"filter_min_prob={f['min_prob']}: "
              + ", ".join(f"{c} {f['passed'][c]} of {f['drawn'][c]} draws passed ({f['passed'][c] / f['drawn'][c]:.0%})"
@@ -66,11 +63,7 @@ def markdown(r: dict) -> str:
              + f". Synthetic sets (plain and filtered): {r['synthetic_counts']}. The two augment runs' real-only "
              f"rows differ by at most {r['baseline_rows_max_gap']:.4f} in balanced accuracy (same seed, same rows).",
              "", f"Paired per seed ({r['seeds']} seeds) against **{r['baseline']}**, 95% t-intervals:", "",
-             paired_markdown(r).rstrip(), "", "Per-class recall (mean over seeds):", "",
-             "| regime | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += ["| " + n + " | " + " | ".join(f"{e['recall'][c]:.3f}" for c in names) + " |"
-              for n, e in r["regimes"].items()]
-    lines += [""]
+             paired_markdown(r).rstrip(), "", "Per-class recall (mean over seeds):", "", *recall_table(r), ""]
     for kind, ra in r["audit_rare"].items():
         nearest = sorted(ra["nearest_train_class"].items(), key=lambda kv: -kv[1])
         lines += [f"Audit of the {kind} set's {ra['n']} {r['minority']} images: {ra['frac_below_p1']:.1%} below the "

@@ -96,15 +96,37 @@ def cli_parallel(module: str, jobs: list[list[str]], log: list[dict]) -> None:
     log.append({"command": " & ".join(commands), "seconds": round(time.time() - start, 1)})
 
 
+def job_rows(d: Path) -> list[dict]:
+    """One augment job's (regime, seed) rows."""
+    return [json.loads(line) for line in (d / "rows.jsonl").read_text().splitlines()]
+
+
+def seed_major(rows: list[dict]) -> list[dict]:
+    """Rows ordered by seed, then by each regime's first appearance."""
+    order = list(dict.fromkeys(r["regime"] for r in rows))
+    return sorted(rows, key=lambda r: (r["seed"], order.index(r["regime"])))
+
+
+def bench_facts(dirs: list[Path]) -> dict:
+    """The augment.json (classes, minority, test counts) of the first job that wrote one."""
+    return json.loads(next(d / "augment.json" for d in dirs if (d / "augment.json").is_file()).read_text())
+
+
 def merged_results(dirs: list[Path]) -> tuple[dict, dict]:
     """(augment.json of the first job, paired results over the rows of all jobs)."""
     from ganlab.utility.paired import utility_results
 
-    bench = json.loads(next(d / "augment.json" for d in dirs if (d / "augment.json").is_file()).read_text())
-    rows = [json.loads(line) for d in dirs for line in (d / "rows.jsonl").read_text().splitlines()]
-    order = list(dict.fromkeys(r["regime"] for r in rows))
-    rows.sort(key=lambda r: (r["seed"], order.index(r["regime"])))
+    bench = bench_facts(dirs)
+    rows = seed_major([r for d in dirs for r in job_rows(d)])
     return bench, utility_results(rows, bench["class_names"], bench["minority"], bench["test_counts"])
+
+
+def recall_table(r: dict) -> list[str]:
+    """Markdown lines: each regime's per-class recall, the mean over seeds."""
+    names = r["class_names"]
+    return (["| regime | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            + ["| " + name + " | " + " | ".join(f"{e['recall'][c]:.3f}" for c in names) + " |"
+               for name, e in r["regimes"].items()])
 
 
 def per_class_needed(counts: dict[str, int]) -> int:
@@ -137,10 +159,7 @@ def results_markdown(r: dict) -> str:
              f"Classifier (SmallCNN) on the real test set, {r['seeds']} seeds, paired per seed; Δ = regime − "
              f"strongest baseline (**{r['baseline']}**), 95% Student t-interval over seeds:", "",
              r["table"].rstrip(), "",
-             "Per-class recall (mean over seeds):", "",
-             "| regime | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += ["| " + name + " | " + " | ".join(f"{e['recall'][c]:.3f}" for c in names) + " |"
-              for name, e in r["regimes"].items()]
+             "Per-class recall (mean over seeds):", "", *recall_table(r)]
     lines += ["", f"Per-class TSTR (synthetic only) against the baseline: "
               + ", ".join(f"{c} {tstr.get(c, float('nan')):.2f} vs {base[c]:.2f}" for c in names) + ".", "",
               f"Memorisation audit of the synthetic set ({a['n_synthetic']} images, CNN features, vs {a['n_train']} "
