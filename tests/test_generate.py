@@ -19,8 +19,9 @@ from conftest import REPO, assert_ok
 from ganlab.config import to_plain
 from ganlab.data.brainsim import CLASS_NAMES
 from ganlab.data.folder import ImageFolderDataModule
+from ganlab.errors import GanlabError
 from ganlab.generate import generate, load_generated
-from ganlab.utility.curate import fit_judge, own_class_prob
+from ganlab.utility.curate import NoveltyYardstick, fit_judge, own_class_prob, real_splits
 
 
 def read_manifest(out):
@@ -113,12 +114,37 @@ def test_filter_records_the_real_judges_probability_of_each_saved_image(cdcgan_c
     rows = read_manifest(out)
     assert len(rows) == 24 and all(float(r["judge_prob"]) >= 0.1 for r in rows)
     # retrain the judge (same seed, the run's real training split) and score the PNGs as saved
-    judge = fit_judge(str(cdcgan_ckpt), list(CLASS_NAMES), seed=1)
+    judge = fit_judge(real_splits(str(cdcgan_ckpt))[0], len(CLASS_NAMES), seed=1)
     saved = load_generated(out, list(CLASS_NAMES))
     assert torch.allclose(own_class_prob(judge, saved.images, saved.labels),
                           torch.tensor([float(r["judge_prob"]) for r in rows]), atol=1e-3)
     generate(str(cdcgan_ckpt), str(tmp_path / "plain"), n_per_class=1)
     assert all(r["judge_prob"] == "" for r in read_manifest(tmp_path / "plain"))  # no filter, no claim
+
+
+def test_novelty_yardstick_rejects_copies_of_training_images_and_passes_held_out_ones(cdcgan_ckpt):
+    train, holdout, _ = real_splits(str(cdcgan_ckpt))
+    judge = fit_judge(train, len(CLASS_NAMES), epochs=2)
+    yardstick = NoveltyYardstick(judge, train.images, holdout.images, percentile=10)
+    assert yardstick.min_distance > 0
+    assert (yardstick.distance(train.images) < yardstick.min_distance).all()  # a copy is at distance 0
+    passing = (yardstick.distance(holdout.images) >= yardstick.min_distance).float().mean()
+    assert 0.85 <= passing < 1  # the held-out images set the bar: about 90% of them clear it
+
+
+def test_novelty_filter_keeps_only_samples_beyond_the_held_out_percentile(cdcgan_ckpt, tmp_path):
+    out = tmp_path / "novel"
+    generate(str(cdcgan_ckpt), str(out), n_per_class=6, seed=1, filter_novelty_percentile=5)
+    rows, info = read_manifest(out), json.loads((out / "generate.json").read_text())["filter"]
+    assert len(rows) == 24 and info["novelty_percentile"] == 5 and info["min_prob"] is None
+    assert all(float(r["nearest_train_distance"]) >= info["min_distance"] > 0 for r in rows)
+    # the same yardstick rebuilt from the run's data measures the saved PNGs at the recorded distances
+    train, holdout, _ = real_splits(str(cdcgan_ckpt))
+    yardstick = NoveltyYardstick(fit_judge(train, len(CLASS_NAMES), seed=1), train.images, holdout.images, 5)
+    assert yardstick.min_distance == pytest.approx(info["min_distance"])
+    saved = load_generated(out, list(CLASS_NAMES))
+    assert torch.allclose(yardstick.distance(saved.images),
+                          torch.tensor([float(r["nearest_train_distance"]) for r in rows]), atol=1e-3)
 
 
 def test_filter_that_cannot_be_met_is_one_clear_line_and_leaves_nothing(run_cli, cdcgan_ckpt, tmp_path):
@@ -128,8 +154,12 @@ def test_filter_that_cannot_be_met_is_one_clear_line_and_leaves_nothing(run_cli,
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "filter_min_prob=0.99999: class" in result.stderr.strip().splitlines()[-1]
     assert not out.exists() and not list(tmp_path.glob(".strict.partial-*"))
-    result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}", "filter_min_prob=1.5")
-    assert result.returncode == 2 and "filter_min_prob=1.5 must lie in (0, 1)" in result.stderr
+    # settings out of range are refused before any judge is trained (the same GanlabError -> one line as above)
+    with pytest.raises(GanlabError, match=r"filter_min_prob=1.5 must lie in \(0, 1\)"):
+        generate(str(cdcgan_ckpt), str(out), filter_min_prob=1.5)
+    with pytest.raises(GanlabError, match=r"filter_novelty_percentile=100 must lie in \(0, 100\)"):
+        generate(str(cdcgan_ckpt), str(out), filter_novelty_percentile=100)
+    assert not out.exists()
 
 
 @pytest.mark.slow

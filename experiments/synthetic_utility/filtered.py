@@ -1,16 +1,18 @@
 """Judge-filtered synthetic images in the utility benchmark: does dropping the samples that drifted help?
 
     python experiments/synthetic_utility/filtered.py --ckpt <cdcgan last.ckpt> [--min-prob 0.5] [--jobs 2]
+    python experiments/synthetic_utility/filtered.py --ckpt <cdcgan last.ckpt> --novelty-percentile 5
     python experiments/synthetic_utility/filtered.py --smoke     # a pipeline check; writes to /tmp only
 
 run.py's setting, real test set, classifier and seeds (its PRESETS), so the real-only rows here are
 run.py's (same seeds, same numbers). Stages, each the real CLI: generate two fill sets from the same
 checkpoint and seed, one plain and one with `filter_min_prob=P` (the rare class topped up to the largest
 class with samples that a classifier trained on the run's real training split puts in their own class
-with p >= P) -> augment on each (real only and fill on both; on the filtered set also fill with synthetic
+with p >= P; with --novelty-percentile Q also at least as far from the nearest real training image as the
+held-out real images' Q-th percentile) -> augment on each (real only and fill on both; on the filtered set also fill with synthetic
 weight 0.25 and rare x1) -> audit of both sets. The two augment runs share their real-only rows, which
 must agree seed by seed (checked). Full size writes results/filtered/ and the `filtered` block of
-README.md.
+README.md (with --novelty-percentile: results/filtered_novel/ and the `filtered_novel` block).
 """
 from __future__ import annotations
 
@@ -56,7 +58,11 @@ def markdown(r: dict) -> str:
 
     f = r["filter"]
     lines = [f"Run: {r['date']}, {r['device']}, {r['wall_minutes']:.1f} min wall; generator: {r['generator']}; "
-             f"filter_min_prob={f['min_prob']}: "
+             + " and ".join(f"{k}={f[v]}" for k, v in [("filter_min_prob", "min_prob"),
+                                                        ("filter_novelty_percentile", "novelty_percentile")]
+                            if f.get(v) is not None)
+             + (f" (nearest-training-image distance >= {f['min_distance']:.4f})" if f.get("min_distance") else "")
+             + ": "
              + ", ".join(f"{c} {f['passed'][c]} of {f['drawn'][c]} draws passed ({f['passed'][c] / f['drawn'][c]:.0%})"
                          if "passed" in f else f"{c} kept {r['synthetic_counts'][c]} of {f['drawn'][c]} draws"
                          for c in f["acceptance"])
@@ -78,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", help="a cdcgan checkpoint trained on run.py's setting (required unless --smoke)")
     parser.add_argument("--min-prob", type=float, default=0.5)
+    parser.add_argument("--novelty-percentile", type=float, help="also reject samples closer to a real training "
+                        "image than this percentile of the held-out real images (e.g. 5)")
     parser.add_argument("--jobs", type=int, default=2, help="augment processes per synthetic set (seeds split)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
@@ -96,10 +104,12 @@ def main() -> None:
     else:
         raise SystemExit("error: --ckpt <cdcgan last.ckpt> is required (or --smoke)")
     min_prob = 0.01 if args.smoke else args.min_prob  # the smoke run's 1-epoch generator draws noise
+    novelty = args.novelty_percentile or (1 if args.smoke else None)  # the smoke run checks both filters
+    rules = [f"filter_min_prob={min_prob}", *([f"filter_novelty_percentile={novelty}"] if novelty else [])]
     folders = {"plain": base / "synthetic_fill", "filtered": base / "synthetic_filtered"}
     for kind, folder in folders.items():
         cli("ganlab.generate", [f"ckpt={ckpt}", f"out={folder}", "balance=fill", "seed=2",
-                                *([f"filter_min_prob={min_prob}"] if kind == "filtered" else [])], stages)
+                                *(rules if kind == "filtered" else [])], stages)
     seeds = preset["seeds"]
     split = [seeds[j::args.jobs] for j in range(min(args.jobs, len(seeds)))]
     dirs = {kind: [base / f"augment_{kind}_{j}" for j in range(len(split))] for kind in folders}
@@ -124,7 +134,8 @@ def main() -> None:
                "synthetic_counts": info["counts"], "baseline_rows_max_gap": gap,
                "audit": {kind: json.loads((base / f"audit_{kind}" / "audit.json").read_text()) for kind in folders},
                "audit_rare": {kind: rare_audit(base / f"audit_{kind}", paired["minority"]) for kind in folders}}
-    results_dir = base / "results" if args.smoke else HERE / "results" / "filtered"
+    name = "filtered_novel" if args.novelty_percentile else "filtered"
+    results_dir = base / "results" if args.smoke else HERE / "results" / name
     results_dir.mkdir(parents=True, exist_ok=True)
     for kind in folders:
         shutil.copy(base / f"audit_{kind}" / "audit_gallery.png", results_dir / f"audit_gallery_{kind}.png")
@@ -133,7 +144,7 @@ def main() -> None:
     (results_dir / "results.json").write_text(json.dumps(results, indent=1))
     text = markdown(results)
     if not args.smoke:
-        write_block(HERE / "README.md", "filtered", text)
+        write_block(HERE / "README.md", name, text)
     print("\n" + text + f"\n\nresults: {results_dir}")
 
 

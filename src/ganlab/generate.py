@@ -7,8 +7,10 @@ only when complete, so an interrupted run leaves nothing half-made. The folder l
 `data=folder data.root=<out>` or, from Python, with `load_generated(out)` (a torch Dataset).
 
 `filter_min_prob=P` (conditional checkpoints) keeps only samples that a classifier trained on the run's
-real training split puts in their own class with probability >= P (ganlab/utility/curate.py); each kept
-image's probability is in the manifest's `judge_prob`, and each class's acceptance rate in generate.json.
+real training split puts in their own class with probability >= P; `filter_novelty_percentile=Q` only
+samples at least as far from their nearest real training image as the held-out real images' Q-th
+percentile (ganlab/utility/curate.py). Each kept image's probability and distance are in the manifest
+(`judge_prob`, `nearest_train_distance`), each class's acceptance rate in generate.json.
 """
 from __future__ import annotations
 
@@ -32,9 +34,10 @@ from ganlab.data.folder import UInt8ImageDataset
 from ganlab.pixels import to_uint8
 from ganlab.errors import GanlabError
 from ganlab.run_data import run_dir_of, training_data
-from ganlab.utility.curate import fit_judge, own_class_prob
+from ganlab.utility.curate import NoveltyYardstick, fit_judge, own_class_prob, real_splits
 
-MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model", "ema", "truncation", "judge_prob")
+MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model", "ema", "truncation", "judge_prob",
+                   "nearest_train_distance")
 
 
 def plan_counts(class_names: list[str], class_counts: dict[str, int], *, n_per_class: int,
@@ -90,7 +93,8 @@ def prepare_out_dir(out: Path, overwrite: bool) -> Path:
 def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None = None,
              classes: list[str] | None = None, seed: int = 0, truncation: float | None = None,
              ema: bool = True, batch_size: int = 256, overwrite: bool = False,
-             filter_min_prob: float | None = None, filter_max_draws: int = 20) -> dict[str, int]:
+             filter_min_prob: float | None = None, filter_novelty_percentile: float | None = None,
+             filter_max_draws: int = 20) -> dict[str, int]:
     out_dir = Path(out).expanduser()
     module, facts = load_gan(ckpt)
     trained = training_data(ckpt)
@@ -98,14 +102,13 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
     class_names = facts["class_names"] if conditional else ["generated"]
     counts = plan_counts(class_names, facts["class_counts"] if conditional else {"generated": 0},
                          n_per_class=n_per_class, balance=balance if conditional else None, classes=classes)
-    judge = None
-    if filter_min_prob is not None:
-        if not conditional:
-            raise GanlabError("filter_min_prob: only a conditional checkpoint's samples have a class to check")
-        if not 0 < filter_min_prob < 1 or filter_max_draws < 1:
-            raise GanlabError(f"filter_min_prob={filter_min_prob} must lie in (0, 1) and filter_max_draws="
-                              f"{filter_max_draws} be >= 1")
-        judge = fit_judge(ckpt, class_names, seed=seed)
+    judge = novelty = None
+    filtered = filter_min_prob is not None or filter_novelty_percentile is not None
+    if filtered:
+        judge, novelty = make_filter(ckpt, class_names, conditional, seed=seed, min_prob=filter_min_prob,
+                                     novelty_percentile=filter_novelty_percentile, max_draws=filter_max_draws)
+    rule = " ".join(f"{k}={v}" for k, v in [("filter_min_prob", filter_min_prob),
+                                            ("filter_novelty_percentile", filter_novelty_percentile)] if v is not None)
     tmp = prepare_out_dir(out_dir, overwrite)
     checkpoint_hash, model_name = file_sha256(ckpt), module.generator.__class__.__name__
     rng = torch.Generator().manual_seed(seed)
@@ -116,27 +119,37 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
             label = class_names.index(name)
             kept = drawn[name] = passed[name] = 0
             while kept < n:
-                if judge is not None and drawn[name] >= filter_max_draws * n:
-                    raise GanlabError(f"filter_min_prob={filter_min_prob}: class {name} kept {kept} of {n} images "
-                                      f"after {drawn[name]} draws; lower filter_min_prob or raise filter_max_draws")
-                size = min(batch_size, n - kept if judge is None else filter_max_draws * n - drawn[name])
+                if filtered and drawn[name] >= filter_max_draws * n:
+                    raise GanlabError(f"{rule}: class {name} kept {kept} of {n} images after {drawn[name]} draws; "
+                                      "loosen the filter or raise filter_max_draws")
+                size = min(batch_size, n - kept if not filtered else filter_max_draws * n - drawn[name])
                 z = truncated_noise(size, module.latent_dim, truncation, rng)
                 labels = torch.full((size,), label, dtype=torch.long) if conditional else None
                 images = module.sample(size, labels=labels, z=z, ema=ema)
                 drawn[name] += size
-                probs = [None] * size
-                if judge is not None:
-                    p = own_class_prob(judge, to_uint8(images), labels)  # as saved
-                    keep = (p >= filter_min_prob).nonzero()[:, 0]
+                probs = distances = [None] * size
+                if filtered:
+                    saved = to_uint8(images)  # judged as saved
+                    p = own_class_prob(judge, saved, labels)
+                    d = novelty.distance(saved) if novelty is not None else None
+                    ok = torch.ones(size, dtype=torch.bool)
+                    if filter_min_prob is not None:
+                        ok &= p >= filter_min_prob
+                    if novelty is not None:
+                        ok &= d >= novelty.min_distance
+                    keep = ok.nonzero()[:, 0]
                     passed[name] += len(keep)
                     keep = keep[: n - kept]  # a last batch's surplus passes but is not needed
                     images, probs = images[keep], [round(float(v), 4) for v in p[keep]]
+                    if d is not None:
+                        distances = [round(float(v), 5) for v in d[keep]]
                 for i, image in enumerate(images):
                     rel = f"{name}/{name}_{kept + i:05d}.png"
                     save_png(image, tmp / rel)
                     rows.append({"file": rel, "class": name, "label": label, "seed": seed,
                                  "checkpoint_sha256": checkpoint_hash, "model": model_name, "ema": ema,
-                                 "truncation": truncation, "judge_prob": probs[i]})
+                                 "truncation": truncation, "judge_prob": probs[i],
+                                 "nearest_train_distance": distances[i]})
                 kept += len(images)
         with open(tmp / "manifest.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
@@ -147,14 +160,35 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
             "ckpt": str(Path(ckpt).resolve()), "run": str(run_dir_of(ckpt).resolve()),
             "data": trained[0] if trained else None, "data_source": trained[1] if trained else None,
             "counts": counts, "seed": seed, "truncation": truncation, "ema": ema,
-            "filter": None if judge is None else {
-                "min_prob": filter_min_prob, "drawn": drawn, "passed": passed,
+            "filter": None if not filtered else {
+                "min_prob": filter_min_prob, "novelty_percentile": filter_novelty_percentile,
+                "min_distance": None if novelty is None else novelty.min_distance, "drawn": drawn, "passed": passed,
                 "acceptance": {c: passed[c] / drawn[c] for c in counts if drawn[c]}}}, indent=2))
         publish_dir(tmp, out_dir)  # replaces an empty folder, or one that overwrite=true allows
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return counts
+
+
+def make_filter(ckpt: str, class_names: list[str], conditional: bool, *, seed: int, min_prob: float | None,
+                novelty_percentile: float | None, max_draws: int) -> tuple[object, NoveltyYardstick | None]:
+    """(the judge, the novelty yardstick or None), after checking the filter's settings."""
+    if not conditional:
+        raise GanlabError("generate's filters: only a conditional checkpoint's samples have a class to check")
+    if min_prob is not None and not 0 < min_prob < 1:
+        raise GanlabError(f"filter_min_prob={min_prob} must lie in (0, 1)")
+    if novelty_percentile is not None and not 0 < novelty_percentile < 100:
+        raise GanlabError(f"filter_novelty_percentile={novelty_percentile} must lie in (0, 100)")
+    if max_draws < 1:
+        raise GanlabError(f"filter_max_draws={max_draws} must be >= 1")
+    train, holdout, names = real_splits(ckpt)
+    if names != list(class_names):
+        raise GanlabError(f"{ckpt}: the run's data has classes {names}, the checkpoint {list(class_names)}")
+    judge = fit_judge(train, len(names), seed=seed)
+    if novelty_percentile is None:
+        return judge, None
+    return judge, NoveltyYardstick(judge, train.images, holdout.images, novelty_percentile)
 
 
 def read_manifest(out: str | Path) -> list[dict]:

@@ -1,20 +1,29 @@
-"""Judge-filtered sampling (`ganlab.generate filter_min_prob=P`): keep only the samples of a conditional
-generator that a classifier trained on the run's own real training split puts in their own class with
-probability >= P. Rejection sampling with a classifier, not with D: it asks "does this image carry its
-class as the real images taught it?", which is what a downstream classifier will learn from it.
+"""Filtered sampling for `ganlab.generate`: a classifier trained on the run's own real training split (the
+judge) decides which samples of a conditional generator are kept.
+
+- `filter_min_prob=P`: the judge puts the sample in its own class with probability >= P. A classifier, not
+  D: it asks "does this image carry its class as the real images taught it?", which is what a downstream
+  classifier will learn from it.
+- `filter_novelty_percentile=Q`: the sample lies at least as far from its nearest real training image
+  (the judge's L2-normalised features) as the Q-th percentile of the held-out real images' distances. Held-out
+  real images are new by construction; a sample closer to the training set than almost all of them is a
+  near-copy (the memorisation audit's yardstick, python -m ganlab.audit, turned into a rejection rule).
 
 Why: in experiments/synthetic_utility the quality preset's synthetic ModerateDemented images sit nearer
-MildDemented than the real ones (a real-trained classifier labels about half of them Mild), and topping the
-rare class up with them sends real rare test images to Mild. Filtering cannot add what the generator
-never draws; it only drops what drifted.
+MildDemented than the real ones, and filtering on the judge's probability alone kept more near-copies of
+the 22 real rare images than plain sampling. Filtering cannot add what the generator never draws; it only
+drops what drifted or copied.
 """
 from __future__ import annotations
 
 import logging
 import time
 
+import numpy as np
 import torch
-from ganlab.classifier import SmallCNN, fit_classifier, predict
+import torch.nn.functional as F
+from ganlab.audit import nearest
+from ganlab.classifier import SmallCNN, extract_features, fit_classifier, predict
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
 from ganlab.run_data import prepared_datamodule, training_data
@@ -22,26 +31,24 @@ from ganlab.run_data import prepared_datamodule, training_data
 log = logging.getLogger("ganlab.generate")
 
 
-def real_training_split(ckpt: str) -> tuple[UInt8ImageDataset, list[str]]:
-    """(real training split, class names) of the run that wrote `ckpt` (its data config and seed)."""
+def real_splits(ckpt: str) -> tuple[UInt8ImageDataset, UInt8ImageDataset, list[str]]:
+    """(real training split, held-out split (test, else val), class names) of the run that wrote `ckpt`."""
     trained = training_data(ckpt)
     if trained is None:
-        raise GanlabError(f"filter_min_prob needs the training run's data: no config_resolved.yaml next to {ckpt}")
+        raise GanlabError(f"generate's filters need the training run's data: no config_resolved.yaml next to {ckpt}")
     datamodule = prepared_datamodule(trained[0])
-    return datamodule.datasets["train"], list(datamodule.class_names)
+    split = "test" if len(datamodule.datasets.get("test", ())) else "val"
+    return datamodule.datasets["train"], datamodule.datasets[split], list(datamodule.class_names)
 
 
-def fit_judge(ckpt: str, class_names: list[str], *, width: int = 16, epochs: int = 8, seed: int = 0) -> SmallCNN:
-    """A SmallCNN on the run's real training split: class-weighted loss and flips/shifts, as the utility
+def fit_judge(real: UInt8ImageDataset, num_classes: int, *, width: int = 16, epochs: int = 8,
+              seed: int = 0) -> SmallCNN:
+    """A SmallCNN on the real training split: class-weighted loss and flips/shifts, as the utility
     benchmark's real-only baseline."""
-    real, names = real_training_split(ckpt)
-    if names != list(class_names):
-        raise GanlabError(f"{ckpt}: the run's data has classes {names}, the checkpoint {list(class_names)}")
     start = time.time()
     with torch.random.fork_rng():  # the same judge for the same seed, and the caller's RNG left as it was
         torch.manual_seed(seed)
-        judge = SmallCNN(len(class_names), channels=real.images.shape[1], image_size=real.images.shape[-1],
-                         width=width)
+        judge = SmallCNN(num_classes, channels=real.images.shape[1], image_size=real.images.shape[-1], width=width)
         fit_classifier(judge, real.images, real.labels, epochs=epochs, seed=seed)
     log.info("filter: judge trained on %d real training images in %.0f s", len(real.labels), time.time() - start)
     return judge
@@ -50,3 +57,22 @@ def fit_judge(ckpt: str, class_names: list[str], *, width: int = 16, epochs: int
 def own_class_prob(judge: SmallCNN, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(N,) the judge's softmax probability of each image's conditioning class."""
     return predict(judge, images).softmax(1).gather(1, labels[:, None])[:, 0]
+
+
+class NoveltyYardstick:
+    """Distances to the nearest real training image in the judge's feature space, and the held-out real
+    images' `percentile`-th distance as the least a kept sample must have."""
+
+    def __init__(self, judge: SmallCNN, train: torch.Tensor, holdout: torch.Tensor, percentile: float):
+        if len(holdout) == 0:
+            raise GanlabError("filter_novelty_percentile needs held-out real images: the run's data has no test "
+                              "or val split")
+        self.judge = judge
+        self.train_features = self.features(train)
+        self.min_distance = float(np.percentile(self.distance(holdout).numpy(), percentile))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(extract_features(self.judge, images), dim=1)
+
+    def distance(self, images: torch.Tensor) -> torch.Tensor:
+        return nearest(self.features(images), self.train_features)[0]
