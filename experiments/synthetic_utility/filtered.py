@@ -1,7 +1,7 @@
 """Judge-filtered synthetic images in the utility benchmark: does dropping the samples that drifted help?
 
     python experiments/synthetic_utility/filtered.py --ckpt <cdcgan last.ckpt> [--min-prob 0.5] [--jobs 2]
-    python experiments/synthetic_utility/filtered.py --ckpt <cdcgan last.ckpt> --novelty-percentile 5
+    python experiments/synthetic_utility/filtered.py --ckpt <cdcgan last.ckpt> --novelty-percentile 5 [--no-plain]
     python experiments/synthetic_utility/filtered.py --smoke     # a pipeline check; writes to /tmp only
 
 run.py's setting, real test set, classifier and seeds (its PRESETS), so the real-only rows here are
@@ -12,7 +12,8 @@ with p >= P; with --novelty-percentile Q also at least as far from the nearest r
 held-out real images' Q-th percentile) -> augment on each (real only and fill on both; on the filtered set also fill with synthetic
 weight 0.25 and rare x1) -> audit of both sets. The two augment runs share their real-only rows, which
 must agree seed by seed (checked). Full size writes results/filtered/ and the `filtered` block of
-README.md (with --novelty-percentile: results/filtered_novel/ and the `filtered_novel` block).
+README.md (with --novelty-percentile: results/filtered_novel/ and the `filtered_novel` block). --no-plain
+skips the plain set (half the time) when an earlier run of the same checkpoint and seed holds its rows.
 """
 from __future__ import annotations
 
@@ -66,8 +67,10 @@ def markdown(r: dict) -> str:
              + ", ".join(f"{c} {f['passed'][c]} of {f['drawn'][c]} draws passed ({f['passed'][c] / f['drawn'][c]:.0%})"
                          if "passed" in f else f"{c} kept {r['synthetic_counts'][c]} of {f['drawn'][c]} draws"
                          for c in f["acceptance"])
-             + f". Synthetic sets (plain and filtered): {r['synthetic_counts']}. The two augment runs' real-only "
-             f"rows differ by at most {r['baseline_rows_max_gap']:.4f} in balanced accuracy (same seed, same rows).",
+             + (f". Synthetic sets (plain and filtered): {r['synthetic_counts']}. The two augment runs' real-only "
+                f"rows differ by at most {r['baseline_rows_max_gap']:.4f} in balanced accuracy (same seed, same rows)."
+                if "plain" in r["audit"] else f". Synthetic set: {r['synthetic_counts']}; no plain set in this run "
+                "(--no-plain: the plain fill of the same checkpoint and seed is in the `filtered` block)."),
              "", f"Paired per seed ({r['seeds']} seeds) against **{r['baseline']}**, 95% t-intervals:", "",
              paired_markdown(r).rstrip(), "", "Per-class recall (mean over seeds):", "", *recall_table(r), ""]
     for kind, ra in r["audit_rare"].items():
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("--novelty-percentile", type=float, help="also reject samples closer to a real training "
                         "image than this percentile of the held-out real images (e.g. 5)")
     parser.add_argument("--jobs", type=int, default=2, help="augment processes per synthetic set (seeds split)")
+    parser.add_argument("--no-plain", action="store_true", help="only the filtered set")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     preset = PRESETS["smoke" if args.smoke else "full"]
@@ -107,6 +111,8 @@ def main() -> None:
     novelty = args.novelty_percentile or (1 if args.smoke else None)  # the smoke run checks both filters
     rules = [f"filter_min_prob={min_prob}", *([f"filter_novelty_percentile={novelty}"] if novelty else [])]
     folders = {"plain": base / "synthetic_fill", "filtered": base / "synthetic_filtered"}
+    if args.no_plain:
+        del folders["plain"]
     for kind, folder in folders.items():
         cli("ganlab.generate", [f"ckpt={ckpt}", f"out={folder}", "balance=fill", "seed=2",
                                 *(rules if kind == "filtered" else [])], stages)
