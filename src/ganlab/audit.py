@@ -33,7 +33,7 @@ from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
-from ganlab.run_data import choose_data, describe, generated_data, prepared_datamodule, training_data
+from ganlab.run_data import choose_data, describe, generated_data, holdout_split, prepared_datamodule, training_data
 from ganlab.pixels import to_model_range
 
 log = logging.getLogger("ganlab.audit")
@@ -51,6 +51,11 @@ def cnn_features(train_images: torch.Tensor, train_labels: torch.Tensor, num_cla
     _, channels, size, _ = train_images.shape
     model = fit_classifier(SmallCNN(num_classes, channels, size, width=width), train_images, train_labels,
                            seed=seed, device=device, **fit_options)
+    return feature_space(model, device=device)
+
+
+def feature_space(model: SmallCNN, device: str = "cpu") -> Features:
+    """A trained SmallCNN's pooled features, L2-normalised: the space the audit's distances live in."""
     return lambda images: F.normalize(extract_features(model, images, device=device), dim=1)
 
 
@@ -161,7 +166,7 @@ def main(cfg: DictConfig) -> None:
     log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), data_source)
     datamodule = prepared_datamodule(data_cfg)
     names, train = list(datamodule.class_names), datamodule.datasets["train"]
-    split = "test" if len(datamodule.datasets.get("test", ())) else "val"
+    split = holdout_split(datamodule)
     holdout = datamodule.datasets[split]
     if cfg.ckpt:
         synth_images, synth_labels = sample_checkpoint(cfg.ckpt, cfg.n, cfg.seed, cfg.ema, datamodule)

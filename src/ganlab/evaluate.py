@@ -23,7 +23,7 @@ from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
 from ganlab.metrics.report import markdown_table
-from ganlab.run_data import choose_data, prepared_datamodule, run_dir_of, training_data
+from ganlab.run_data import choose_data, holdout_split, prepared_datamodule, run_dir_of, training_data
 
 def check_facts(facts: dict, datamodule, ckpt: Path) -> None:
     for key in ("image_size", "channels"):
@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict:
     device = choose_device(cfg.device)
     module.to(device)
     train = datamodule.datasets["train"]
-    holdout = datamodule.datasets.get("test") or datamodule.datasets.get("val")
+    holdout = datamodule.datasets.get(holdout_split(datamodule))
     start = time.perf_counter()
     suite.prepare(train.images, train.labels, list(datamodule.class_names),
                   holdout=(holdout.images, holdout.labels) if holdout is not None and len(holdout) else None,

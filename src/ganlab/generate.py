@@ -102,11 +102,10 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
     class_names = facts["class_names"] if conditional else ["generated"]
     counts = plan_counts(class_names, facts["class_counts"] if conditional else {"generated": 0},
                          n_per_class=n_per_class, balance=balance if conditional else None, classes=classes)
-    judge = novelty = None
     filtered = filter_min_prob is not None or filter_novelty_percentile is not None
-    if filtered:
-        judge, novelty = make_filter(ckpt, class_names, conditional, seed=seed, min_prob=filter_min_prob,
-                                     novelty_percentile=filter_novelty_percentile, max_draws=filter_max_draws)
+    judge, novelty = make_filter(ckpt, class_names, conditional, seed=seed, min_prob=filter_min_prob,
+                                 novelty_percentile=filter_novelty_percentile,
+                                 max_draws=filter_max_draws) if filtered else (None, None)
     rule = " ".join(f"{k}={v}" for k, v in [("filter_min_prob", filter_min_prob),
                                             ("filter_novelty_percentile", filter_novelty_percentile)] if v is not None)
     tmp = prepare_out_dir(out_dir, overwrite)

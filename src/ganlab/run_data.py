@@ -34,6 +34,11 @@ def prepared_datamodule(data_cfg):
     return datamodule
 
 
+def holdout_split(datamodule) -> str:
+    """The split that stands for new real images: test when the data config has one, else val."""
+    return "test" if len(datamodule.datasets.get("test", ())) else "val"
+
+
 def run_dir_of(ckpt: str | Path) -> Path:
     ckpt = Path(ckpt).expanduser()
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent

@@ -21,12 +21,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from ganlab.audit import nearest
-from ganlab.classifier import SmallCNN, extract_features, fit_classifier, predict
+from ganlab.audit import feature_space, nearest
+from ganlab.classifier import SmallCNN, fit_classifier, predict
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
-from ganlab.run_data import prepared_datamodule, training_data
+from ganlab.run_data import holdout_split, prepared_datamodule, training_data
 
 log = logging.getLogger("ganlab.generate")
 
@@ -37,8 +36,8 @@ def real_splits(ckpt: str) -> tuple[UInt8ImageDataset, UInt8ImageDataset, list[s
     if trained is None:
         raise GanlabError(f"generate's filters need the training run's data: no config_resolved.yaml next to {ckpt}")
     datamodule = prepared_datamodule(trained[0])
-    split = "test" if len(datamodule.datasets.get("test", ())) else "val"
-    return datamodule.datasets["train"], datamodule.datasets[split], list(datamodule.class_names)
+    held_out = datamodule.datasets[holdout_split(datamodule)]
+    return datamodule.datasets["train"], held_out, list(datamodule.class_names)
 
 
 def fit_judge(real: UInt8ImageDataset, num_classes: int, *, width: int = 16, epochs: int = 8,
@@ -67,12 +66,9 @@ class NoveltyYardstick:
         if len(holdout) == 0:
             raise GanlabError("filter_novelty_percentile needs held-out real images: the run's data has no test "
                               "or val split")
-        self.judge = judge
+        self.features = feature_space(judge)
         self.train_features = self.features(train)
         self.min_distance = float(np.percentile(self.distance(holdout).numpy(), percentile))
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(extract_features(self.judge, images), dim=1)
 
     def distance(self, images: torch.Tensor) -> torch.Tensor:
         return nearest(self.features(images), self.train_features)[0]
