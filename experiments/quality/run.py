@@ -92,6 +92,10 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # brightness and contrast on top of the small translation give D more than 81 versions of each image
     # (run at the preset's budget: --kimg 350 --seeds 2)
     "bf16_tr16_mri": ("bf16_tr16", ["model.diffaugment=mri"]),
+    # the rare class's narrowness (synthetic_utility: its samples sit nearer the 22 training images than new
+    # real brains do): Collapse by Conditioning (Shahbazi et al., ICLR 2022) trains unconditionally first, so
+    # the rare class starts from what all 1100 brains share, then blends the labels in (run at --kimg 346)
+    "bf16_tr16_ct": ("bf16_tr16", ["model.cond_start_kimg=25", "model.cond_end_kimg=100"]),
 }
 
 
