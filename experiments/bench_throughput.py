@@ -9,7 +9,7 @@ loss (BCE on logits), EMA of G (decay 0.999 with ganlab's warm-up), D/G alternat
 fakes made under no_grad, then a G step with D's parameters frozen), in-memory uint8 data through a
 shuffling DataLoader and conversion to [-1, 1] on the device. ganlab runs through the real GANModule,
 GANStrategy and Lightning Trainer with the callbacks `python -m ganlab.train` gives every run, built the
-same way (ganlab.train.build_metrics / build_callbacks on the composed train config): the metrics
+same way (ganlab.training.build_metrics / build_callbacks on the composed train config): the metrics
 callback at its normal cadence (its real-data side is prepared at fit start, its evaluation at the end
 of the epoch: both outside the timed window), conf/callbacks/default.yaml (checkpoints, sample grid,
 plots, RNG reseeding), the recipe and throughput logging, with the progress bar and a CSV logger.
@@ -121,7 +121,7 @@ def normal_run_callbacks(args, out_dir: str) -> list:
     from ganlab.callbacks.throughput import Throughput
     from ganlab.cli import CONFIG_DIR
     from ganlab.config import to_plain
-    from ganlab.train import build_callbacks, build_metrics
+    from ganlab.training import build_callbacks, build_metrics
 
     overrides = [f"paths.output_dir={out_dir}", f"paths.data_dir={out_dir}/data", f"data.image_size={args.size}",
                  f"model.generator.width={args.width}", f"model.discriminator.width={args.width}"]

@@ -54,7 +54,7 @@ def test_every_group_option_composes_into_train(group, option):
 
 
 def test_metrics_none_under_a_preset_that_tunes_metrics_builds_no_callback():
-    from ganlab.train import build_metrics
+    from ganlab.training import build_metrics
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=brainsim_quality", "metrics=none"])

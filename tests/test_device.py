@@ -27,7 +27,7 @@ def test_bad_names_are_one_line_naming_the_key(monkeypatch):
 def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_float32_in_one_line(monkeypatch, caplog):
     from omegaconf import OmegaConf
 
-    from ganlab import train
+    from ganlab import training as train
 
     def cfg(precision, accelerator="cpu"):
         return OmegaConf.create({"trainer": {"precision": precision, "accelerator": accelerator}})

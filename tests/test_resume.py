@@ -23,7 +23,7 @@ from ganlab.callbacks.reseed import ReseedRNG, derive_seed
 from ganlab.checkpoint import check_same_model
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
-from ganlab.train import resolve_resume
+from ganlab.training import resolve_resume
 
 # `python -m ganlab.train` with every batch slowed down, so a test can kill it at a chosen moment.
 SLOW_TRAIN = """

@@ -103,7 +103,7 @@ def test_the_default_callbacks_do_not_sync_with_the_host_between_log_points(monk
     from ganlab.callbacks.plots import TrainingPlots
     from ganlab.callbacks.recipe import Recipe
     from ganlab.config import to_plain
-    from ganlab.train import build_callbacks
+    from ganlab.training import build_callbacks
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}"])
