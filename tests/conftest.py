@@ -61,13 +61,16 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
 
 
+CDCGAN_RUN = ["model=cdcgan", *TINY, "logger=none"]  # cdcgan_ckpt's command line (less hydra.run.dir)
+
+
 @pytest.fixture(scope="session")
 def cdcgan_ckpt(tmp_path_factory, data_dir) -> Path:
     """A checkpoint of a tiny cdcgan run on brainsim, shared by the tests of generate/evaluate/augment."""
     run_dir = tmp_path_factory.mktemp("cdcgan_run")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(GANLAB_DATA_DIR=str(data_dir), HOME=str(run_dir / "home"))
-    result = subprocess.run([sys.executable, "-m", "ganlab.train", "model=cdcgan", *TINY, "logger=none",
+    env.update(GANLAB_DATA_DIR=str(data_dir), HOME=str(run_dir / "home"), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "ganlab.train", *CDCGAN_RUN,
                              f"hydra.run.dir={run_dir}"], cwd=run_dir, env=env, capture_output=True, text=True,
                             timeout=600)
     assert_ok(result)

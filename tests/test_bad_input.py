@@ -105,7 +105,9 @@ MATRIX = {
                                    make=evil_checkpoint),
     "fresh run into a used run dir": Row(["hydra.run.dir={made}"], ["already holds checkpoints", "ckpt_path=last"],
                                          make=used_run_dir, keeps=("checkpoints/last.ckpt", "config_resolved.yaml")),
-    "generate into a non-empty directory": Row(["ckpt={ckpt}", "out={made}", "n_per_class=2"], ["out", "is not empty"],
+    "generate into a non-empty directory": Row(["ckpt={ckpt}", "out={made}", "n_per_class=2"],
+                                               ["error: output directory {made} is not empty; choose another `out=` "
+                                                "or pass overwrite=true"],
                                                module="ganlab.generate", make=nonempty_dir, keeps=("keep.txt",)),
     "missing Inception weights offline": Row(["ckpt={ckpt}", "metrics=inception", "out={tmp}/run"],
                                              ["Inception weights not found", "no download is attempted"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -122,15 +123,20 @@ def test_two_processes_of_batch_b_step_like_one_process_of_batch_2b(cli_env, tmp
 
 @pytest.mark.slow
 def test_ddp_resume_continues_every_ranks_noise_bit_exactly(run_cli, tmp_path):
-    """2 CPU processes, stopped after epoch 1 and resumed with ckpt_path=last, end bit-identical to an
-    uninterrupted run: rank 1's latent noise stream is saved (gathered into the checkpoint) and restored,
-    not reseeded (replicas average their gradients, so any rank's noise shows in the shared weights)."""
+    """2 CPU processes, resumed with ckpt_path=last from the checkpoint that an uninterrupted run saved at
+    the end of epoch 1, end bit-identical to that run: rank 1's latent noise stream is saved (gathered into
+    the checkpoint) and restored, not reseeded (replicas average their gradients, so any rank's noise
+    shows in the shared weights)."""
     from test_resume import differences
 
     common = [*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "logger=none", "metrics=none"]
     reference, run = tmp_path / "reference", tmp_path / "run"
-    assert_ok(run_cli("ganlab.train", *common, "trainer.max_epochs=2", f"hydra.run.dir={reference}"))
-    assert_ok(run_cli("ganlab.train", *common, f"hydra.run.dir={run}"))
+    assert_ok(run_cli("ganlab.train", *common, "trainer.max_epochs=2", "callbacks.checkpoint.keep_last=-1",
+                      f"hydra.run.dir={reference}"))
+    epoch_one = sorted((reference / "checkpoints").glob("epoch000-*.ckpt"))
+    assert len(epoch_one) == 1
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(epoch_one[0], run / "checkpoints" / "last.ckpt")  # as if the run had been stopped there
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert len(first["noise_rng_states"]) == 2 and not torch.equal(*first["noise_rng_states"])
     assert_ok(run_cli("ganlab.train", *common, "trainer.max_epochs=2", "ckpt_path=last", f"hydra.run.dir={run}"))

@@ -4,6 +4,7 @@ real `model=cdcgan data=brainsim` run."""
 from __future__ import annotations
 
 import math
+import shutil
 
 import lightning as L
 import numpy as np
@@ -13,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import MixedPrecision
 from PIL import Image
 
-from conftest import REPO, TINY, assert_ok
+from conftest import CDCGAN_RUN, REPO
 from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.errors import GanlabError
 from ganlab.models.gan_module import DivergenceError, GANModule
@@ -180,14 +181,15 @@ class PoisonWeights(L.Callback):
 
 
 @pytest.mark.slow
-def test_cli_divergence_is_one_line_with_nonzero_exit_and_leaves_last_ckpt_untouched(run_cli, cli_env, tmp_path):
+def test_cli_divergence_is_one_line_with_nonzero_exit_and_leaves_last_ckpt_untouched(run_cli, cli_env, cdcgan_ckpt,
+                                                                                    tmp_path):
     run_dir = tmp_path / "run"
-    env = {**cli_env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
-    assert_ok(run_cli("ganlab.train", *TINY, "logger=none", "metrics=none", f"hydra.run.dir={run_dir}", env=env))
+    shutil.copytree(cdcgan_ckpt.parents[1], run_dir)  # the session's finished one-epoch run, resumed below
+    env = {**cli_env, "PYTHONPATH": str(REPO / "tests")}
     last = run_dir / "checkpoints" / "last.ckpt"
     digest, files = file_sha256(last, length=64), sorted(p.name for p in last.parent.iterdir())
     # resume for a second epoch, in which the weights blow up
-    result = run_cli("ganlab.train", *TINY, "logger=none", "metrics=none", "ckpt_path=last", "trainer.max_epochs=2",
+    result = run_cli("ganlab.train", *CDCGAN_RUN, "ckpt_path=last", "trainer.max_epochs=2",
                      "+callbacks.poison._target_=test_gan_module.PoisonWeights", f"hydra.run.dir={run_dir}", env=env)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -200,11 +202,9 @@ def test_cli_divergence_is_one_line_with_nonzero_exit_and_leaves_last_ckpt_untou
 
 # ----------------------------------------------------------------------------- real conditional run
 @pytest.mark.slow
-def test_cdcgan_brainsim_cli_run_writes_a_labelled_per_class_grid(run_cli, cli_env, tmp_path):
-    run_dir = tmp_path / "run"
-    env = {**cli_env, "OMP_NUM_THREADS": "1"}
-    assert_ok(run_cli("ganlab.train", *TINY, "model=cdcgan", "data=brainsim", "model.generator.conditioning=cbn",
-                      "logger=none", "metrics=none", f"hydra.run.dir={run_dir}", env=env))
+def test_cdcgan_brainsim_cli_run_writes_a_labelled_per_class_grid(cdcgan_ckpt):
+    """The session's cdcgan run (CDCGAN_RUN: brainsim and conditional BatchNorm are cdcgan's defaults)."""
+    run_dir = cdcgan_ckpt.parents[1]
     grid = np.asarray(Image.open(run_dir / "samples" / "final.png").convert("L"))
     assert grid.shape[0] == 4 * (32 + 2) + 2  # 4 classes: one row each, 2 px padding
     margin = grid.shape[1] - (8 * (32 + 2) + 2)
