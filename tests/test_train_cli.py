@@ -17,6 +17,9 @@ def test_default_run_writes_grids_checkpoint_config_and_wandb_offline(run_cli, t
     run_dir = tmp_path / "run"
     result = run_cli("ganlab.train", *TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
     assert_ok(result)
+    # Lightning's messages once on the console (not also through its own handler) and in train.log
+    assert (result.stdout + result.stderr).count("`Trainer.fit` stopped") == 1
+    assert "`Trainer.fit` stopped" in (run_dir / "train.log").read_text()
 
     grids = sorted((run_dir / "samples").glob("epoch_*.png"))
     assert [g.name for g in grids] == ["epoch_0000.png", "epoch_0001.png"]

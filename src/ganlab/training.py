@@ -28,6 +28,10 @@ from ganlab.strategy import is_rank_zero  # also registers the gan_ddp strategy 
 log = logging.getLogger("ganlab.train")
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API on every run.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+if logging.getLogger().handlers:
+    # Imported after Hydra set up logging (console + train.log), Lightning's loggers propagate to it, and the
+    # console handler that `import lightning` adds would print each of its messages a second time.
+    logging.getLogger("lightning").handlers.clear()
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
