@@ -77,6 +77,7 @@ class Row:
     keeps: tuple[str, ...] = ()  # files in the row's directory that existed before and must stay as they were
     env: dict[str, str] = field(default_factory=dict)  # {tmp} is filled in
     cpu_only: bool = False
+    whole_stderr: bool = False  # the error line is all the command writes to stderr
 
 
 MATRIX = {
@@ -108,7 +109,8 @@ MATRIX = {
     "generate into a non-empty directory": Row(["ckpt={ckpt}", "out={made}", "n_per_class=2"],
                                                ["error: output directory {made} is not empty; choose another `out=` "
                                                 "or pass overwrite=true"],
-                                               module="ganlab.generate", make=nonempty_dir, keeps=("keep.txt",)),
+                                               module="ganlab.generate", make=nonempty_dir, keeps=("keep.txt",),
+                                               whole_stderr=True),
     "missing Inception weights offline": Row(["ckpt={ckpt}", "metrics=inception", "out={tmp}/run"],
                                              ["Inception weights not found", "no download is attempted"],
                                              module="ganlab.evaluate",
@@ -150,6 +152,8 @@ def test_bad_input(name, run_cli, cli_env, tmp_path, request):
         assert text in result.stderr, (text, result.stderr[-2000:])
     if row.exit_code == 2:  # ganlab's own errors: exactly one line, the last one on stderr
         assert message.startswith("error: ") and lines[-1] == message
+    if row.whole_stderr:
+        assert lines == [message], lines
     if row.keeps:
         assert snapshot(made, row.keeps) == before  # an earlier run's files are left as they were
         assert not list(made.parent.glob(f".{made.name}.partial-*"))

@@ -2,8 +2,9 @@
 
 Composes conf/train.yaml, instantiates the DataModule, the GAN LightningModule, callbacks, logger and
 Trainer from it (ganlab.training), and fits. Every run writes into its own Hydra run directory.
-Lightning is imported only after the command line is checked: a mistyped key or value is one line in
-about a second, not after the ~5 s that loading Lightning takes.
+Lightning is imported only once Hydra has composed the command line: a mistyped key or group is one
+line in about half a second, not after the ~5 s that loading Lightning takes (checking a value's type
+needs the target classes, so that check comes after it).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def main(cfg: DictConfig) -> float | None:
         check_argument_types(cfg[group], group)  # named, before anything is built or rendered
     if cfg.get("group") is None:
         cfg.group = sweep_group()  # the jobs of one multirun share a W&B group
-    from ganlab.training import is_rank_zero, train
+    from ganlab.strategy import is_rank_zero
+    from ganlab.training import train
 
     metrics = train(cfg)
     if is_rank_zero():  # final logged values, read by the multirun summary (ganlab.sweep)
