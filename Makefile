@@ -19,6 +19,8 @@ DEMO   ?= model=cdcgan trainer.precision=bf16-mixed trainer.max_epochs=40 model.
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print $$4}'); if [ "$$free" -lt 6500000 ]; then \
+	  echo "warning: .venv takes about 6.2 GB (torch's CUDA build, the one on this disk); $$((free / 1048576)) GB free here" >&2; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH) -e '.[dev,sweep]' 2>&1 | grep -v "is ignored: it is neither"; \
 	  test $${PIPESTATUS[0]} -eq 0

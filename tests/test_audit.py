@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import TINY, assert_ok
-from ganlab.audit import cnn_features, distance_plot, memorisation_audit, nearest, pixel_features, save_gallery
+from ganlab.audit import (copying_test, cnn_features, distance_plot, memorisation_audit, nearest, pixel_features,
+                          save_gallery)
 
 
 def test_nearest_finds_the_closest_row():
@@ -40,6 +41,32 @@ def test_copies_are_flagged_and_noise_is_not(tiny_data, space):
     assert fresh["frac_below_p5"] <= 0.1 and fresh["n_exact_copies"] == 0
 
 
+def test_copying_test_compares_each_class_with_its_own_held_out_images():
+    """A class whose real images all sit near the training set (small distances, few held-out images):
+    new images drawn like its held-out ones are 'copies' to the pooled percentile but z ~ 0 to the
+    per-class test; images nearer than its held-out ones get a strongly negative z and are flagged."""
+    g = torch.Generator().manual_seed(0)
+    names = ["common", "rare"]
+    hold_labels = torch.tensor([0] * 1000 + [1] * 6)
+    d_hold = torch.cat([1.0 + 0.1 * torch.randn(1000, generator=g), 0.5 + 0.05 * torch.randn(6, generator=g)])
+    train_labels = torch.tensor([0] * 360 + [1] * 22)
+    syn_labels = torch.tensor([0] * 300 + [1] * 300)
+    fresh = torch.cat([1.0 + 0.1 * torch.randn(300, generator=g), 0.5 + 0.05 * torch.randn(300, generator=g)])
+    p1 = float(np.percentile(d_hold.numpy(), 1))
+    assert float((fresh[300:] < p1).float().mean()) > 0.9  # the pooled yardstick calls new rare images copies
+
+    result = copying_test(fresh, syn_labels, d_hold, hold_labels, train_labels, names)
+    assert all(abs(e["z"]) < 3 for e in result["per_class"].values()) and result["flagged"] == []
+    assert result["per_class"]["rare"]["n_holdout"] == 6 and 0.3 < result["per_class"]["rare"]["closer"] < 0.7
+
+    near = fresh.clone()
+    near[300:] = 0.3 + 0.05 * torch.randn(300, generator=g)
+    result = copying_test(near, syn_labels, d_hold, hold_labels, train_labels, names)
+    assert result["flagged"] == ["rare"] and result["per_class"]["rare"]["closer"] > 0.95
+    assert result["c_t"] == pytest.approx((360 * result["per_class"]["common"]["z"]
+                                          + 22 * result["per_class"]["rare"]["z"]) / 382)
+
+
 def test_gallery_pairs_closest_generated_with_their_training_image(tiny_data, tmp_path):
     train, holdout = tiny_data.datasets["train"], tiny_data.datasets["test"]
     synthetic = torch.cat([noise_like(train.images[:6]), train.images[5:6]])
@@ -65,6 +92,9 @@ def test_cli_audits_a_checkpoint(run_cli, cdcgan_ckpt, tmp_path):
     summary = json.loads((run / "audit.json").read_text())
     assert summary["n_synthetic"] == 24 and summary["holdout_split"] == "test" and summary["feature"] == "cnn"
     assert 0.0 <= summary["frac_below_p1"] <= summary["frac_below_p5"] <= 1.0
+    copying = summary["copying"]  # cdcgan: one cell per class, each with its held-out images
+    assert set(copying["per_class"]) == {"NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"}
+    assert sum(e["n_synthetic"] for e in copying["per_class"].values()) == 24
     rows = list(csv.DictReader(open(run / "audit.csv")))
     assert len(rows) == 24 and all(r["nearest_train_file"].endswith(".png") for r in rows)
     assert Image.open(run / "audit_gallery.png").width > 0 and (run / "audit_distances.png").exists()
@@ -104,6 +134,8 @@ def test_cli_audits_against_the_data_the_checkpoint_was_trained_on(run_cli, tmp_
     rows = list(csv.DictReader(open(tmp_path / "a" / "audit.csv")))
     assert len(rows) == 8 and all(r["nearest_train_file"].startswith(str(root)) for r in rows)
     assert {r["nearest_train_class"] for r in rows} <= {"flair", "t1"}
+    cell = summary["copying"]["per_class"]  # dcgan: no classes, one cell against all held-out images
+    assert list(cell) == ["all"] and cell["all"]["n_synthetic"] == 8 and cell["all"]["n_holdout"] == 6
 
     result = run_cli("ganlab.audit", f"ckpt={ckpt}", "feature=pixels", "n=8", "data=brainsim", "data.image_size=32",
                      "data.per_class=24", f"hydra.run.dir={tmp_path / 'b'}")

@@ -33,9 +33,9 @@ def test_experiment_smoke_run(name, script, extra, cli_env, tmp_path):
 
 
 def utility_scripts(monkeypatch) -> None:
-    """Make experiments/synthetic_utility's run.py and filtered.py importable as `run` and `filtered` for one
+    """Make experiments/synthetic_utility's run.py, filtered.py and oracle.py importable by name for one
     test (experiments/quality has a run.py too: whichever a worker imported first is in sys.modules)."""
-    for name in ("run", "filtered"):
+    for name in ("run", "filtered", "oracle"):
         monkeypatch.setitem(sys.modules, name, sys.modules.get(name))  # undone after the test: restored or removed
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(REPO / "experiments" / "synthetic_utility"))
@@ -86,3 +86,84 @@ def test_utility_core_runs_only_the_deciding_regimes(monkeypatch):
                             pretrain_epochs=cfg.pretrain_epochs)
     assert [r.name for r in regimes] == ["real only", "real + synthetic rare x0.5", "real + synthetic rare x1",
                                          "real + synthetic fill", "real + synthetic fill (w=0.25)"]
+
+
+def test_oracle_set_holds_new_real_images_in_generate_layout(tmp_path, monkeypatch):
+    """--oracle's set: brainsim images of the generator run's data config, drawn with another render seed
+    (exactly brainsim's image i of class k for that seed), none equal to a training image, readable as a
+    generate output with that data config; the render seeds of the training and test images are refused,
+    and so is a non-empty folder, left as it was."""
+    import numpy as np
+    import yaml
+
+    from ganlab.augment import image_hashes
+    from ganlab.data.brainsim import make_slice, render_brainsim
+    from ganlab.errors import GanlabError
+    from ganlab.generate import load_generated
+    from ganlab.run_data import generated_data
+
+    utility_scripts(monkeypatch)
+    from oracle import oracle_set
+
+    data = {"_target_": "ganlab.data.brainsim.BrainSimDataModule", "cache_dir": str(tmp_path / "data"),
+            "image_size": 32, "channels": 1, "num_classes": 4, "per_class": 6,
+            "imbalance": {"ModerateDemented": 0.5}, "test_fraction": 0.2, "render_seed": 0, "seed": 1}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config_resolved.yaml").write_text(yaml.safe_dump({"data": data}))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    counts = oracle_set(tmp_path / "oracle", ckpt, per_class=3, render_seed=7000)
+    assert counts == {"NonDemented": 3, "VeryMildDemented": 3, "MildDemented": 3, "ModerateDemented": 3}
+    assert generated_data(tmp_path / "oracle")[0] == data
+    images = load_generated(tmp_path / "oracle", ["NonDemented", "VeryMildDemented", "MildDemented",
+                                                  "ModerateDemented"])
+    assert images.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    expected = make_slice(np.random.default_rng([7000, 3, 2]), 3, 32)
+    assert np.array_equal(images.images[11, 0].numpy(), expected)
+    train = render_brainsim(tmp_path / "train_render", image_size=32, per_class=6,
+                            imbalance={"ModerateDemented": 0.5}, test_fraction=0.2, seed=0)
+    train_hashes = {h for f in train.rglob("*.png") for h in image_hashes(load_png(f))}
+    assert not train_hashes & set(image_hashes(images.images))
+
+    for seed in (0, 1000):
+        with pytest.raises(GanlabError, match="training or test"):
+            oracle_set(tmp_path / f"oracle_{seed}", ckpt, per_class=3, render_seed=seed)
+    before = sorted(p.name for p in (tmp_path / "oracle").rglob("*"))
+    with pytest.raises(GanlabError, match="not empty"):
+        oracle_set(tmp_path / "oracle", ckpt, per_class=3, render_seed=7001)
+    assert sorted(p.name for p in (tmp_path / "oracle").rglob("*")) == before
+
+
+def load_png(path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))[None, None]
+
+
+def test_diagnose_tells_marked_images_from_real_ones_and_judges_every_class(tiny_data, monkeypatch):
+    """diagnose.py on one seed: 'synthetic' images that are the real ones with a bright corner patch are told
+    apart by the C2ST in every class, while identical copies of real images are not; the balanced judge's
+    label shares are a distribution per class and its severity lies in 0..3."""
+    import torch
+
+    from ganlab.data.folder import UInt8ImageDataset
+
+    monkeypatch.syspath_prepend(str(REPO / "experiments" / "synthetic_utility"))
+    monkeypatch.delitem(sys.modules, "diagnose", raising=False)
+    from diagnose import diagnose_seed
+
+    train = tiny_data.datasets["train"]
+    real = UInt8ImageDataset(train.images, train.labels, list(train.files))
+    marked = train.images.clone()
+    marked[:, :, :8, :8] = 255
+    recipe = {"width": 8, "epochs": 25, "batch_size": 16}
+    told = diagnose_seed(real, UInt8ImageDataset(marked, train.labels, list(train.files)), 4, 0, recipe)
+    assert min(told["c2st"].values()) > 0.8
+    same = diagnose_seed(real, UInt8ImageDataset(train.images.clone(), train.labels, list(train.files)), 4, 0, recipe)
+    assert max(same["c2st"].values()) < 0.8
+    for which in ("real", "synthetic"):
+        for entry in told["judge"][which].values():
+            assert abs(sum(entry["predicted"]) - 1) < 1e-6 and 0 <= entry["severity"] <= 3

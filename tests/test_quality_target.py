@@ -49,6 +49,17 @@ def test_the_rare_floor_line_is_shown_but_not_counted_as_a_target():
     assert "Targets met per seed: 10/11, 11/11." in text
 
 
+def test_the_per_class_copying_test_is_shown_but_not_counted_as_a_target():
+    """The calibrated audit: a row when the record has per-class z, failed by a class below -3, never counted
+    among the issue's 11 targets; records from before it have no such row."""
+    clean = record(audit_copying_z=dict(zip(CLASSES, [2.0, 0.5, 1.0, -1.8])))
+    copied = record(audit_copying_z=dict(zip(CLASSES, [2.0, 0.5, 1.0, -3.4])))
+    assert failed(clean) == set() and failed(copied) == {"(data-copying test: every class z >= -3)"}
+    text = markdown([clean, copied, record(seed=3)])
+    assert "| (data-copying test: every class z >= -3) | rare -1.8, min -1.8 ✓ | rare -3.4, min -3.4 ✗ | – |" in text
+    assert "Targets met per seed: 11/11, 11/11, 11/11." in text
+
+
 def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
     from run import table
     one = record(row="r", kimg=120.0, wall_s=300, fd_ratio=3.0, fd=0.3, fd_floor=0.1, fd_ci=[0.2, 0.5],

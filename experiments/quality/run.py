@@ -134,6 +134,9 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
         "kid_class": {c: metric(uni, f"metrics/kid_domain/{keys(c)}") for c in class_names},
         "kid_real_class": {c: metric(uni, f"metrics/kid_domain_real/{keys(c)}") for c in class_names},
         "audit_p1": audit.get("frac_below_p1"), "audit_p5": audit.get("frac_below_p5"),
+        # the per-class data-copying test (calibrated for the class mix; ganlab.audit's docstring)
+        "audit_copying_z": {c: e["z"] for c, e in (audit.get("copying") or {}).get("per_class", {}).items()} or None,
+        "audit_c_t": (audit.get("copying") or {}).get("c_t"),
     }
     out["fd_ratio"] = out["fd"] / out["fd_floor"] if out["fd"] and out["fd_floor"] else None
     return out

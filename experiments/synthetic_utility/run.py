@@ -5,6 +5,7 @@
     python experiments/synthetic_utility/run.py --smoke                    # a pipeline check; writes to /tmp only
     python experiments/synthetic_utility/run.py --alzheimer <root>         # the same chain on a Kaggle-layout copy
     python experiments/synthetic_utility/run.py --ckpt <ckpt> --core NAME  # a new generator, the deciding regimes
+    python experiments/synthetic_utility/run.py --ckpt <ckpt> --oracle 7000 --core oracle  # new REAL images instead
 
 Setting: brainsim 64 px, 500 per class, ModerateDemented at 6% (22 training images; the quality ladder's
 setting), and a separate, class-balanced real test set of 270 images per class rendered with another
@@ -33,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "experiments"))
-from readme_block import write_block  # noqa: E402
+from readme_block import check_block, write_block  # noqa: E402
 
 RARE = "ModerateDemented"
 RARE_RATIOS = [0.1, 0.5, 1.0]  # x the rare class's real training count, added to the rare class
@@ -191,7 +192,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="augment processes in parallel (seeds split over them)")
     parser.add_argument("--core", metavar="NAME", help="only the deciding regimes (real only, rare x0.5 and x1, fill, "
                         "fill w=0.25); results to results/NAME/ and the README block NAME")
+    parser.add_argument("--oracle", metavar="RENDER_SEED", type=int, help="in place of the generator's samples, new "
+                        "real brainsim images of --ckpt's data config rendered with this seed (oracle.py): the "
+                        "benchmark's ceiling")
     args = parser.parse_args()
+    if args.oracle is not None and not args.ckpt:
+        parser.error("--oracle needs --ckpt: the data config of that generator's run is the one rendered")
     preset = dict(PRESETS["smoke" if args.smoke else "full"])
     if args.alzheimer:
         preset.update(ALZHEIMER, data=[*ALZHEIMER["data"], f"data.root={Path(args.alzheimer).resolve()}"])
@@ -204,6 +210,8 @@ def main() -> None:
         base = ROOT / "outputs" / "experiments" / f"synthetic_utility_{stamp}"
     block = "alzheimer" if args.alzheimer else args.core or "results"
     results_dir = base / "results" if args.smoke else HERE / "results" / ("" if block == "results" else block)
+    if not args.smoke:
+        check_block(HERE / "README.md", block)
     data, stages = preset["data"], []
     start = time.time()
 
@@ -217,8 +225,17 @@ def main() -> None:
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     counts = saved["ganlab"]["data"]["class_counts"]
     synthetic = base / "synthetic_balanced"
-    cli("ganlab.generate", [f"ckpt={ckpt}", f"out={synthetic}", f"n_per_class={per_class_needed(counts)}", "seed=2"],
-        stages)
+    if args.oracle is not None:
+        from oracle import oracle_set
+
+        began = time.time()
+        oracle_set(synthetic, ckpt, per_class_needed(counts), args.oracle)
+        stages.append({"command": f"oracle_set({synthetic}, {ckpt}, per_class={per_class_needed(counts)}, "
+                                  f"render_seed={args.oracle})  # experiments/synthetic_utility/oracle.py",
+                       "seconds": round(time.time() - began, 1)})
+    else:
+        cli("ganlab.generate", [f"ckpt={ckpt}", f"out={synthetic}", f"n_per_class={per_class_needed(counts)}",
+                                "seed=2"], stages)
     seeds = preset["seeds"]
     jobs = [seeds[j::args.jobs] for j in range(min(args.jobs, len(seeds)))]
     dirs = [base / f"augment_{j}" for j in range(len(jobs))]
@@ -236,7 +253,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "preset": "smoke" if args.smoke else "full",
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
         "wall_minutes": (time.time() - start) / 60, "stages": stages, "run_dir": str(base),
-        "generator": f"{ckpt} ({int(saved['global_step'])} optimiser steps)",
+        "generator": f"{ckpt} ({int(saved['global_step'])} optimiser steps)" if args.oracle is None else
+        f"none: ORACLE, new real brainsim images (render_seed={args.oracle}) in place of samples, data config of {ckpt}",
         "real_train_counts": bench["real_train_counts"], "test_source": "test_data=brainsim (render_seed 1000, "
         "rendered apart, no image shared with training)" if preset["test"] else "the data config's test split",
         "synthetic_counts": {c: per_class_needed(counts) for c in counts},

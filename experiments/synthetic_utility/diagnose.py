@@ -1,0 +1,163 @@
+"""Why do synthetic images help a classifier less than new real ones? Two measurements against an oracle set.
+
+    python experiments/synthetic_utility/diagnose.py --synthetic <generate output> --real <oracle set> [--seeds 0,1,2]
+
+`--real` is a set of new real images in generate's layout (run.py --oracle writes one: <run>/synthetic_balanced),
+`--synthetic` a class-balanced generate output of the same data. Per seed, each set is split in halves per class.
+
+1. **Balanced judge.** A SmallCNN (the benchmark's recipe) trained on one half of the real set, where every class
+   is equally large, so unlike a judge fitted on the 22 rare training images it has no rare-class bias. It labels
+   the other half of the real set and all synthetic images: per class, the share put in each class, and the mean
+   predicted severity (the class index 0-3 weighted by the softmax). A synthetic class that leans to a neighbour
+   differs in content.
+2. **Classifier two-sample test** (C2ST; Lopez-Paz & Oquab, ICLR 2017). The same network trained to tell real from
+   synthetic on one half of each set, scored on the other halves: accuracy per class, 0.5 = indistinguishable. A
+   high score is a "synthetic look" that a classifier can take as a cue for whatever class synthetic images fill.
+
+Writes <out>/diagnose.json and prints a markdown summary (the README's `diagnose` block with --readme).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "experiments"))
+from readme_block import check_block, write_block  # noqa: E402
+
+RECIPE = {"width": 16, "epochs": 8}
+
+
+def halves(labels: torch.Tensor, num_classes: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of two disjoint halves with the same class counts (a class's odd image goes to the second)."""
+    first, second = [], []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        first.append(idx[: len(idx) // 2])
+        second.append(idx[len(idx) // 2:])
+    return torch.cat(first), torch.cat(second)
+
+
+def fit(images, labels, num_classes, seed, recipe):
+    from ganlab.classifier import SmallCNN, fit_classifier
+
+    _, channels, size, _ = images.shape
+    torch.manual_seed(seed)
+    model = SmallCNN(num_classes, channels, size, width=recipe["width"])
+    return fit_classifier(model, images, labels, epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64),
+                          seed=seed)
+
+
+def label_shares(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Per true class: the share of its images predicted as each class, and the mean predicted severity."""
+    pred = probs.argmax(1)
+    severity = probs @ torch.arange(num_classes, dtype=probs.dtype)
+    out = {}
+    for c in range(num_classes):
+        mask = labels == c
+        out[c] = {"predicted": torch.bincount(pred[mask], minlength=num_classes).div(int(mask.sum())).tolist(),
+                  "severity": float(severity[mask].mean())}
+    return out
+
+
+def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE) -> dict:
+    from ganlab.classifier import predict
+
+    g = torch.Generator().manual_seed(seed)
+    real_a, real_b = halves(real.labels, num_classes, g)
+    synth_a, synth_b = halves(synthetic.labels, num_classes, g)
+    judge = fit(real.images[real_a], real.labels[real_a], num_classes, seed, recipe)
+    judged = {"real": label_shares(predict(judge, real.images[real_b]).softmax(1), real.labels[real_b], num_classes),
+              "synthetic": label_shares(predict(judge, synthetic.images).softmax(1), synthetic.labels, num_classes)}
+    # C2ST: 0 = real, 1 = synthetic; trained on the first halves, scored per class on the second halves
+    images = torch.cat([real.images[real_a], synthetic.images[synth_a]])
+    source = torch.cat([torch.zeros(len(real_a), dtype=torch.long), torch.ones(len(synth_a), dtype=torch.long)])
+    detector = fit(images, source, 2, seed, recipe)
+    c2st = {}
+    for c in range(num_classes):
+        r, s = real_b[real.labels[real_b] == c], synth_b[synthetic.labels[synth_b] == c]
+        pred = predict(detector, torch.cat([real.images[r], synthetic.images[s]])).argmax(1)
+        truth = torch.cat([torch.zeros(len(r), dtype=torch.long), torch.ones(len(s), dtype=torch.long)])
+        c2st[c] = 0.5 * float((pred[truth == 0] == 0).float().mean() + (pred[truth == 1] == 1).float().mean())
+    return {"seed": seed, "judge": judged, "c2st": c2st}
+
+
+def summary(rows: list[dict], class_names: list[str]) -> dict:
+    def mean_sd(values):
+        t = torch.tensor(values, dtype=torch.float64)
+        return {"mean": float(t.mean()), "sd": float(t.std()) if len(t) > 1 else 0.0}
+
+    out = {"seeds": [r["seed"] for r in rows], "classes": {}}
+    for c, name in enumerate(class_names):
+        entry = {"c2st_accuracy": mean_sd([r["c2st"][c] for r in rows])}
+        for which in ("real", "synthetic"):
+            shares = torch.tensor([r["judge"][which][c]["predicted"] for r in rows]).mean(0).tolist()
+            entry[which] = {"predicted": dict(zip(class_names, shares)),
+                            "severity": mean_sd([r["judge"][which][c]["severity"] for r in rows])}
+        out["classes"][name] = entry
+    return out
+
+
+def markdown(result: dict) -> str:
+    names = list(result["classes"])
+    lines = [f"Balanced judge and C2ST, {len(result['seeds'])} seeds (mean ± sd): real = {result['real']} "
+             f"(held-out halves), synthetic = {result['synthetic']}.", "",
+             "| class | judge: real labelled as | judge: synthetic labelled as | mean severity real / synthetic "
+             "(0-3) | C2ST accuracy (0.5 = indistinguishable) |", "|---|---|---|---|---|"]
+
+    def shares(d):
+        return ", ".join(f"{k} {v:.0%}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+
+    for name in names:
+        e = result["classes"][name]
+        lines.append(f"| {name} | {shares(e['real']['predicted'])} | {shares(e['synthetic']['predicted'])} | "
+                     f"{e['real']['severity']['mean']:.2f} ± {e['real']['severity']['sd']:.2f} / "
+                     f"{e['synthetic']['severity']['mean']:.2f} ± {e['synthetic']['severity']['sd']:.2f} | "
+                     f"{e['c2st_accuracy']['mean']:.3f} ± {e['c2st_accuracy']['sd']:.3f} |")
+    lines += ["", f"`{result['command']}` ({result['wall_minutes']:.1f} min, {result['device']})"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synthetic", required=True, help="a class-balanced ganlab.generate output")
+    parser.add_argument("--real", required=True, help="new real images in generate's layout (run.py --oracle)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", required=True, help="folder for diagnose.json")
+    parser.add_argument("--readme", metavar="BLOCK", help="also write the summary into README.md's block BLOCK")
+    args = parser.parse_args()
+    if args.readme:
+        check_block(HERE / "README.md", args.readme)
+    from ganlab.generate import load_generated, read_manifest
+
+    start = time.time()
+    by_label = {int(r["label"]): r["class"] for r in read_manifest(args.real)}
+    class_names = [by_label[i] for i in sorted(by_label)]
+    real, synthetic = load_generated(args.real, class_names), load_generated(args.synthetic, class_names)
+    if torch.bincount(synthetic.labels, minlength=len(class_names)).min() < 2:
+        raise SystemExit(f"error: {args.synthetic} needs images of every class (generate with n_per_class=N)")
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows.append(diagnose_seed(real, synthetic, len(class_names), seed))
+        print(f"seed {seed}: C2ST {[round(v, 3) for v in rows[-1]['c2st'].values()]}", flush=True)
+    result = {**summary(rows, class_names), "real": args.real, "synthetic": args.synthetic, "rows": rows,
+              "command": "python experiments/synthetic_utility/diagnose.py " + " ".join(sys.argv[1:]),
+              "wall_minutes": (time.time() - start) / 60, "device": "cpu", "date": time.strftime("%Y-%m-%d")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "diagnose.json").write_text(json.dumps(result, indent=1))
+    text = markdown(result)
+    if args.readme:
+        write_block(HERE / "README.md", args.readme, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
