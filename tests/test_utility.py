@@ -79,6 +79,32 @@ def test_weighted_loss_ignores_zero_weight_images(one_torch_thread):
     assert torch.allclose(a, b) and not torch.allclose(a, c)
 
 
+def test_domain_adversarial_critic_trains_only_on_mixes(one_torch_thread):
+    """The gradient reversal flips and scales the gradient; with only real images (the baselines) the training
+    is exactly the plain one, with real and synthetic images the critic changes it; a negative strength is
+    refused before any training."""
+    from ganlab.augment import run_benchmark
+    from ganlab.classifier import ReverseGradient, fit_classifier
+
+    x = torch.ones(3, requires_grad=True)
+    ReverseGradient.apply(x, 0.5).sum().backward()
+    assert x.grad.tolist() == [-0.5, -0.5, -0.5]
+
+    images = torch.randint(0, 256, (16, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1] * 8)
+    fit = dict(epochs=2, batch_size=8, seed=0)
+    plain = fit_classifier(_net(), images, labels, **fit).head.weight
+    real_only = fit_classifier(_net(), images, labels, domain=torch.zeros(16, dtype=torch.long),
+                               domain_adversarial=1.0, **fit).head.weight
+    mixed = fit_classifier(_net(), images, labels, domain=torch.tensor([0] * 8 + [1] * 8),
+                           domain_adversarial=1.0, **fit).head.weight
+    assert torch.equal(plain, real_only) and not torch.allclose(plain, mixed)
+
+    data = UInt8ImageDataset(images, labels, [f"{i}.png" for i in range(16)])
+    with pytest.raises(GanlabError, match="classifier.domain_adversarial"):
+        run_benchmark(data, data, data, 2, classifier={"domain_adversarial": -1.0})
+
+
 def _net():
     from ganlab.classifier import SmallCNN
 

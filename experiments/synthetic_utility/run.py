@@ -192,6 +192,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="augment processes in parallel (seeds split over them)")
     parser.add_argument("--core", metavar="NAME", help="only the deciding regimes (real only, rare x0.5 and x1, fill, "
                         "fill w=0.25); results to results/NAME/ and the README block NAME")
+    parser.add_argument("--augment", metavar="OVERRIDE", action="append", default=[],
+                        help="an extra ganlab.augment override for every regime, e.g. classifier.domain_adversarial=1 "
+                        "(repeatable)")
     parser.add_argument("--oracle", metavar="RENDER_SEED", type=int, help="in place of the generator's samples, new "
                         "real brainsim images of --ckpt's data config rendered with this seed (oracle.py): the "
                         "benchmark's ceiling")
@@ -241,6 +244,7 @@ def main() -> None:
     dirs = [base / f"augment_{j}" for j in range(len(jobs))]
     cli_parallel("ganlab.augment", [[f"synthetic={synthetic}", f"tstr_synthetic={synthetic}", *data, *preset["test"],
                                      *(preset["augment"] + CORE if args.core else REGIMES + preset["augment"]),
+                                     *args.augment,
                                      f"seeds=[{','.join(map(str, js))}]",
                                      f"hydra.run.dir={d}"] for js, d in zip(jobs, dirs)], stages)
     cli("ganlab.audit", [f"synthetic={synthetic}", *data, *preset["audit"], f"hydra.run.dir={base / 'audit'}"], stages)

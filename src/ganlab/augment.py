@@ -93,6 +93,9 @@ def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: U
                             weighted=weighted, pretrain_epochs=pretrain_epochs, tstr=tstr)
     balanced = tstr_synthetic if tstr_synthetic is not None else synthetic
     options = dict(classifier or {})
+    lam = options.get("domain_adversarial", 0.0)
+    if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and lam >= 0):
+        raise GanlabError(f"classifier.domain_adversarial: {lam!r} must be a number >= 0 (0 = off)")
     width = options.pop("width", 16)
     _, channels, size, _ = real.images.shape
     rows = []
@@ -115,7 +118,11 @@ def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: U
             if pretrain:
                 fit_classifier(model, balanced.images, balanced.labels, seed=int(seed), device=device,
                                **{**fit, "epochs": pretrain})
-            fit_classifier(model, images, labels, seed=int(seed), device=device, sample_weight=weight, **fit)
+            # real (0) / synthetic (1) for classifier.domain_adversarial: the mixes' synthetic images follow the real
+            domain = None if idx is None else torch.cat([torch.zeros(n_real, dtype=torch.long),
+                                                         torch.ones(len(idx), dtype=torch.long)])
+            fit_classifier(model, images, labels, seed=int(seed), device=device, sample_weight=weight, domain=domain,
+                           **fit)
             logits = predict(model, test.images, device=device)
             n_synthetic = {"oversampled": 0, "pretrain": len(balanced.labels)}.get(regime.kind, len(labels) - n_real)
             row = {"regime": regime.name, "seed": int(seed), "n_real": n_real, "n_synthetic": n_synthetic,

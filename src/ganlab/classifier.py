@@ -40,14 +40,35 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient times -scale backward (Ganin & Lempitsky, ICML 2015)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.scale * grad, None
+
+
 def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 10,
                    batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 5e-4,
                    class_balanced: bool = True, augment: bool = True, seed: int = 0,
-                   device: str | torch.device = "cpu", sample_weight: torch.Tensor | None = None) -> SmallCNN:
+                   device: str | torch.device = "cpu", sample_weight: torch.Tensor | None = None,
+                   domain: torch.Tensor | None = None, domain_adversarial: float = 0.0) -> SmallCNN:
     """Train with AdamW + cosine LR; class-balanced loss weights (minority classes count as much).
 
     `sample_weight` (N,) scales each image's loss (e.g. w < 1 for synthetic images); class counts for the
-    balanced weights are then the weighted counts, and the loss is the weighted mean."""
+    balanced weights are then the weighted counts, and the loss is the weighted mean.
+
+    `domain` (N,) marks each image real (0) or synthetic (1). With `domain_adversarial` = lambda > 0 and both
+    kinds present, a critic learns to tell them apart *within each class* (one real/synthetic output pair per
+    class, read at the image's label) from the features, through a gradient reversal whose scale ramps from 0
+    to lambda (DANN's 2/(1+exp(-10p))-1 schedule): the features lose what separates synthetic from real images
+    of the same class, so a class that synthetic images fill cannot be learnt as "looks synthetic". Without
+    both kinds the training is exactly the plain one."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.to(device).train()
@@ -55,9 +76,15 @@ def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, 
     if class_balanced:
         counts = torch.bincount(labels, weights=sample_weight, minlength=model.num_classes).float().clamp(min=1)
         weight = (counts.sum() / (len(counts) * counts)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    critic = None
+    if domain_adversarial > 0 and domain is not None and len(domain.unique()) == 2:
+        critic = nn.Linear(model.num_features, 2 * max(model.num_classes, 1)).to(device)
+    params = list(model.parameters()) + (list(critic.parameters()) if critic is not None else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(math.ceil(len(labels) / batch_size), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total)
+    step = 0
     for _ in range(epochs):
         perm = torch.randperm(len(labels), generator=g)
         for i in range(0, len(labels), batch_size):
@@ -65,15 +92,22 @@ def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, 
             x, y = to_model_range(images[idx]).to(device), labels[idx].to(device)
             if augment:
                 x = random_shift_flip(x, g)
+            features = model.features(x)
+            logits = model.head(features)
             if sample_weight is None:
-                loss = F.cross_entropy(model(x), y, weight=weight)
+                loss = F.cross_entropy(logits, y, weight=weight)
             else:
                 w = sample_weight[idx].to(device) * (weight[y] if weight is not None else 1.0)
-                loss = (F.cross_entropy(model(x), y, reduction="none") * w).sum() / w.sum().clamp(min=1e-12)
+                loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum().clamp(min=1e-12)
+            if critic is not None:
+                scale = domain_adversarial * (2 / (1 + math.exp(-10 * step / total)) - 1)
+                pairs = critic(ReverseGradient.apply(features, scale)).view(len(y), -1, 2)
+                loss = loss + F.cross_entropy(pairs[torch.arange(len(y), device=device), y], domain[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
     return model.eval()
 
 
