@@ -122,11 +122,27 @@ def test_filter_records_the_real_judges_probability_of_each_saved_image(cdcgan_c
 def test_novelty_yardstick_rejects_copies_of_training_images_and_passes_held_out_ones(cdcgan_ckpt):
     train, holdout, _ = real_splits(str(cdcgan_ckpt))
     judge = fit_judge(train, len(CLASS_NAMES), epochs=2)
-    yardstick = NoveltyYardstick(judge, train.images, holdout.images, percentile=10)
-    assert yardstick.min_distance > 0
-    assert (yardstick.distance(train.images) < yardstick.min_distance).all()  # a copy is at distance 0
-    passing = (yardstick.distance(holdout.images) >= yardstick.min_distance).float().mean()
-    assert 0.85 <= passing < 1  # the held-out images set the bar: about 90% of them clear it
+    yardstick = NoveltyYardstick(judge, train.images, holdout.images, 10, holdout.labels, list(CLASS_NAMES))
+    assert len(yardstick.min_distance) == 4 and min(yardstick.min_distance) > 0
+    assert not yardstick.passes(yardstick.distance(train.images), train.labels).any()  # a copy is at distance 0
+    for c in range(4):  # each class's held-out images set its bar: about 90% of them clear it
+        own = holdout.labels == c
+        passing = yardstick.passes(yardstick.distance(holdout.images[own]), holdout.labels[own]).float().mean()
+        assert 0.75 <= passing < 1, (c, passing)
+
+
+def test_novelty_bar_is_each_class_s_own_and_pooled_for_a_class_with_few_held_out_images(cdcgan_ckpt):
+    """Classes whose held-out images lie at different distances get different bars; a class with fewer than
+    MIN_CLASS_HOLDOUT held-out images takes the pooled bar."""
+    from ganlab.utility.curate import MIN_CLASS_HOLDOUT
+
+    train, holdout, _ = real_splits(str(cdcgan_ckpt))
+    judge = fit_judge(train, len(CLASS_NAMES), epochs=2)
+    counts = [MIN_CLASS_HOLDOUT] * 3 + [MIN_CLASS_HOLDOUT - 1]
+    few = torch.cat([(holdout.labels == c).nonzero()[:n, 0] for c, n in enumerate(counts)])
+    yardstick = NoveltyYardstick(judge, train.images, holdout.images[few], 10, holdout.labels[few], list(CLASS_NAMES))
+    assert yardstick.min_distance[3] == yardstick.pooled_min_distance
+    assert len(set(yardstick.min_distance[:3])) == 3
 
 
 def test_novelty_filter_keeps_only_samples_beyond_the_held_out_percentile(cdcgan_ckpt, tmp_path):
@@ -134,11 +150,12 @@ def test_novelty_filter_keeps_only_samples_beyond_the_held_out_percentile(cdcgan
     generate(str(cdcgan_ckpt), str(out), n_per_class=6, seed=1, filter_novelty_percentile=5)
     rows, info = read_manifest(out), json.loads((out / "generate.json").read_text())["filter"]
     assert len(rows) == 24 and info["novelty_percentile"] == 5 and info["min_prob"] is None
-    assert all(float(r["nearest_train_distance"]) >= info["min_distance"] > 0 for r in rows)
+    assert all(float(r["nearest_train_distance"]) >= info["min_distance"][r["class"]] > 0 for r in rows)
     # the same yardstick rebuilt from the run's data measures the saved PNGs at the recorded distances
     train, holdout, _ = real_splits(str(cdcgan_ckpt))
-    yardstick = NoveltyYardstick(fit_judge(train, len(CLASS_NAMES), seed=1), train.images, holdout.images, 5)
-    assert yardstick.min_distance == pytest.approx(info["min_distance"])
+    yardstick = NoveltyYardstick(fit_judge(train, len(CLASS_NAMES), seed=1), train.images, holdout.images, 5,
+                                 holdout.labels, list(CLASS_NAMES))
+    assert yardstick.min_distance == pytest.approx(list(info["min_distance"].values()))
     saved = load_generated(out, list(CLASS_NAMES))
     assert torch.allclose(yardstick.distance(saved.images),
                           torch.tensor([float(r["nearest_train_distance"]) for r in rows]), atol=1e-3)

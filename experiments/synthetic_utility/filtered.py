@@ -54,6 +54,13 @@ def merged(dirs: dict[str, list[Path]]) -> tuple[dict, list[dict], float]:
     return bench_facts([d for ds in dirs.values() for d in ds]), seed_major(rows), gap
 
 
+def bar(min_distance) -> str:
+    """generate.json's novelty bar: one number (before session 10) or one per class."""
+    if isinstance(min_distance, dict):
+        return "per class " + ", ".join(f"{c} {v:.4f}" for c, v in min_distance.items())
+    return f"{min_distance:.4f}"
+
+
 def markdown(r: dict) -> str:
     from ganlab.utility.paired import markdown as paired_markdown
 
@@ -62,7 +69,7 @@ def markdown(r: dict) -> str:
              + " and ".join(f"{k}={f[v]}" for k, v in [("filter_min_prob", "min_prob"),
                                                         ("filter_novelty_percentile", "novelty_percentile")]
                             if f.get(v) is not None)
-             + (f" (nearest-training-image distance >= {f['min_distance']:.4f})" if f.get("min_distance") else "")
+             + (f" (nearest-training-image distance >= {bar(f['min_distance'])})" if f.get("min_distance") else "")
              + ": "
              + ", ".join(f"{c} {f['passed'][c]} of {f['drawn'][c]} draws passed ({f['passed'][c] / f['drawn'][c]:.0%})"
                          if "passed" in f else f"{c} kept {r['synthetic_counts'][c]} of {f['drawn'][c]} draws"

@@ -8,8 +8,8 @@ only when complete, so an interrupted run leaves nothing half-made. The folder l
 
 `filter_min_prob=P` (conditional checkpoints) keeps only samples that a classifier trained on the run's
 real training split puts in their own class with probability >= P; `filter_novelty_percentile=Q` only
-samples at least as far from their nearest real training image as the held-out real images' Q-th
-percentile (ganlab/utility/curate.py). Each kept image's probability and distance are in the manifest
+samples at least as far from their nearest real training image as the Q-th percentile of the held-out real
+images of their class (ganlab/utility/curate.py). Each kept image's probability and distance are in the manifest
 (`judge_prob`, `nearest_train_distance`), each class's acceptance rate in generate.json.
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
                     if filter_min_prob is not None:
                         ok &= p >= filter_min_prob
                     if novelty is not None:
-                        ok &= d >= novelty.min_distance
+                        ok &= novelty.passes(d, labels)
                     keep = ok.nonzero()[:, 0]
                     passed[name] += len(keep)
                     keep = keep[: n - kept]  # a last batch's surplus passes but is not needed
@@ -161,7 +161,8 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
             "counts": counts, "seed": seed, "truncation": truncation, "ema": ema,
             "filter": None if not filtered else {
                 "min_prob": filter_min_prob, "novelty_percentile": filter_novelty_percentile,
-                "min_distance": None if novelty is None else novelty.min_distance, "drawn": drawn, "passed": passed,
+                "min_distance": None if novelty is None else dict(zip(class_names, novelty.min_distance)),
+                "drawn": drawn, "passed": passed,
                 "acceptance": {c: passed[c] / drawn[c] for c in counts if drawn[c]}}}, indent=2))
         publish_dir(tmp, out_dir)  # replaces an empty folder, or one that overwrite=true allows
     except BaseException:
@@ -187,7 +188,7 @@ def make_filter(ckpt: str, class_names: list[str], conditional: bool, *, seed: i
     judge = fit_judge(train, len(names), seed=seed)
     if novelty_percentile is None:
         return judge, None
-    return judge, NoveltyYardstick(judge, train.images, holdout.images, novelty_percentile)
+    return judge, NoveltyYardstick(judge, train.images, holdout.images, novelty_percentile, holdout.labels, names)
 
 
 def read_manifest(out: str | Path) -> list[dict]:
