@@ -67,6 +67,19 @@ def test_copying_test_compares_each_class_with_its_own_held_out_images():
                                           + 22 * result["per_class"]["rare"]["z"]) / 382)
 
 
+def test_two_sample_test_tells_marked_images_apart_and_not_copies(tiny_data, one_torch_thread):
+    from ganlab.metrics.c2st import two_sample_test
+
+    train = tiny_data.datasets["train"]
+    marked = train.images.clone()
+    marked[:, :, :8, :8] = 255
+    fit = dict(seed=0, width=8, epochs=25, batch_size=16)
+    told = two_sample_test(train.images, train.labels, marked, train.labels, 4, **fit)
+    same = two_sample_test(train.images, train.labels, train.images.clone(), train.labels, 4, **fit)
+    assert sorted(told) == sorted(same) == [0, 1, 2, 3]
+    assert min(told.values()) > 0.8 and max(same.values()) < 0.8
+
+
 def test_gallery_pairs_closest_generated_with_their_training_image(tiny_data, tmp_path):
     train, holdout = tiny_data.datasets["train"], tiny_data.datasets["test"]
     synthetic = torch.cat([noise_like(train.images[:6]), train.images[5:6]])
@@ -88,13 +101,14 @@ def test_gallery_pairs_closest_generated_with_their_training_image(tiny_data, tm
 def test_cli_audits_a_checkpoint(run_cli, cdcgan_ckpt, tmp_path):
     run = tmp_path / "audit"
     assert_ok(run_cli("ganlab.audit", f"ckpt={cdcgan_ckpt}", "data.image_size=32", "data.per_class=24", "n=24",
-                      "classifier.epochs=1", "classifier.width=4", f"hydra.run.dir={run}"))
+                      "classifier.epochs=1", "classifier.width=4", "c2st=true", f"hydra.run.dir={run}"))
     summary = json.loads((run / "audit.json").read_text())
     assert summary["n_synthetic"] == 24 and summary["holdout_split"] == "test" and summary["feature"] == "cnn"
     assert 0.0 <= summary["frac_below_p1"] <= summary["frac_below_p5"] <= 1.0
     copying = summary["copying"]  # cdcgan: one cell per class, each with its held-out images
     assert set(copying["per_class"]) == {"NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"}
     assert sum(e["n_synthetic"] for e in copying["per_class"].values()) == 24
+    assert set(summary["c2st"]) == set(copying["per_class"]) and all(0 <= a <= 1 for a in summary["c2st"].values())
     rows = list(csv.DictReader(open(run / "audit.csv")))
     assert len(rows) == 24 and all(r["nearest_train_file"].endswith(".png") for r in rows)
     assert Image.open(run / "audit_gallery.png").width > 0 and (run / "audit_distances.png").exists()

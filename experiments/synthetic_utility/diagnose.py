@@ -10,9 +10,10 @@
    the other half of the real set and all synthetic images: per class, the share put in each class, and the mean
    predicted severity (the class index 0-3 weighted by the softmax). A synthetic class that leans to a neighbour
    differs in content.
-2. **Classifier two-sample test** (C2ST; Lopez-Paz & Oquab, ICLR 2017). The same network trained to tell real from
-   synthetic on one half of each set, scored on the other halves: accuracy per class, 0.5 = indistinguishable. A
-   high score is a "synthetic look" that a classifier can take as a cue for whatever class synthetic images fill.
+2. **Classifier two-sample test** (C2ST; Lopez-Paz & Oquab, ICLR 2017; ganlab.metrics.c2st). The same network
+   trained to tell real from synthetic on one half of each set, scored on the other halves: balanced accuracy per
+   class, 0.5 = indistinguishable. A high score is a "synthetic look" that a classifier can take as a cue for
+   whatever class synthetic images fill.
 
 Writes <out>/diagnose.json and prints a markdown summary (the README's `diagnose` block with --readme).
 """
@@ -32,17 +33,6 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from readme_block import check_block, write_block  # noqa: E402
 
 RECIPE = {"width": 16, "epochs": 8}
-
-
-def halves(labels: torch.Tensor, num_classes: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of two disjoint halves with the same class counts (a class's odd image goes to the second)."""
-    first, second = [], []
-    for c in range(num_classes):
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        first.append(idx[: len(idx) // 2])
-        second.append(idx[len(idx) // 2:])
-    return torch.cat(first), torch.cat(second)
 
 
 def fit(images, labels, num_classes, seed, recipe):
@@ -69,6 +59,7 @@ def label_shares(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
 
 def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE) -> dict:
     from ganlab.classifier import predict
+    from ganlab.metrics.c2st import halves, two_sample_test
 
     g = torch.Generator().manual_seed(seed)
     real_a, real_b = halves(real.labels, num_classes, g)
@@ -76,16 +67,10 @@ def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE) -
     judge = fit(real.images[real_a], real.labels[real_a], num_classes, seed, recipe)
     judged = {"real": label_shares(predict(judge, real.images[real_b]).softmax(1), real.labels[real_b], num_classes),
               "synthetic": label_shares(predict(judge, synthetic.images).softmax(1), synthetic.labels, num_classes)}
-    # C2ST: 0 = real, 1 = synthetic; trained on the first halves, scored per class on the second halves
-    images = torch.cat([real.images[real_a], synthetic.images[synth_a]])
-    source = torch.cat([torch.zeros(len(real_a), dtype=torch.long), torch.ones(len(synth_a), dtype=torch.long)])
-    detector = fit(images, source, 2, seed, recipe)
-    c2st = {}
-    for c in range(num_classes):
-        r, s = real_b[real.labels[real_b] == c], synth_b[synthetic.labels[synth_b] == c]
-        pred = predict(detector, torch.cat([real.images[r], synthetic.images[s]])).argmax(1)
-        truth = torch.cat([torch.zeros(len(r), dtype=torch.long), torch.ones(len(s), dtype=torch.long)])
-        c2st[c] = 0.5 * float((pred[truth == 0] == 0).float().mean() + (pred[truth == 1] == 1).float().mean())
+    # C2ST on the same halves as the judge (ganlab.metrics.c2st)
+    c2st = two_sample_test(real.images, real.labels, synthetic.images, synthetic.labels, num_classes, seed=seed,
+                           width=recipe["width"], epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64),
+                           split=((real_a, real_b), (synth_a, synth_b)))
     return {"seed": seed, "judge": judged, "c2st": c2st}
 
 

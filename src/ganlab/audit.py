@@ -17,7 +17,8 @@ oracle). The per-class test is calibrated for that: with each class as a cell, t
 Meehan, Chaudhuri & Dasgupta (AISTATS 2020) compares a class's generated distances with its held-out
 images' (Mann-Whitney U as a z-score: ~N(0, 1) for new real images, strongly negative when generated
 images sit nearer the training images than new real ones do, positive when farther), and C_T weighs the
-classes' z by their share of the training set. Writes `audit.json`, `audit.csv` (one row per generated
+classes' z by their share of the training set. `c2st=true` adds a classifier two-sample test per class
+(ganlab.metrics.c2st): how well a classifier tells the generated images from the real training images. Writes `audit.json`, `audit.csv` (one row per generated
 image), `audit_gallery.png` (the closest pairs) and `audit_distances.png`.
 
 The core (`memorisation_audit`, `cnn_features`, `pixel_features`, `save_gallery`) works on tensors,
@@ -233,6 +234,13 @@ def main(cfg: DictConfig) -> None:
     summary = {"feature": cfg.feature, "holdout_split": split, "source": str(cfg.ckpt or cfg.synthetic),
                "data": data_source, "data_module": describe(to_plain(data_cfg)),
                **result["summary"]}
+    if cfg.c2st:
+        from ganlab.metrics.c2st import two_sample_test
+
+        (syn_cells, train_cells, _), cell_names = cells
+        accuracy = two_sample_test(train.images, train_cells, synth_images, syn_cells, len(cell_names), seed=cfg.seed,
+                                   device=device, **to_plain(cfg.classifier))
+        summary["c2st"] = {cell_names[c]: a for c, a in accuracy.items()}
     (out_dir / "audit.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_csv(out_dir / "audit.csv", result, synth_labels, synth_files, train, names)
     save_gallery(synth_images, train.images, result, out_dir / "audit_gallery.png", k=cfg.gallery_size)
@@ -250,6 +258,9 @@ def main(cfg: DictConfig) -> None:
                       for name, e in copying["per_class"].items())
           + (f"; C_T={copying['c_t']:+.2f}" if copying["c_t"] is not None else "")
           + (f"; FLAGGED: {', '.join(copying['flagged'])}" if copying["flagged"] else ""))
+    if "c2st" in summary:
+        print("classifier two-sample test per class (0.5 = generated images cannot be told from real ones): "
+              + ", ".join(f"{name} {a:.2f}" for name, a in summary["c2st"].items()))
 
 
 if __name__ == "__main__":
