@@ -94,10 +94,12 @@ def test_oracle_set_holds_new_real_images_in_generate_layout(tmp_path, monkeypat
     generate output with that data config; the render seeds of the training and test images are refused,
     and so is a non-empty folder, left as it was."""
     import numpy as np
+    import torch
     import yaml
 
     from ganlab.augment import image_hashes
     from ganlab.data.brainsim import make_slice, render_brainsim
+    from ganlab.data.readers import read_image
     from ganlab.errors import GanlabError
     from ganlab.generate import load_generated
     from ganlab.run_data import generated_data
@@ -122,7 +124,8 @@ def test_oracle_set_holds_new_real_images_in_generate_layout(tmp_path, monkeypat
     assert np.array_equal(images.images[11, 0].numpy(), expected)
     train = render_brainsim(tmp_path / "train_render", image_size=32, per_class=6,
                             imbalance={"ModerateDemented": 0.5}, test_fraction=0.2, seed=0)
-    train_hashes = {h for f in train.rglob("*.png") for h in image_hashes(load_png(f))}
+    train_hashes = set(image_hashes(torch.from_numpy(np.stack([read_image(str(f), 32, 1)
+                                                               for f in train.rglob("*.png")]))))
     assert not train_hashes & set(image_hashes(images.images))
 
     for seed in (0, 1000):
@@ -132,15 +135,6 @@ def test_oracle_set_holds_new_real_images_in_generate_layout(tmp_path, monkeypat
     with pytest.raises(GanlabError, match="not empty"):
         oracle_set(tmp_path / "oracle", ckpt, per_class=3, render_seed=7001)
     assert sorted(p.name for p in (tmp_path / "oracle").rglob("*")) == before
-
-
-def load_png(path):
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))[None, None]
 
 
 def test_diagnose_tells_marked_images_from_real_ones_and_judges_every_class(tiny_data, monkeypatch):

@@ -35,16 +35,6 @@ from readme_block import check_block, write_block  # noqa: E402
 RECIPE = {"width": 16, "epochs": 8}
 
 
-def fit(images, labels, num_classes, seed, recipe):
-    from ganlab.classifier import SmallCNN, fit_classifier
-
-    _, channels, size, _ = images.shape
-    torch.manual_seed(seed)
-    model = SmallCNN(num_classes, channels, size, width=recipe["width"])
-    return fit_classifier(model, images, labels, epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64),
-                          seed=seed)
-
-
 def label_shares(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     """Per true class: the share of its images predicted as each class, and the mean predicted severity."""
     pred = probs.argmax(1)
@@ -58,13 +48,14 @@ def label_shares(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
 
 
 def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE) -> dict:
-    from ganlab.classifier import predict
+    from ganlab.classifier import predict, train_classifier
     from ganlab.metrics.c2st import halves, two_sample_test
 
     g = torch.Generator().manual_seed(seed)
     real_a, real_b = halves(real.labels, num_classes, g)
     synth_a, synth_b = halves(synthetic.labels, num_classes, g)
-    judge = fit(real.images[real_a], real.labels[real_a], num_classes, seed, recipe)
+    judge = train_classifier(real.images[real_a], real.labels[real_a], num_classes, width=recipe["width"],
+                             epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64), seed=seed)
     judged = {"real": label_shares(predict(judge, real.images[real_b]).softmax(1), real.labels[real_b], num_classes),
               "synthetic": label_shares(predict(judge, synthetic.images).softmax(1), synthetic.labels, num_classes)}
     # C2ST on the same halves as the judge (ganlab.metrics.c2st)

@@ -227,17 +227,17 @@ def main() -> None:
         ckpt = base / "train" / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     counts = saved["ganlab"]["data"]["class_counts"]
-    synthetic = base / "synthetic_balanced"
+    synthetic, n_per_class = base / "synthetic_balanced", per_class_needed(counts)
     if args.oracle is not None:
         from oracle import oracle_set
 
         began = time.time()
-        oracle_set(synthetic, ckpt, per_class_needed(counts), args.oracle)
-        stages.append({"command": f"oracle_set({synthetic}, {ckpt}, per_class={per_class_needed(counts)}, "
+        oracle_set(synthetic, ckpt, n_per_class, args.oracle)
+        stages.append({"command": f"oracle_set({synthetic}, {ckpt}, per_class={n_per_class}, "
                                   f"render_seed={args.oracle})  # experiments/synthetic_utility/oracle.py",
                        "seconds": round(time.time() - began, 1)})
     else:
-        cli("ganlab.generate", [f"ckpt={ckpt}", f"out={synthetic}", f"n_per_class={per_class_needed(counts)}",
+        cli("ganlab.generate", [f"ckpt={ckpt}", f"out={synthetic}", f"n_per_class={n_per_class}",
                                 "seed=2"], stages)
     seeds = preset["seeds"]
     jobs = [seeds[j::args.jobs] for j in range(min(args.jobs, len(seeds)))]
@@ -261,7 +261,7 @@ def main() -> None:
         f"none: ORACLE, new real brainsim images (render_seed={args.oracle}) in place of samples, data config of {ckpt}",
         "real_train_counts": bench["real_train_counts"], "test_source": "test_data=brainsim (render_seed 1000, "
         "rendered apart, no image shared with training)" if preset["test"] else "the data config's test split",
-        "synthetic_counts": {c: per_class_needed(counts) for c in counts},
+        "synthetic_counts": {c: n_per_class for c in counts},
         "table": paired_markdown(paired),
         "audit": json.loads((base / "audit" / "audit.json").read_text()),
         "audit_rare": rare_audit(base / "audit", paired["minority"]),

@@ -111,6 +111,16 @@ def fit_classifier(model: SmallCNN, images: torch.Tensor, labels: torch.Tensor, 
     return model.eval()
 
 
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, *, width: int = 16,
+                     seed: int = 0, **fit_options) -> SmallCNN:
+    """A SmallCNN for these images, trained by `fit_classifier`: the same network for the same seed, and the
+    caller's RNG left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SmallCNN(num_classes, images.shape[1], images.shape[-1], width=width)
+        return fit_classifier(model, images, labels, seed=seed, **fit_options)
+
+
 def random_shift_flip(x: torch.Tensor, g: torch.Generator, max_shift: int = 4) -> torch.Tensor:
     """Small translations and left-right flips (brains are near-symmetric), deterministic for g."""
     if torch.rand(1, generator=g).item() < 0.5:

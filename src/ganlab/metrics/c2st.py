@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ganlab.classifier import SmallCNN, fit_classifier, predict
+from ganlab.classifier import predict, train_classifier
 
 
 def halves(labels: torch.Tensor, num_classes: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,10 +36,8 @@ def two_sample_test(real: torch.Tensor, real_labels: torch.Tensor, generated: to
                                                  halves(generated_labels, num_classes, g))
     images = torch.cat([real[real_a], generated[gen_a]])
     source = torch.cat([torch.zeros(len(real_a), dtype=torch.long), torch.ones(len(gen_a), dtype=torch.long)])
-    with torch.random.fork_rng():  # the caller's RNG is left as it was
-        torch.manual_seed(seed)
-        detector = SmallCNN(2, real.shape[1], real.shape[-1], width=width)
-        fit_classifier(detector, images, source, epochs=epochs, batch_size=batch_size, seed=seed, device=device)
+    detector = train_classifier(images, source, 2, width=width, epochs=epochs, batch_size=batch_size, seed=seed,
+                                device=device)
     out = {}
     for c in range(num_classes):
         r, s = real_b[real_labels[real_b] == c], gen_b[generated_labels[gen_b] == c]

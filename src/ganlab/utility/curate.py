@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 from ganlab.audit import feature_space, nearest
-from ganlab.classifier import SmallCNN, fit_classifier, predict
+from ganlab.classifier import SmallCNN, predict, train_classifier
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
 from ganlab.run_data import holdout_split, prepared_datamodule, training_data
@@ -46,10 +46,7 @@ def fit_judge(real: UInt8ImageDataset, num_classes: int, *, width: int = 16, epo
     """A SmallCNN on the real training split: class-weighted loss and flips/shifts, as the utility
     benchmark's real-only baseline."""
     start = time.time()
-    with torch.random.fork_rng():  # the same judge for the same seed, and the caller's RNG left as it was
-        torch.manual_seed(seed)
-        judge = SmallCNN(num_classes, channels=real.images.shape[1], image_size=real.images.shape[-1], width=width)
-        fit_classifier(judge, real.images, real.labels, epochs=epochs, seed=seed)
+    judge = train_classifier(real.images, real.labels, num_classes, width=width, epochs=epochs, seed=seed)
     log.info("filter: judge trained on %d real training images in %.0f s", len(real.labels), time.time() - start)
     return judge
 
