@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ganlab.models import diffaugment as da
 from ganlab.models.cdcgan import ConditionalBatchNorm2d, ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
-from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator, channel_plan
+from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator, NoiseInput, channel_plan
 from ganlab.models.gan import MLPDiscriminator, MLPGenerator
 from ganlab.models.gan_module import GANModule
 from ganlab.models.losses import NonSaturatingLoss
@@ -153,6 +153,37 @@ def test_resize_upsampling_makes_no_checkerboard_from_a_flat_input():
         assert g(torch.randn(2, LATENT), torch.tensor([0, 3])).shape == (2, 1, 32, 32)
     with pytest.raises(ValueError, match="upsample='bilinear'"):
         DCGANGenerator(LATENT, 32, 1, width=8, upsample="bilinear")
+
+
+def test_noise_inputs_add_per_pixel_noise_and_sampling_stays_a_function_of_the_latents():
+    """StyleGAN's noise inputs: scales start at 0 (no effect); once learned, the output's noise input makes
+    per-pixel variation with uncorrelated neighbours, which a conv stack fed one latent vector cannot; the
+    scales learn; GANModule.sample gives the same images for the same z and leaves the caller's RNG alone."""
+    torch.manual_seed(0)
+    g = ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, conditioning="cbn", noise_inputs=True).eval()
+    noises = [m for m in g.modules() if isinstance(m, NoiseInput)]
+    assert len(noises) == 3 and all(not m.weight.any() for m in noises)  # 2 upsampling blocks + the output
+    z, y = torch.randn(16, LATENT), torch.arange(16) % 4
+    assert torch.equal(g(z, y), g(z, y))
+    with torch.no_grad():
+        noises[-1].weight.fill_(0.3)
+        diff = (g(z, y) - g(z, y))[:, 0]
+    assert diff.abs().mean() > 0.02
+    neighbours = torch.corrcoef(torch.stack([diff[:, :, :-1].flatten(), diff[:, :, 1:].flatten()]))[0, 1]
+    assert abs(float(neighbours)) < 0.05
+    g.train()
+    g(z, y).square().mean().backward()
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in noises)
+
+    module = GANModule(g, ConditionalDCGANDiscriminator(4, 32, 1, width=8), num_classes=4)
+    with torch.no_grad():
+        module.sampling_generator().to_image[1].weight.fill_(0.3)
+    state = torch.get_rng_state()
+    a, b = module.sample(16, y, z=z), module.sample(16, y, z=z)
+    assert torch.equal(a, b) and torch.equal(torch.get_rng_state(), state)
+    assert not torch.equal(module.sample(16, y, z=z + 1e-3)[:, :, 8:-8, 8:-8], a[:, :, 8:-8, 8:-8])
+    with pytest.raises(ValueError, match="noise_inputs=1"):
+        DCGANGenerator(LATENT, 32, 1, width=8, noise_inputs=1)
 
 
 def test_conditional_networks_refuse_bad_settings():

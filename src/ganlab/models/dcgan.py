@@ -8,9 +8,17 @@ deeper layers double it, capped at 8x.
 transposed convolutions) or "resize" (nearest-neighbour 2x, then a 3x3 convolution; Odena et al. 2016,
 "Deconvolution and checkerboard artifacts"). Transposed convolutions with a kernel the stride does not
 divide evenly overlap unevenly, which leaves a checkerboard at the image's highest frequencies.
+
+`noise_inputs=true` adds StyleGAN's noise inputs (Karras et al. 2019): after every upsampling
+convolution, and before the output's Tanh, one map of per-pixel Gaussian noise per image, added to each
+channel with a learned scale that starts at 0. A deterministic conv stack driven by one latent vector
+has no source of per-pixel randomness; scanner noise (brainsim's Rician noise, real MRI's) is exactly
+that, and without a source G can only imitate it with fixed patterns.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 
 import torch
@@ -51,6 +59,34 @@ def dcgan_init(module: nn.Module) -> None:
 UPSAMPLES = ("transpose", "resize")
 
 
+class NoiseInput(nn.Module):
+    """x + scale[c] * n, n ~ N(0, 1) one (H, W) map per image shared by the channels; scale starts at 0."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        return x + self.weight.to(x.dtype) * noise
+
+
+def has_noise_inputs(net: nn.Module) -> bool:
+    return any(isinstance(m, NoiseInput) for m in net.modules())
+
+
+@contextlib.contextmanager
+def noise_seeded_by(z: torch.Tensor):
+    """Within the block the global RNG (which NoiseInput draws from) is seeded from z's bytes and restored
+    afterwards: sampling stays a function of (z, labels) — the same latents give the same images, and a
+    fixed-noise grid does not flicker — without touching the caller's RNG."""
+    devices = [z.device.index or 0] if z.device.type == "cuda" else []
+    digest = hashlib.blake2b(z.detach().float().cpu().numpy().tobytes(), digest_size=8).digest()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int.from_bytes(digest, "little") >> 1)
+        yield
+
+
 def upsample_layer(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
     """A 2x upsampling convolution from c_in to c_out channels."""
     if mode == "transpose":
@@ -60,10 +96,13 @@ def upsample_layer(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
 
 class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, image_size: int = 64, channels: int = 1, width: int = 64,
-                 upsample: str = "transpose"):
+                 upsample: str = "transpose", noise_inputs: bool = False):
         super().__init__()
         if upsample not in UPSAMPLES:
             raise ValueError(f"generator upsample={upsample!r}; choose one of {UPSAMPLES}")
+        if not isinstance(noise_inputs, bool):
+            raise ValueError(f"generator noise_inputs={noise_inputs!r}: expected true or false")
+        noise = (lambda c: [NoiseInput(c)]) if noise_inputs else (lambda c: [])
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         plan = channel_plan(image_size, width)
         self.stem = nn.Sequential(
@@ -73,9 +112,11 @@ class DCGANGenerator(nn.Module):
         )
         blocks = []
         for c_in, c_out in zip(plan[:-1], plan[1:]):
-            blocks += [upsample_layer(c_in, c_out, upsample, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+            blocks += [upsample_layer(c_in, c_out, upsample, bias=False), *noise(c_out), nn.BatchNorm2d(c_out),
+                       nn.ReLU(True)]
         self.blocks = nn.Sequential(*blocks)
-        self.to_image = nn.Sequential(upsample_layer(plan[-1], channels, upsample, bias=False), nn.Tanh())
+        self.to_image = nn.Sequential(upsample_layer(plan[-1], channels, upsample, bias=False), *noise(channels),
+                                      nn.Tanh())
         dcgan_init(self)
 
     def stem_in_features(self) -> int:

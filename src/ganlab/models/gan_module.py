@@ -14,6 +14,7 @@ regularisation and class-weighted losses. Schedules count images as batches x ba
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import lightning as L
@@ -25,6 +26,7 @@ from torch import nn
 from ganlab.errors import GanlabError
 from ganlab.models.ada import AdaptiveAugment, multi_process
 from ganlab.models.cdcgan import enable_cond_weight
+from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema
 from ganlab.models.losses import GANLoss, NonSaturatingLoss, lecam_penalty, r1_penalty, wgan_gradient_penalty
@@ -285,7 +287,8 @@ class GANModule(L.LightningModule):
         was_training = net.training
         net.eval()
         try:
-            return net(z, labels if self.conditional else None).float().clamp(-1, 1)
+            with noise_seeded_by(z) if has_noise_inputs(net) else contextlib.nullcontext():
+                return net(z, labels if self.conditional else None).float().clamp(-1, 1)
         finally:
             net.train(was_training)
 
