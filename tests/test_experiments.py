@@ -161,3 +161,33 @@ def test_diagnose_tells_marked_images_from_real_ones_and_judges_every_class(tiny
     for which in ("real", "synthetic"):
         for entry in told["judge"][which].values():
             assert abs(sum(entry["predicted"]) - 1) < 1e-6 and 0 <= entry["severity"] <= 3
+
+
+def test_diagnose_views_keep_one_kind_of_cue(tiny_data, monkeypatch):
+    """A pixel-scale pattern (a +-16 checkerboard inside the brain) is seen by the C2ST on the raw and `texture`
+    views and lost in the `blur` view; `silhouette` and `dark0` do what their names say."""
+    import torch
+
+    from ganlab.data.folder import UInt8ImageDataset
+
+    monkeypatch.syspath_prepend(str(REPO / "experiments" / "synthetic_utility"))
+    monkeypatch.delitem(sys.modules, "diagnose", raising=False)
+    from diagnose import VIEWS, diagnose_seed
+
+    train = tiny_data.datasets["train"]
+    real = UInt8ImageDataset(train.images, train.labels, list(train.files))
+    h, w = train.images.shape[-2:]
+    board = ((torch.arange(h)[:, None] + torch.arange(w)[None]) % 2) * 32 - 16
+    inside = train.images.int() > 40
+    marked = torch.where(inside, (train.images.int() + board).clamp(0, 255), train.images.int()).to(torch.uint8)
+    recipe = {"width": 8, "epochs": 25, "batch_size": 16}
+    told = diagnose_seed(real, UInt8ImageDataset(marked, train.labels, list(train.files)), 4, 0, recipe,
+                         views=("blur", "texture"))
+    assert min(told["c2st"].values()) > 0.8 and min(told["c2st_views"]["texture"].values()) > 0.8
+    assert max(told["c2st_views"]["blur"].values()) < 0.8
+
+    u8 = torch.tensor([[[[0, 8, 9, 200]]]], dtype=torch.uint8)
+    assert VIEWS["silhouette"](u8).tolist() == [[[[0, 0, 255, 255]]]]
+    assert VIEWS["dark0"](u8).tolist() == [[[[0, 0, 9, 200]]]]
+    flat = torch.full((1, 1, 9, 9), 100, dtype=torch.uint8)
+    assert torch.equal(VIEWS["blur"](flat), flat) and (VIEWS["texture"](flat) == 128).all()

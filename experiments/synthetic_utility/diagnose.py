@@ -15,6 +15,12 @@
    class, 0.5 = indistinguishable. A high score is a "synthetic look" that a classifier can take as a cue for
    whatever class synthetic images fill.
 
+3. **What the detector sees** (`--views raw,blur,texture,silhouette,dark0`): the same C2ST on transformed copies
+   of both sets, each view keeping one kind of cue: `blur` a Gaussian blur (sigma 1 px; the anatomy without
+   the pixel-scale noise), `texture` the image minus its blur (only the pixel-scale noise, x4 around grey),
+   `silhouette` the brain mask (pixels above 8/255), `dark0` the image with every pixel at or below 8/255 set
+   to 0 (no faint background). A view at ~0.5 holds no cue; one that stays near the raw score holds it.
+
 Writes <out>/diagnose.json and prints a markdown summary (the README's `diagnose` block with --readme).
 """
 from __future__ import annotations
@@ -33,6 +39,32 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from readme_block import check_block, write_block  # noqa: E402
 
 RECIPE = {"width": 16, "epochs": 8}
+DARK = 8  # uint8 level: at or below it a pixel counts as background (brainsim's background is exactly 0)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """float (N, C, H, W) -> the same blurred with a separable Gaussian (radius 2 sigma, edges replicated)."""
+    radius = max(1, round(2 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    c = images.shape[1]
+    out = torch.nn.functional.pad(images, (radius,) * 4, mode="replicate")
+    out = torch.nn.functional.conv2d(out, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return torch.nn.functional.conv2d(out, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+VIEWS = {
+    "raw": lambda u8: u8,
+    "blur": lambda u8: to_uint8(gaussian_blur(u8.float())),
+    "texture": lambda u8: to_uint8(128 + 4 * (u8.float() - gaussian_blur(u8.float()))),
+    "silhouette": lambda u8: (u8 > DARK).to(torch.uint8) * 255,
+    "dark0": lambda u8: torch.where(u8 > DARK, u8, torch.zeros_like(u8)),
+}
 
 
 def label_shares(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
@@ -47,7 +79,7 @@ def label_shares(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
     return out
 
 
-def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE) -> dict:
+def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE, views=()) -> dict:
     from ganlab.classifier import predict, train_classifier
     from ganlab.metrics.c2st import halves, two_sample_test
 
@@ -62,7 +94,12 @@ def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE) -
     c2st = two_sample_test(real.images, real.labels, synthetic.images, synthetic.labels, num_classes, seed=seed,
                            width=recipe["width"], epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64),
                            split=((real_a, real_b), (synth_a, synth_b)))
-    return {"seed": seed, "judge": judged, "c2st": c2st}
+    by_view = {view: two_sample_test(VIEWS[view](real.images), real.labels, VIEWS[view](synthetic.images),
+                                     synthetic.labels, num_classes, seed=seed, width=recipe["width"],
+                                     epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64),
+                                     split=((real_a, real_b), (synth_a, synth_b)))
+               for view in views}
+    return {"seed": seed, "judge": judged, "c2st": c2st, **({"c2st_views": by_view} if views else {})}
 
 
 def summary(rows: list[dict], class_names: list[str]) -> dict:
@@ -73,6 +110,8 @@ def summary(rows: list[dict], class_names: list[str]) -> dict:
     out = {"seeds": [r["seed"] for r in rows], "classes": {}}
     for c, name in enumerate(class_names):
         entry = {"c2st_accuracy": mean_sd([r["c2st"][c] for r in rows])}
+        if "c2st_views" in rows[0]:
+            entry["c2st_views"] = {v: mean_sd([r["c2st_views"][v][c] for r in rows]) for v in rows[0]["c2st_views"]}
         for which in ("real", "synthetic"):
             shares = torch.tensor([r["judge"][which][c]["predicted"] for r in rows]).mean(0).tolist()
             entry[which] = {"predicted": dict(zip(class_names, shares)),
@@ -97,6 +136,13 @@ def markdown(result: dict) -> str:
                      f"{e['real']['severity']['mean']:.2f} ± {e['real']['severity']['sd']:.2f} / "
                      f"{e['synthetic']['severity']['mean']:.2f} ± {e['synthetic']['severity']['sd']:.2f} | "
                      f"{e['c2st_accuracy']['mean']:.3f} ± {e['c2st_accuracy']['sd']:.3f} |")
+    views = list(result["classes"][names[0]].get("c2st_views", {}))
+    if views:
+        lines += ["", "C2ST by view (what the detector can still see; 0.5 = nothing):", "",
+                  "| class | " + " | ".join(views) + " |", "|---|" + "---|" * len(views)]
+        for name in names:
+            v = result["classes"][name]["c2st_views"]
+            lines.append(f"| {name} | " + " | ".join(f"{v[k]['mean']:.3f} ± {v[k]['sd']:.3f}" for k in views) + " |")
     lines += ["", f"`{result['command']}` ({result['wall_minutes']:.1f} min, {result['device']})"]
     return "\n".join(lines)
 
@@ -106,6 +152,7 @@ def main() -> None:
     parser.add_argument("--synthetic", required=True, help="a class-balanced ganlab.generate output")
     parser.add_argument("--real", required=True, help="new real images in generate's layout (run.py --oracle)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--views", default="", help=f"also the C2ST on these views: {','.join(VIEWS)}")
     parser.add_argument("--out", required=True, help="folder for diagnose.json")
     parser.add_argument("--readme", metavar="BLOCK", help="also write the summary into README.md's block BLOCK")
     args = parser.parse_args()
@@ -113,6 +160,10 @@ def main() -> None:
         check_block(HERE / "README.md", args.readme)
     from ganlab.generate import load_generated, read_manifest
 
+    views = [v for v in args.views.split(",") if v]
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown:
+        raise SystemExit(f"error: --views {','.join(unknown)}: choose from {','.join(VIEWS)}")
     start = time.time()
     by_label = {int(r["label"]): r["class"] for r in read_manifest(args.real)}
     class_names = [by_label[i] for i in sorted(by_label)]
@@ -121,7 +172,7 @@ def main() -> None:
         raise SystemExit(f"error: {args.synthetic} needs images of every class (generate with n_per_class=N)")
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows.append(diagnose_seed(real, synthetic, len(class_names), seed))
+        rows.append(diagnose_seed(real, synthetic, len(class_names), seed, views=views))
         print(f"seed {seed}: C2ST {[round(v, 3) for v in rows[-1]['c2st'].values()]}", flush=True)
     result = {**summary(rows, class_names), "real": args.real, "synthetic": args.synthetic, "rows": rows,
               "command": "python experiments/synthetic_utility/diagnose.py " + " ".join(sys.argv[1:]),
