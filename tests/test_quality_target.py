@@ -58,6 +58,9 @@ def test_the_per_class_copying_test_is_shown_but_not_counted_as_a_target():
     text = markdown([clean, copied, record(seed=3)])
     assert "| (data-copying test: every class z >= -3) | rare -1.8, min -1.8 ✓ | rare -3.4, min -3.4 ✗ | – |" in text
     assert "Targets met per seed: 11/11, 11/11, 11/11." in text
+    probed = record(c2st_class=dict(zip(CLASSES, [0.98, 0.97, 0.9, 0.86])))
+    assert failed(probed) == set()
+    assert "| (C2ST per class, 0.5 = indistinguishable) | 0.98/0.97/0.90/0.86 |" in markdown([probed])
 
 
 def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
@@ -67,3 +70,6 @@ def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
     assert "| 3.0 [2.0, 5.0] | 0.93 [0.90, 0.95] |" in table([one])
     two = [dict(one, row="s", fd_ratio=r, recall=c, seed=k) for k, (r, c) in enumerate([(3.0, 0.9), (5.0, 0.94)])]
     assert "| 4.0 (3.0, 5.0) | 0.92 (0.90, 0.94) |" in table(two)
+    assert table([one]).splitlines()[2].endswith("| – |")  # no C2ST measured
+    probed = [dict(r, c2st_class=dict(zip(CLASSES, [0.9 + k / 20, 0.8, 0.7, 0.6]))) for k, r in enumerate(two)]
+    assert table(probed).splitlines()[2].endswith("| 0.93/0.80/0.70/0.60 |")

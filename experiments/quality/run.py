@@ -96,6 +96,10 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # real brains do): Collapse by Conditioning (Shahbazi et al., ICLR 2022) trains unconditionally first, so
     # the rare class starts from what all 1100 brains share, then blends the labels in (run at --kimg 346)
     "bf16_tr16_ct": ("bf16_tr16", ["model.cond_start_kimg=25", "model.cond_end_kimg=100"]),
+    # a classifier tells the samples from real brains (C2ST 0.86-0.98 at ~350 kimg) although they pass as their
+    # class and copy nothing; brainsim's slices, like MRI, carry per-pixel scanner noise, which a conv stack fed
+    # one latent vector has no source for: StyleGAN's noise inputs give it one (run at --kimg 346)
+    "bf16_tr16_noise": ("bf16_tr16", ["model.generator.noise_inputs=true"]),
 }
 
 
@@ -137,6 +141,8 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
         # the per-class data-copying test (calibrated for the class mix; ganlab.audit's docstring)
         "audit_copying_z": {c: e["z"] for c, e in (audit.get("copying") or {}).get("per_class", {}).items()} or None,
         "audit_c_t": (audit.get("copying") or {}).get("c_t"),
+        # a classifier two-sample test per class against the training images (0.5: indistinguishable)
+        "c2st_class": audit.get("c2st"),
     }
     out["fd_ratio"] = out["fd"] / out["fd_floor"] if out["fd"] and out["fd_floor"] else None
     return out
@@ -153,7 +159,7 @@ def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False)
     for labels, sub in (("proportional", "eval_prop"), ("uniform", "eval_uniform")):
         subprocess.run([py, "-m", "ganlab.evaluate", *common, f"metrics.fake_labels={labels}",
                         f"out={run_dir / sub}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    subprocess.run([py, "-m", "ganlab.audit", f"ckpt={ckpt}", "n=128" if smoke else "n=512",
+    subprocess.run([py, "-m", "ganlab.audit", f"ckpt={ckpt}", "n=128" if smoke else "n=512", "c2st=true",
                     *data, f"seed={seed}", f"hydra.run.dir={run_dir / 'audit'}"], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
     classes = json.loads((run_dir / "eval_uniform" / "evaluation_last.json").read_text())
@@ -207,7 +213,7 @@ def table(records: list[dict]) -> str:
         groups.setdefault((r["row"], r["device"], r["kimg"]), []).append(r)
 
     def mean(rs, key, sub=None):
-        vals = [(r[key] or {}).get(sub) if sub else r[key] for r in rs]
+        vals = [(r.get(key) or {}).get(sub) if sub else r.get(key) for r in rs]
         vals = [v for v in vals if v is not None]
         return sum(vals) / len(vals) if vals else None
 
@@ -228,20 +234,24 @@ def table(records: list[dict]) -> str:
     classes = list(records[0]["cond_acc_class"]) if records else []
     short = [c[:3] for c in classes]
     head = ("| row | seeds | kimg | min | FD/floor | recall | coverage | SSIM div (real) | MS-SSIM div (real) | "
-            f"cond acc {'/'.join(short)} | KID {'/'.join(short)} | audit <p1 / <p5 |")
+            f"cond acc {'/'.join(short)} | KID {'/'.join(short)} | audit <p1 / <p5 | C2ST {'/'.join(short)} |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for (row, device, kimg), rs in groups.items():
         acc = "/".join(fmt(mean(rs, "cond_acc_class", c), ".2f") for c in classes)
         kid = "/".join(fmt(mean(rs, "kid_class", c), ".2f") for c in classes)
+        c2st = ("/".join(fmt(mean(rs, "c2st_class", c), ".2f") for c in classes)
+                if any(r.get("c2st_class") for r in rs) else "–")
         gpu = " (GPU)" if device == "cuda" else ""
         lines.append(
             f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {spread(rs, 'fd_ratio', '.1f', over_floor=True)} | "
             f"{spread(rs, 'recall', '.2f')} | {spread(rs, 'coverage', '.2f')} | "
             f"{fmt(mean(rs, 'ssim_div'), '.2f')} ({fmt(mean(rs, 'ssim_div_real'), '.2f')}) | "
             f"{fmt(mean(rs, 'ms_div'), '.2f')} ({fmt(mean(rs, 'ms_div_real'), '.2f')}) | {acc} | {kid} | "
-            f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} |")
+            f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} | {c2st} |")
     lines += ["", "FD/floor, recall, coverage: one seed, the bootstrap 95% CI in brackets (FD's CI over the "
-              "floor's point value); more seeds, the mean and each seed's value in parentheses."]
+              "floor's point value); more seeds, the mean and each seed's value in parentheses. C2ST: a classifier "
+              "trained to tell the row's samples from the real training images, per class (0.5: it cannot; "
+              "ganlab.audit c2st=true; rows before session 11 were not measured)."]
     judge = next((r["cond_acc_real_class"] for r in records if any(r.get("cond_acc_real_class", {}).values())), None)
     if judge:
         lines += ["", "The judge (the metrics' domain classifier) on held-out real images, per class: "

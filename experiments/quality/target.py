@@ -72,6 +72,10 @@ def checks(f: dict) -> list[tuple[str, str, bool | None]]:
     if z:  # not one of the issue's targets: the audit calibrated per class (new real images fail the two above)
         out.append(("(data-copying test: every class z >= -3)", f"rare {fmt(z.get(RARE), '+.1f')}, min "
                     f"{fmt(min(z.values()), '+.1f')}", min(z.values()) >= -3))
+    c2st = f.get("c2st_class")
+    if c2st:  # not one of the issue's targets and no bound: how well a classifier tells samples from real images
+        out.append(("(C2ST per class, 0.5 = indistinguishable)", "/".join(fmt(c2st.get(c), ".2f") for c in f["cond_acc_class"]),
+                    None))
     return out
 
 
@@ -84,8 +88,9 @@ def markdown(records: list[dict]) -> str:
     table = [{name: (shown, ok) for name, shown, ok in checks(r)} for r in records]
     names = list(dict.fromkeys(name for t in table for name in t))
     for name in names:
-        cells = [f"{t[name][0]} {'✓' if t[name][1] else ('✗' if t[name][1] is False else '?')}" if name in t else "–"
-                 for t in table]
+        def mark(ok):  # a bracketed row without a bound (ok None) is shown without a mark
+            return "✓" if ok else "✗" if ok is False else "" if name.startswith("(") else "?"
+        cells = [f"{t[name][0]} {mark(t[name][1])}".rstrip() if name in t else "–" for t in table]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| training: minutes / kimg | " + " | ".join(
         f"{fmt(r['wall_s'] / 60, '.1f')} / {fmt(r['kimg'], '.0f')}" for r in records) + " |")
