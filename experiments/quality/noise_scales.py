@@ -23,6 +23,7 @@ def noise_effect(module, n: int = 64, seed: int = 0) -> dict:
               for name, m in g.named_modules() if isinstance(m, NoiseInput)}
     z = torch.randn(n, module.latent_dim, generator=torch.Generator().manual_seed(seed))
     labels = torch.arange(n) % module.num_classes if module.conditional else None
+    # grey levels unrounded: ganlab.pixels.to_uint8 would round sub-level changes away
     grey = lambda x: (x.float().clamp(-1, 1) + 1) * 127.5  # noqa: E731
     with torch.no_grad():
         a, b = grey(g(z, labels)), grey(g(z, labels))
@@ -36,8 +37,7 @@ def main() -> None:
     for arg in sys.argv[1:]:
         path = Path(arg)
         ckpt = path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-        loaded = load_gan(ckpt)
-        module = loaded[0] if isinstance(loaded, tuple) else loaded
+        module, _ = load_gan(ckpt)
         out = noise_effect(module)
         print(f"{ckpt}: redrawing the noise changes the images by sd {out['redraw_sd_grey_levels']:.2f} grey levels")
         for name, (mean, top) in out["scales"].items() or {"(no noise inputs)": (0.0, 0.0)}.items():

@@ -54,14 +54,15 @@ def gaussian_blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     return torch.nn.functional.conv2d(out, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
+def round_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float grey levels (0-255 scale, not ganlab.pixels' [-1, 1]) -> uint8."""
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
 VIEWS = {
     "raw": lambda u8: u8,
-    "blur": lambda u8: to_uint8(gaussian_blur(u8.float())),
-    "texture": lambda u8: to_uint8(128 + 4 * (u8.float() - gaussian_blur(u8.float()))),
+    "blur": lambda u8: round_to_uint8(gaussian_blur(u8.float())),
+    "texture": lambda u8: round_to_uint8(128 + 4 * (u8.float() - gaussian_blur(u8.float()))),
     "silhouette": lambda u8: (u8 > DARK).to(torch.uint8) * 255,
     "dark0": lambda u8: torch.where(u8 > DARK, u8, torch.zeros_like(u8)),
 }
@@ -90,15 +91,14 @@ def diagnose_seed(real, synthetic, num_classes: int, seed: int, recipe=RECIPE, v
                              epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64), seed=seed)
     judged = {"real": label_shares(predict(judge, real.images[real_b]).softmax(1), real.labels[real_b], num_classes),
               "synthetic": label_shares(predict(judge, synthetic.images).softmax(1), synthetic.labels, num_classes)}
-    # C2ST on the same halves as the judge (ganlab.metrics.c2st)
-    c2st = two_sample_test(real.images, real.labels, synthetic.images, synthetic.labels, num_classes, seed=seed,
-                           width=recipe["width"], epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64),
-                           split=((real_a, real_b), (synth_a, synth_b)))
-    by_view = {view: two_sample_test(VIEWS[view](real.images), real.labels, VIEWS[view](synthetic.images),
-                                     synthetic.labels, num_classes, seed=seed, width=recipe["width"],
-                                     epochs=recipe["epochs"], batch_size=recipe.get("batch_size", 64),
-                                     split=((real_a, real_b), (synth_a, synth_b)))
-               for view in views}
+
+    def c2st_on(view: str) -> dict[int, float]:  # C2ST on the same halves as the judge (ganlab.metrics.c2st)
+        return two_sample_test(VIEWS[view](real.images), real.labels, VIEWS[view](synthetic.images), synthetic.labels,
+                               num_classes, seed=seed, width=recipe["width"], epochs=recipe["epochs"],
+                               batch_size=recipe.get("batch_size", 64), split=((real_a, real_b), (synth_a, synth_b)))
+
+    c2st = c2st_on("raw")
+    by_view = {view: c2st if view == "raw" else c2st_on(view) for view in views}
     return {"seed": seed, "judge": judged, "c2st": c2st, **({"c2st_views": by_view} if views else {})}
 
 
