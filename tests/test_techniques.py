@@ -19,7 +19,7 @@ from ganlab.callbacks.checkpoint import ResumableCheckpoint
 from ganlab.callbacks.reseed import ReseedRNG
 from ganlab.models.ada import AdaptiveAugment
 from ganlab.models.cdcgan import ConditionalBatchNorm2d, ConditionalDCGANDiscriminator, ConditionalDCGANGenerator
-from ganlab.models.dcgan import DCGANDiscriminator, MinibatchStd
+from ganlab.models.dcgan import DCGANDiscriminator, MinibatchStd, TextureBranch
 from ganlab.models.diffaugment import augment_with_probability
 from ganlab.models.ema import ema_beta
 from ganlab.models.losses import HingeLoss, NonSaturatingLoss, lecam_penalty
@@ -172,6 +172,47 @@ def test_mbstd_makes_d_see_the_batch(family):
     assert MinibatchStd(4)(x[:1].expand(4, -1, -1, -1))[:, 1].abs().max() < 1e-3  # copies: std ~ 0
     with pytest.raises(ValueError, match="mbstd_group=-1"):
         DCGANDiscriminator(32, 1, width=4, mbstd_group=-1)
+
+
+# ----------------------------------------------------------------------------- texture branch
+def test_texture_branch_sees_the_fine_grain_and_not_brightness_or_shape():
+    """The branch judges only the residual x - blur(x): a brightness offset leaves its logit unchanged,
+    Gaussian noise the size of scanner noise changes it, and a few Adam steps teach it to tell noisy from
+    clean copies of the same smooth images. In a conditional concat D it sees the image channels only."""
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+    centres = torch.rand(64, 2, 1, 1) - 0.5
+    smooth = torch.exp(-((yy - centres[:, :1]) ** 2 + (xx - centres[:, 1:]) ** 2) * 4) * 1.6 - 0.8
+    noisy = smooth + 0.04 * torch.randn_like(smooth)
+    branch = TextureBranch(1, 8)
+    with torch.no_grad():
+        assert torch.allclose(branch(smooth + 0.3), branch(smooth), atol=1e-5)
+        assert (branch(noisy) - branch(smooth)).abs().max() > 1e-3
+    opt = torch.optim.Adam(branch.parameters(), lr=1e-2)
+    target = torch.cat([torch.ones(64), torch.zeros(64)])
+    for _ in range(40):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(branch(torch.cat([noisy, smooth])), target)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        fresh = smooth + 0.04 * torch.randn_like(smooth)  # new noise: texture learnt, not these pixels
+        accuracy = ((branch(torch.cat([fresh, smooth])) > 0).float() == target).float().mean().item()
+    assert accuracy > 0.9, accuracy
+
+    x, labels = noisy[:4].repeat(1, 1, 2, 2), torch.arange(4) % NUM_CLASSES
+    for conditioning in ("concat", "projection"):
+        torch.manual_seed(0)
+        d = ConditionalDCGANDiscriminator(NUM_CLASSES, 32, 1, width=4, conditioning=conditioning,
+                                          texture_width=4).eval()
+        assert d.texture.net[0].in_channels == 1
+        with torch.no_grad():
+            without = d(x, labels) - d.texture(x)
+            d.texture = None
+            assert torch.allclose(without, d(x, labels), atol=1e-5)  # the branch's logit is added
+    assert DCGANDiscriminator(32, 1, width=4).texture is None
+    with pytest.raises(ValueError, match="texture_width=-1"):
+        DCGANDiscriminator(32, 1, width=4, texture_width=-1)
 
 
 # ----------------------------------------------------------------------------- lazy R1
@@ -402,13 +443,14 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
                                           "model.ema_kimg=10", "model.ema_rampup=0.05", "model.cond_start_kimg=0",
                                           "model.cond_end_kimg=20", "model.mode_seeking=1",
                                           "model.class_weights=inverse", "model.discriminator.mbstd_group=4",
-                                          "model.generator.ordinal=true"])
+                                          "model.generator.ordinal=true", "model.discriminator.texture_width=8"])
         bad = compose("train", overrides=["model=cdcgan", *TINY, "model.lecam_decay=1.5"])
     assert module.ada is None and not hasattr(module, "lecam_anchors") and module.generator.cond_weight is None
-    assert isinstance(module.discriminator.mbstd, torch.nn.Identity)
+    assert isinstance(module.discriminator.mbstd, torch.nn.Identity) and module.discriminator.texture is None
     embeddings = [m for m in module.modules() if isinstance(m, torch.nn.Embedding)]  # cbn's gamma/beta, D's projection
     assert embeddings and all(type(m) is torch.nn.Embedding for m in embeddings)  # none ordinal by default
     on_module = instantiate(on.model)
     assert on_module.ada is not None and on_module.discriminator.ordinal and on_module.hparams.r1_interval == 16
+    assert isinstance(on_module.discriminator.texture, TextureBranch)
     with pytest.raises(Exception, match="lecam_decay=1.5"):
         instantiate(bad.model)

@@ -100,6 +100,12 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # class and copy nothing; brainsim's slices, like MRI, carry per-pixel scanner noise, which a conv stack fed
     # one latent vector has no source for: StyleGAN's noise inputs give it one (run at --kimg 346)
     "bf16_tr16_noise": ("bf16_tr16", ["model.generator.noise_inputs=true"]),
+    # that classifier needs only the pixel-scale residual (image - 1-px blur: C2ST 0.99-1.00; blurred images
+    # 0.68-0.76), and the noise scales G learned stayed ~0: D's strided first layer barely judges the grain.
+    # A texture branch in D (full-resolution convs on the residual, its logit added) does; with the noise
+    # inputs G has the means to answer it (run at --kimg 346)
+    "bf16_tr16_tex": ("bf16_tr16", ["model.discriminator.texture_width=16"]),
+    "bf16_tr16_tex_noise": ("bf16_tr16_tex", ["model.generator.noise_inputs=true"]),
 }
 
 

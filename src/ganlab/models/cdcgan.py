@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm as _sn
 
-from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator, TextureBranch, check_count, dcgan_init
 
 G_CONDITIONINGS = ("concat", "cbn")
 D_CONDITIONINGS = ("projection", "concat")
@@ -154,7 +154,7 @@ class ConditionalDCGANGenerator(DCGANGenerator):
 class ConditionalDCGANDiscriminator(DCGANDiscriminator):
     def __init__(self, num_classes: int, image_size: int = 64, channels: int = 1, width: int = 64,
                  conditioning: str = "projection", spectral_norm: bool = False, mbstd_group: int = 0,
-                 ordinal: bool = False):
+                 ordinal: bool = False, texture_width: int = 0):
         if conditioning not in D_CONDITIONINGS:
             raise ValueError(f"discriminator conditioning={conditioning!r}; choose one of {D_CONDITIONINGS}")
         self.num_classes, self.conditioning = check_num_classes(num_classes), conditioning
@@ -163,6 +163,10 @@ class ConditionalDCGANDiscriminator(DCGANDiscriminator):
         super().__init__(image_size=image_size, channels=in_channels, width=width, spectral_norm=spectral_norm,
                          mbstd_group=mbstd_group)
         self.channels = channels
+        if texture_width:  # on the image channels only, never on the label maps
+            self.texture = TextureBranch(channels, check_count("texture_width", texture_width, "0: off"),
+                                         spectral_norm)
+            dcgan_init(self.texture)
         self.register_buffer("cond_weight", None, persistent=False)  # see enable_cond_weight
         if conditioning == "projection":
             embed = class_embedding(num_classes, self.feature_dim, ordinal)
@@ -182,7 +186,7 @@ class ConditionalDCGANDiscriminator(DCGANDiscriminator):
             x = torch.cat([x, maps.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
             return super().forward(x)
         h = self.features(x)
-        logit = self.head(self.mbstd(h)).flatten()
+        logit = self.head(self.mbstd(h)).flatten() + self.texture_logit(x)
         pooled = h.sum(dim=(2, 3))
         projection = (self.embed(labels) * pooled).sum(dim=1)
         if self.cond_weight is not None:
