@@ -191,3 +191,35 @@ def test_diagnose_views_keep_one_kind_of_cue(tiny_data, monkeypatch):
     assert VIEWS["dark0"](u8).tolist() == [[[[0, 0, 9, 200]]]]
     flat = torch.full((1, 1, 9, 9), 100, dtype=torch.uint8)
     assert torch.equal(VIEWS["blur"](flat), flat) and (VIEWS["texture"](flat) == 128).all()
+
+
+def test_texture_stats_name_a_correlated_grain_and_see_nothing_between_two_draws(tiny_data, monkeypatch):
+    """Grain whose neighbours along a row are correlated (like a generator's) against white grain (like
+    scanner noise) on the same brains: the residual's horizontal correlation differs (d > 1) and the
+    logistic C2ST on the statistics tells the sets apart; two draws of white grain it cannot."""
+    import torch
+
+    from ganlab.data.folder import UInt8ImageDataset
+
+    monkeypatch.syspath_prepend(str(REPO / "experiments" / "synthetic_utility"))
+    monkeypatch.delitem(sys.modules, "texture_stats", raising=False)
+    from texture_stats import NAMES, compare
+
+    train = tiny_data.datasets["train"]
+    base, one_class = train.images.float(), torch.zeros(len(train.labels), dtype=torch.long)
+    inside = train.images > 40
+    g = torch.Generator().manual_seed(0)
+
+    def grain(smooth: bool) -> UInt8ImageDataset:
+        noise = torch.randn(base.shape, generator=g) * 24
+        if smooth:
+            noise = (noise + noise.roll(1, dims=-1)) / 2 ** 0.5
+        images = torch.where(inside, base + noise, base).round().clamp(0, 255).to(torch.uint8)
+        return UInt8ImageDataset(images, one_class)
+
+    white = grain(smooth=False)
+    told = compare(white, grain(smooth=True), ["brain"])["brain"]
+    assert told["stats"]["corr 0,1"]["d"] > 1 and abs(told["stats"]["corr 1,0"]["d"]) < 1
+    assert min(told["c2st"]) > 0.85
+    same = compare(white, grain(smooth=False), ["brain"])["brain"]
+    assert max(same["c2st"]) < 0.75 and set(same["stats"]) == set(NAMES)
