@@ -147,6 +147,24 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def load_sets(real_dir: str, synthetic_dir: str):
+    """(class names in the real set's label order, real set, synthetic set labelled in that order)."""
+    from ganlab.generate import load_generated, read_manifest
+
+    by_label = {int(r["label"]): r["class"] for r in read_manifest(real_dir)}
+    class_names = [by_label[i] for i in sorted(by_label)]
+    return class_names, load_generated(real_dir, class_names), load_generated(synthetic_dir, class_names)
+
+
+def save_result(path: Path, result: dict, text: str, readme_block: str | None) -> None:
+    """Write result as JSON to path, text into this folder's README block (if named), and print text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    if readme_block:
+        write_block(HERE / "README.md", readme_block, text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", required=True, help="a class-balanced ganlab.generate output")
@@ -158,16 +176,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.readme:
         check_block(HERE / "README.md", args.readme)
-    from ganlab.generate import load_generated, read_manifest
-
     views = [v for v in args.views.split(",") if v]
     unknown = sorted(set(views) - set(VIEWS))
     if unknown:
         raise SystemExit(f"error: --views {','.join(unknown)}: choose from {','.join(VIEWS)}")
     start = time.time()
-    by_label = {int(r["label"]): r["class"] for r in read_manifest(args.real)}
-    class_names = [by_label[i] for i in sorted(by_label)]
-    real, synthetic = load_generated(args.real, class_names), load_generated(args.synthetic, class_names)
+    class_names, real, synthetic = load_sets(args.real, args.synthetic)
     if torch.bincount(synthetic.labels, minlength=len(class_names)).min() < 2:
         raise SystemExit(f"error: {args.synthetic} needs images of every class (generate with n_per_class=N)")
     rows = []
@@ -177,13 +191,7 @@ def main() -> None:
     result = {**summary(rows, class_names), "real": args.real, "synthetic": args.synthetic, "rows": rows,
               "command": "python experiments/synthetic_utility/diagnose.py " + " ".join(sys.argv[1:]),
               "wall_minutes": (time.time() - start) / 60, "device": "cpu", "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "diagnose.json").write_text(json.dumps(result, indent=1))
-    text = markdown(result)
-    if args.readme:
-        write_block(HERE / "README.md", args.readme, text)
-    print(text)
+    save_result(Path(args.out) / "diagnose.json", result, markdown(result), args.readme)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes <out>/texture_stats.json and prints a markdown summary (README block with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "experiments"))
 sys.path.insert(0, str(HERE))
-from diagnose import DARK, gaussian_blur  # noqa: E402
-from readme_block import check_block, write_block  # noqa: E402
+from diagnose import DARK, gaussian_blur, load_sets, save_result  # noqa: E402
+from readme_block import check_block  # noqa: E402
 
 OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))
 NAMES = ["log sd", "skewness", "kurtosis"] + [f"corr {dy},{dx}" for dy, dx in OFFSETS]
@@ -137,25 +136,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.readme:
         check_block(HERE / "README.md", args.readme)
-    from ganlab.generate import load_generated, read_manifest
-
     start = time.time()
-    by_label = {int(r["label"]): r["class"] for r in read_manifest(args.real)}
-    class_names = [by_label[i] for i in sorted(by_label)]
-    real, synthetic = load_generated(args.real, class_names), load_generated(args.synthetic, class_names)
+    class_names, real, synthetic = load_sets(args.real, args.synthetic)
     classes = compare(real, synthetic, class_names, [int(s) for s in args.seeds.split(",")])
     if not classes:
         raise SystemExit(f"error: no class has 4 images in both {args.real} and {args.synthetic}")
     result = {"classes": classes, "real": args.real, "synthetic": args.synthetic,
               "command": "python experiments/synthetic_utility/texture_stats.py " + " ".join(sys.argv[1:]),
               "wall_minutes": (time.time() - start) / 60, "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "texture_stats.json").write_text(json.dumps(result, indent=1))
-    text = markdown(result)
-    if args.readme:
-        write_block(HERE / "README.md", args.readme, text)
-    print(text)
+    save_result(Path(args.out) / "texture_stats.json", result, markdown(result), args.readme)
 
 
 if __name__ == "__main__":
