@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm as _sn
 
-from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator, TextureBranch, check_count, dcgan_init
+from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator
 
 G_CONDITIONINGS = ("concat", "cbn")
 D_CONDITIONINGS = ("projection", "concat")
@@ -159,14 +159,9 @@ class ConditionalDCGANDiscriminator(DCGANDiscriminator):
             raise ValueError(f"discriminator conditioning={conditioning!r}; choose one of {D_CONDITIONINGS}")
         self.num_classes, self.conditioning = check_num_classes(num_classes), conditioning
         self.ordinal = check_ordinal(ordinal)
-        in_channels = channels + (num_classes if conditioning == "concat" else 0)
-        super().__init__(image_size=image_size, channels=in_channels, width=width, spectral_norm=spectral_norm,
-                         mbstd_group=mbstd_group)
-        self.channels = channels
-        if texture_width:  # on the image channels only, never on the label maps
-            self.texture = TextureBranch(channels, check_count("texture_width", texture_width, "0: off"),
-                                         spectral_norm)
-            dcgan_init(self.texture)
+        super().__init__(image_size=image_size, channels=channels, width=width, spectral_norm=spectral_norm,
+                         mbstd_group=mbstd_group, texture_width=texture_width,
+                         label_channels=num_classes if conditioning == "concat" else 0)
         self.register_buffer("cond_weight", None, persistent=False)  # see enable_cond_weight
         if conditioning == "projection":
             embed = class_embedding(num_classes, self.feature_dim, ordinal)

@@ -193,10 +193,12 @@ class TextureBranch(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """Returns one logit per image (no Sigmoid: losses work on logits, which is AMP-safe).
     `mbstd_group` > 0 adds a minibatch-stddev feature map before the last layer (0: off).
-    `texture_width` > 0 adds a TextureBranch of that width, whose logit is added (0: off)."""
+    `texture_width` > 0 adds a TextureBranch of that width, whose logit is added (0: off).
+    `label_channels`: extra input maps after the image channels (the conditional concat D's one-hot maps);
+    the texture branch sees the image channels only."""
 
     def __init__(self, image_size: int = 64, channels: int = 1, width: int = 64, spectral_norm: bool = False,
-                 mbstd_group: int = 0, texture_width: int = 0):
+                 mbstd_group: int = 0, texture_width: int = 0, label_channels: int = 0):
         super().__init__()
         check_count("mbstd_group", mbstd_group, "0: off; 4 is usual")
         check_count("texture_width", texture_width, "0: off; 16 is this project's setting")
@@ -205,15 +207,18 @@ class DCGANDiscriminator(nn.Module):
         sn = _sn if spectral_norm else (lambda m: m)
         # BatchNorm and spectral norm are alternatives; mixing them hurts stability.
         norm = (lambda c: nn.Identity()) if spectral_norm else nn.BatchNorm2d
-        layers = [sn(nn.Conv2d(channels, plan[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+        layers = [sn(nn.Conv2d(channels + label_channels, plan[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(plan[:-1], plan[1:]):
             layers += [sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)), norm(c_out), nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)
         self.feature_dim = plan[-1]
         self.mbstd = MinibatchStd(mbstd_group) if mbstd_group else nn.Identity()
         self.head = sn(nn.Conv2d(plan[-1] + (1 if mbstd_group else 0), 1, 4, 1, 0))
-        self.texture = TextureBranch(channels, texture_width, spectral_norm) if texture_width else None
+        self.texture = None
         dcgan_init(self)
+        if texture_width:  # built after the rest is initialised, so the rest's initial weights do not depend on it
+            self.texture = TextureBranch(channels, texture_width, spectral_norm)
+            dcgan_init(self.texture)
 
     def texture_logit(self, x: torch.Tensor) -> torch.Tensor | float:
         """The texture branch's logit for the image channels of x (0 without a branch)."""
