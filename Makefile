@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m ganlab.train $(DEMO) $(ARGS)
 
-# pytest-xdist: one worker per core (the tests spend most of their time in single-threaded subprocesses)
+# pytest-xdist: one worker per core (the tests spend most of their time in single-threaded CLI processes,
+# forked from pre-imported libraries: tests/forkserver.py; GANLAB_TEST_FRESH_PROCESSES=1 starts each afresh)
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto $(ARGS)
 

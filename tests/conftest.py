@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import forkserver
 import pytest
 import torch
 
@@ -46,15 +46,37 @@ def cli_env(data_dir, tmp_path) -> dict:
     return env
 
 
+@pytest.fixture(scope="session")
+def fork_server():
+    """The warm start for CLI runs (tests/forkserver.py); None with GANLAB_TEST_FRESH_PROCESSES=1."""
+    if not forkserver.enabled():
+        yield None
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "OMP_NUM_THREADS"}
+    server = forkserver.ForkServer(env)
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def run_cli(cli_env, tmp_path):
+def run_cli(cli_env, tmp_path, fork_server):
     """run_cli("ganlab.train", *overrides) -> CompletedProcess (never raises on a non-zero exit)."""
 
     def run(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env or cli_env,
-                              capture_output=True, text=True, timeout=timeout)
+        return forkserver.run(fork_server, ["-m", module, *args], tmp_path, env or cli_env, timeout)
 
     return run
+
+
+@pytest.fixture
+def start_cli(tmp_path, fork_server):
+    """start_cli(argv, env, log) -> a running `python <argv>` (pid, poll, wait, send_signal, returncode) in a
+    session of its own, its output into the file `log`."""
+
+    def start(argv: list[str], env: dict, log: Path):
+        return forkserver.popen(fork_server, argv, tmp_path, env, log)
+
+    return start
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -65,14 +87,13 @@ CDCGAN_RUN = ["model=cdcgan", *TINY, "logger=none"]  # cdcgan_ckpt's command lin
 
 
 @pytest.fixture(scope="session")
-def cdcgan_ckpt(tmp_path_factory, data_dir) -> Path:
+def cdcgan_ckpt(tmp_path_factory, data_dir, fork_server) -> Path:
     """A checkpoint of a tiny cdcgan run on brainsim, shared by the tests of generate/evaluate/augment."""
     run_dir = tmp_path_factory.mktemp("cdcgan_run")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(GANLAB_DATA_DIR=str(data_dir), HOME=str(run_dir / "home"), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "ganlab.train", *CDCGAN_RUN,
-                             f"hydra.run.dir={run_dir}"], cwd=run_dir, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = forkserver.run(fork_server, ["-m", "ganlab.train", *CDCGAN_RUN, f"hydra.run.dir={run_dir}"],
+                            run_dir, env, 600)
     assert_ok(result)
     return run_dir / "checkpoints" / "last.ckpt"
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -44,7 +42,7 @@ runpy.run_module("ganlab.train", run_name="__main__", alter_sys=True)
 
 
 @pytest.mark.slow
-def test_kill_during_a_save_keeps_the_previous_checkpoint(run_cli, cli_env, tmp_path):
+def test_kill_during_a_save_keeps_the_previous_checkpoint(run_cli, start_cli, cli_env, tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "stalled"
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True)
@@ -52,17 +50,15 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(run_cli, cli_env, tmp_
     env = {**cli_env, "GANLAB_TEST_CKPT_DIR": str(ckpt_dir), "GANLAB_TEST_MARKER": str(marker)}
     if Path("/dev/shm").is_dir():
         env["TMPDIR"] = "/dev/shm"  # another file system: a save that moves a temp file there is a copy
-    with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", STALLED_SAVE, *overrides], cwd=tmp_path, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for(lambda: marker.exists() or proc.poll() is not None, 300, "the stalled save")
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+    proc = start_cli(["-c", STALLED_SAVE, *overrides], env, tmp_path / "killed.log")
+    try:
+        wait_for(lambda: marker.exists() or proc.poll() is not None, 300, "the stalled save")
+        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
 
     # the previous checkpoint (end of epoch 1) is intact and loads; the interrupted write is a temporary
     assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 6

@@ -4,8 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -177,11 +175,10 @@ def test_filter_that_cannot_be_met_is_one_clear_line_and_leaves_nothing(run_cli,
 
 
 @pytest.mark.slow
-def test_killed_mid_way_leaves_nothing_half_made(cli_env, cdcgan_ckpt, tmp_path):
+def test_killed_mid_way_leaves_nothing_half_made(start_cli, cli_env, cdcgan_ckpt, tmp_path):
     out = tmp_path / "big"
-    proc = subprocess.Popen([sys.executable, "-m", "ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}",
-                             "n_per_class=5000", "batch_size=64"], cwd=tmp_path, env=cli_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli(["-m", "ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={out}", "n_per_class=5000",
+                      "batch_size=64"], cli_env, tmp_path / "generate.log")
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.glob("*/*.png") for p in tmp_path.glob(".big.partial-*")):
         time.sleep(0.2)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import lightning as L
@@ -57,7 +55,7 @@ def differences(a, b, path: str = "") -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampling", ["shuffle", "balanced"])
-def test_sigkill_after_an_epoch_then_resume_is_bit_identical(sampling, run_cli, cli_env, tmp_path):
+def test_sigkill_after_an_epoch_then_resume_is_bit_identical(sampling, run_cli, start_cli, cli_env, tmp_path):
     common = [*TINY, "trainer.max_epochs=3", "trainer.deterministic=true",
               f"data.balanced_sampling={sampling == 'balanced'}"]
     steps_per_epoch = 3 * 2  # limit_train_batches=3, one D and one G step per batch
@@ -67,17 +65,15 @@ def test_sigkill_after_an_epoch_then_resume_is_bit_identical(sampling, run_cli, 
 
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
-                                cwd=tmp_path, env={**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
+    proc = start_cli(["-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
+                     {**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"}, tmp_path / "killed.log")
+    try:
+        wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch  # killed inside epoch 2
 
@@ -196,24 +192,22 @@ def test_resume_accepts_a_recipe_written_before_an_option_existed():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_saves_last_ckpt_and_the_run_continues_from_it(signum, run_cli, cli_env, tmp_path):
+def test_a_signal_saves_last_ckpt_and_the_run_continues_from_it(signum, run_cli, start_cli, cli_env, tmp_path):
     """Pre-emption: a real signal to a real `python -m ganlab.train` mid-run: the batch in flight
     finishes, last.ckpt is saved at that step (not the epoch-end one), the exit status is 128 + signal,
     and `ckpt_path=last` continues from the saved step to the planned end."""
     common = [*TINY, "trainer.max_epochs=3", "logger=none", "metrics=none"]
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    with open(tmp_path / "signalled.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
-                                cwd=tmp_path, env={**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
-            proc.send_signal(signum)  # inside epoch 2 (each of its batches takes >= 0.4 s)
-            proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+    proc = start_cli(["-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
+                     {**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"}, tmp_path / "signalled.log")
+    try:
+        wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
+        proc.send_signal(signum)  # inside epoch 2 (each of its batches takes >= 0.4 s)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     output = (tmp_path / "signalled.log").read_text()
     assert proc.returncode == 128 + signum, output[-3000:]
     saved = torch.load(last, weights_only=True)["global_step"]

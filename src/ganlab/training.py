@@ -28,10 +28,18 @@ from ganlab.strategy import is_rank_zero  # also registers the gan_ddp strategy 
 log = logging.getLogger("ganlab.train")
 # Lightning 2.6 on torch 2.14 warns about its own use of a deprecated torch API on every run.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-if logging.getLogger().handlers:
-    # Imported after Hydra set up logging (console + train.log), Lightning's loggers propagate to it, and the
-    # console handler that `import lightning` adds would print each of its messages a second time.
-    logging.getLogger("lightning").handlers.clear()
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's messages through the handlers Hydra set up (console + train.log), once each.
+    `import lightning` gives its loggers their own console handler and stops them propagating when it
+    runs before any logging is configured, and the top "lightning" logger a handler either way."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -119,6 +127,7 @@ def build_trainer(cfg: DictConfig, callbacks, logger) -> L.Trainer:
 
 def train(cfg: DictConfig) -> dict:
     """Fit the run that cfg describes (its types already checked); the final logged values."""
+    route_lightning_logs()
     check_precision(cfg)
     L.seed_everything(cfg.seed, workers=True)
     metric_callbacks = build_metrics(cfg)
