@@ -186,6 +186,39 @@ def test_noise_inputs_add_per_pixel_noise_and_sampling_stays_a_function_of_the_l
         DCGANGenerator(LATENT, 32, 1, width=8, noise_inputs=1)
 
 
+def test_noise_init_starts_the_scales_where_asked_so_their_gradient_is_not_zero_on_average():
+    """At scale 0 a noise map does not reach the output, so its scale's gradient averages to 0 over noise
+    draws (it only random-walks); started at noise_init it reaches the output and the mean gradient of a
+    loss that prefers grain pushes the scale one way."""
+    torch.manual_seed(0)
+    z, y = torch.randn(16, LATENT), torch.arange(16) % 4
+
+    def output_scale_grads(init: float) -> torch.Tensor:
+        g = ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, conditioning="cbn", noise_inputs=True,
+                                      noise_init=init)
+        out_noise = g.to_image[1]
+        assert isinstance(out_noise, NoiseInput) and torch.all(out_noise.weight == init)
+        grads = []
+        for _ in range(20):
+            g.zero_grad()
+            x = g(z, y)
+            grain = (x[:, :, :, 1:] - x[:, :, :, :-1]).square().mean()  # a "D" that wants pixel-scale grain
+            (-grain).backward()
+            grads.append(float(out_noise.weight.grad))
+        return torch.tensor(grads)
+
+    def t_statistic(grads: torch.Tensor) -> float:
+        return float(grads.mean() / (grads.std() / len(grads) ** 0.5))
+
+    assert abs(t_statistic(output_scale_grads(0.0))) < 3  # mean 0: each draw's sign is the noise's
+    at_init = output_scale_grads(0.1)
+    assert t_statistic(at_init) < -10 and bool((at_init < 0).all())  # descending it raises the scale: more grain
+    with pytest.raises(ValueError, match="noise_init=-0.1"):
+        DCGANGenerator(LATENT, 32, 1, width=8, noise_inputs=True, noise_init=-0.1)
+    with pytest.raises(ValueError, match="noise_init=0.1 needs noise_inputs=true"):
+        DCGANGenerator(LATENT, 32, 1, width=8, noise_init=0.1)
+
+
 def test_conditional_networks_refuse_bad_settings():
     with pytest.raises(ValueError, match="num_classes=None"):
         ConditionalDCGANGenerator(None, LATENT, 32, 1)

@@ -106,6 +106,10 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # inputs G has the means to answer it (run at --kimg 346)
     "bf16_tr16_tex": ("bf16_tr16", ["model.discriminator.texture_width=16"]),
     "bf16_tr16_tex_noise": ("bf16_tr16_tex", ["model.generator.noise_inputs=true"]),
+    # the noise scales stayed ~0 even with the texture branch asking for grain (0.0001-0.015): at 0 a scale's
+    # expected gradient is 0, and those values are what a random walk of ~5000 Adam steps gives. Started at
+    # 0.1 (brainsim's residual SD in the brain is 0.12 in [-1, 1] units) the gradient has a direction
+    "bf16_tr16_tex_noise_init": ("bf16_tr16_tex_noise", ["model.generator.noise_init=0.1"]),
 }
 
 

@@ -13,7 +13,9 @@ divide evenly overlap unevenly, which leaves a checkerboard at the image's highe
 convolution, and before the output's Tanh, one map of per-pixel Gaussian noise per image, added to each
 channel with a learned scale that starts at 0. A deterministic conv stack driven by one latent vector
 has no source of per-pixel randomness; scanner noise (brainsim's Rician noise, real MRI's) is exactly
-that, and without a source G can only imitate it with fixed patterns.
+that, and without a source G can only imitate it with fixed patterns. `noise_init` > 0 starts every
+scale there instead of at 0: at 0 the output does not depend on the noise, so the expected gradient of
+each scale is 0 and the scales only random-walk (experiments/quality, bf16_tr16_noise: 0.0001-0.015).
 
 `texture_width` > 0 gives the discriminator a texture branch (TextureBranch): a small full-resolution
 conv stack that sees only each image's pixel-scale residual (image minus a 3x3 binomial blur) and whose
@@ -68,11 +70,11 @@ UPSAMPLES = ("transpose", "resize")
 
 
 class NoiseInput(nn.Module):
-    """x + scale[c] * n, n ~ N(0, 1) one (H, W) map per image shared by the channels; scale starts at 0."""
+    """x + scale[c] * n, n ~ N(0, 1) one (H, W) map per image shared by the channels; scale starts at `init`."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, init: float = 0.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.weight = nn.Parameter(torch.full((1, channels, 1, 1), float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
@@ -104,13 +106,17 @@ def upsample_layer(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
 
 class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, image_size: int = 64, channels: int = 1, width: int = 64,
-                 upsample: str = "transpose", noise_inputs: bool = False):
+                 upsample: str = "transpose", noise_inputs: bool = False, noise_init: float = 0.0):
         super().__init__()
         if upsample not in UPSAMPLES:
             raise ValueError(f"generator upsample={upsample!r}; choose one of {UPSAMPLES}")
         if not isinstance(noise_inputs, bool):
             raise ValueError(f"generator noise_inputs={noise_inputs!r}: expected true or false")
-        noise = (lambda c: [NoiseInput(c)]) if noise_inputs else (lambda c: [])
+        if isinstance(noise_init, bool) or not isinstance(noise_init, (int, float)) or not 0 <= noise_init < 10:
+            raise ValueError(f"generator noise_init={noise_init!r}: expected a number in [0, 10); 0 is StyleGAN's")
+        if noise_init and not noise_inputs:
+            raise ValueError(f"generator noise_init={noise_init} needs noise_inputs=true")
+        noise = (lambda c: [NoiseInput(c, noise_init)]) if noise_inputs else (lambda c: [])
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         plan = channel_plan(image_size, width)
         self.stem = nn.Sequential(
