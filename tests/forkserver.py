@@ -182,7 +182,6 @@ def _run_child(request: dict, channel: tuple[int, int]) -> None:
         os.close(fd)
     _own_exit_handlers()
     os.setsid()
-    os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     if os.environ.get("OMP_NUM_THREADS"):  # read by the OpenMP runtime at import, in the server: apply it
@@ -197,6 +196,7 @@ def _run_child(request: dict, channel: tuple[int, int]) -> None:
     sys.stdout = sys.__stdout__ = open(1, "w", buffering=buffering, closefd=False)
     sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False)
     sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)
+    os.chdir(request["cwd"])  # after the redirection, so a failure is in the run's own stderr
 
     flag, target, *args = request["argv"]
     code = 0
@@ -253,7 +253,14 @@ def serve() -> None:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _run_child(request, (requests, replies))
+            try:
+                _run_child(request, (requests, replies))  # ends in os._exit
+            except BaseException:  # a setup step failed (say, cwd gone): never fall back into this loop
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(1)
         reply.write(json.dumps({"pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
         reply.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")

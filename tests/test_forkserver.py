@@ -75,3 +75,14 @@ def test_a_started_child_can_be_signalled_and_a_busy_server_falls_back(fork_serv
     sleeper.send_signal(signal.SIGTERM)
     assert sleeper.wait(30) == -signal.SIGTERM
     assert fork_server.idle()
+
+
+def test_a_child_that_cannot_start_exits_1_and_the_server_goes_on(fork_server, probe_env, tmp_path):
+    if fork_server is None:
+        pytest.skip("GANLAB_TEST_FRESH_PROCESSES=1: no fork server")
+    gone = tmp_path / "gone"
+    with pytest.raises(FileNotFoundError):  # a fresh subprocess refuses a missing cwd before it starts
+        forkserver.run(None, ["-c", PROBE, "0"], gone, probe_env, 60)
+    failed = forkserver.run(fork_server, ["-c", PROBE, "0"], gone, probe_env, 60)
+    assert failed.returncode == 1 and "FileNotFoundError" in failed.stderr and str(gone) in failed.stderr
+    assert forkserver.run(fork_server, ["-c", PROBE, "0"], tmp_path, probe_env, 60).returncode == 0
