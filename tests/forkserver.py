@@ -150,6 +150,10 @@ def _exit_code(code) -> int:
     return 1
 
 
+def _pythonpath() -> list[str]:
+    return [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
 def _own_exit_handlers() -> None:
     """The server's exit handlers belong to the server: the temporary directories that libraries make at
     import (W&B's media folder) must outlive each child. The child keeps the standard ones a fresh process
@@ -199,11 +203,10 @@ def _run_child(request: dict, channel: tuple[int, int]) -> None:
     os.chdir(request["cwd"])  # after the redirection, so a failure is in the run's own stderr
 
     flag, target, *args = request["argv"]
-    code = 0
+    code, interrupted = 0, False
     try:
         # as `python -m` / `python -c` build it: the working directory (or ""), then $PYTHONPATH, then site
-        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        sys.path[:] = [os.getcwd() if flag == "-m" else "", *extra, *SITE_PATH]
+        sys.path[:] = [os.getcwd() if flag == "-m" else "", *_pythonpath(), *SITE_PATH]
         if flag == "-m":
             sys.argv = [target, *args]
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -212,22 +215,18 @@ def _run_child(request: dict, channel: tuple[int, int]) -> None:
             exec(compile(target, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
     except SystemExit as exit_:
         code = _exit_code(exit_.code)
-    except KeyboardInterrupt:  # as CPython: an uncaught Ctrl-C ends the process by SIGINT
+    except BaseException as error:
         traceback.print_exc()
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
+        code, interrupted = 1, isinstance(error, KeyboardInterrupt)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:
             pass
+    if interrupted:  # as CPython: an uncaught Ctrl-C ends the process by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
 
 
@@ -237,8 +236,7 @@ SITE_PATH: list[str] = []  # the server's sys.path less its script directory and
 def serve() -> None:
     import importlib
 
-    own = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    SITE_PATH.extend(sys.path[1 + len(own):])
+    SITE_PATH.extend(sys.path[1 + len(_pythonpath()):])
 
     for name in PRELOAD:
         importlib.import_module(name)
