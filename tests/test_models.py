@@ -219,6 +219,47 @@ def test_noise_init_starts_the_scales_where_asked_so_their_gradient_is_not_zero_
         DCGANGenerator(LATENT, 32, 1, width=8, noise_init=0.1)
 
 
+def test_full_res_width_adds_a_nonlinear_layer_at_the_image_size_that_cbn_conditions():
+    """Without it the image (before Tanh) is a linear function of the half-resolution features; with it a
+    ReLU sits at the image's size, so the map from those features to the pixels is not linear."""
+    torch.manual_seed(0)
+    h = torch.randn(2, 8, 16, 16)  # the half-resolution features of a 32 px G of width 8
+
+    half_res_blocks = len(ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, conditioning="cbn").blocks)
+
+    def to_pixels(g: DCGANGenerator):
+        g.eval()  # BatchNorm with running statistics: an affine map
+        extra = list(g.blocks)[half_res_blocks:]  # the full-resolution block, if any
+        def f(x):
+            for m in extra:
+                x = m(x, torch.zeros(x.shape[0], dtype=torch.long), None) if isinstance(m, ConditionalBatchNorm2d) \
+                    else m(x)
+            return g.to_image[0](x)
+        return f
+
+    plain = to_pixels(ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, conditioning="cbn"))
+    full = to_pixels(ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, conditioning="cbn", full_res_width=6))
+    for f in (plain, full):
+        assert f(h).shape == (2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(plain(h) + plain(-h), plain(torch.zeros_like(h)) * 2, atol=1e-6)
+        assert not torch.allclose(full(h) + full(-h), full(torch.zeros_like(h)) * 2, atol=1e-3)
+
+    g = ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, conditioning="cbn", full_res_width=6)
+    image_sized = [m for m in g.blocks if isinstance(m, ConditionalBatchNorm2d) and m.bn.num_features == 6]
+    assert len(image_sized) == 1  # the label reaches the new layer too
+    assert g.to_image[0].kernel_size == (3, 3) and g.to_image[0].stride == (1, 1)
+    assert g(torch.randn(3, LATENT), torch.tensor([0, 1, 3])).shape == (3, 1, 32, 32)
+    torch.manual_seed(1)
+    default = DCGANGenerator(LATENT, 32, 1, width=8).state_dict()
+    torch.manual_seed(1)
+    off = DCGANGenerator(LATENT, 32, 1, width=8, full_res_width=0).state_dict()
+    assert default.keys() == off.keys() and all(torch.equal(default[k], off[k]) for k in default)
+    for bad in (-1, True, 2.5):
+        with pytest.raises(ValueError, match=f"generator full_res_width={bad!r}"):
+            DCGANGenerator(LATENT, 32, 1, width=8, full_res_width=bad)
+
+
 def test_conditional_networks_refuse_bad_settings():
     with pytest.raises(ValueError, match="num_classes=None"):
         ConditionalDCGANGenerator(None, LATENT, 32, 1)

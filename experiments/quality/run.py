@@ -110,6 +110,11 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # expected gradient is 0, and those values are what a random walk of ~5000 Adam steps gives. Started at
     # 0.1 (brainsim's residual SD in the brain is 0.12 in [-1, 1] units) the gradient has a direction
     "bf16_tr16_tex_noise_init": ("bf16_tr16_tex_noise", ["model.generator.noise_init=0.1"]),
+    # G removed the noise it was given (scales 0.1 -> ~0.0003), and the texture C2ST stayed 0.99-1.00. What
+    # texture_stats names is the residual's skew (real slices hold more sharp dark pixels), and G's last
+    # upsampling draws each pixel as a linear function of the half-resolution features under it: one more
+    # layer at the image's size puts a ReLU at the pixel scale (run at --kimg 346)
+    "bf16_tr16_tex_fullres": ("bf16_tr16_tex", ["model.generator.full_res_width=16"]),
 }
 
 

@@ -112,13 +112,15 @@ def enable_cond_weight(net: nn.Module) -> None:
 class ConditionalDCGANGenerator(DCGANGenerator):
     def __init__(self, num_classes: int, latent_dim: int = 100, image_size: int = 64, channels: int = 1,
                  width: int = 64, embed_dim: int = 32, conditioning: str = "concat", ordinal: bool = False,
-                 upsample: str = "transpose", noise_inputs: bool = False, noise_init: float = 0.0):
+                 upsample: str = "transpose", noise_inputs: bool = False, noise_init: float = 0.0,
+                 full_res_width: int = 0):
         if conditioning not in G_CONDITIONINGS:
             raise ValueError(f"generator conditioning={conditioning!r}; choose one of {G_CONDITIONINGS}")
         self.num_classes, self.conditioning = check_num_classes(num_classes), conditioning
         self.embed_dim = embed_dim if conditioning == "concat" else 0
         super().__init__(latent_dim=latent_dim, image_size=image_size, channels=channels, width=width,
-                         upsample=upsample, noise_inputs=noise_inputs, noise_init=noise_init)
+                         upsample=upsample, noise_inputs=noise_inputs, noise_init=noise_init,
+                         full_res_width=full_res_width)
         self.register_buffer("cond_weight", None, persistent=False)  # see enable_cond_weight
         if conditioning == "concat":
             self.embed = class_embedding(num_classes, embed_dim, check_ordinal(ordinal))

@@ -17,6 +17,13 @@ that, and without a source G can only imitate it with fixed patterns. `noise_ini
 scale there instead of at 0: at 0 the output does not depend on the noise, so the expected gradient of
 each scale is 0 and the scales only random-walk (experiments/quality, bf16_tr16_noise: 0.0001-0.015).
 
+`full_res_width` > 0 gives the generator one more layer at the image's size: the last upsampling
+produces that many channels (then noise, BatchNorm — conditional under cbn — and ReLU, like every other
+block), and a 3x3 convolution draws the image from them. Without it the last upsampling draws the image
+directly, so each pixel is a linear function of the 2x2 half-resolution features under it, and there is
+no nonlinearity at the pixel scale: sharp single dark pixels (thin CSF, the residual's negative skew that
+tells the samples from real slices; experiments/synthetic_utility, texture_stats) are hard to draw.
+
 `texture_width` > 0 gives the discriminator a texture branch (TextureBranch): a small full-resolution
 conv stack that sees only each image's pixel-scale residual (image minus a 3x3 binomial blur) and whose
 mean patch logit is added to D's logit (one loss, as SSD-GAN adds its spectral logit; Chen et al. 2021).
@@ -106,8 +113,10 @@ def upsample_layer(c_in: int, c_out: int, mode: str, bias: bool) -> nn.Module:
 
 class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, image_size: int = 64, channels: int = 1, width: int = 64,
-                 upsample: str = "transpose", noise_inputs: bool = False, noise_init: float = 0.0):
+                 upsample: str = "transpose", noise_inputs: bool = False, noise_init: float = 0.0,
+                 full_res_width: int = 0):
         super().__init__()
+        check_count("generator full_res_width", full_res_width, "0: off; 16 is this project's setting")
         if upsample not in UPSAMPLES:
             raise ValueError(f"generator upsample={upsample!r}; choose one of {UPSAMPLES}")
         if not isinstance(noise_inputs, bool):
@@ -128,9 +137,14 @@ class DCGANGenerator(nn.Module):
         for c_in, c_out in zip(plan[:-1], plan[1:]):
             blocks += [upsample_layer(c_in, c_out, upsample, bias=False), *noise(c_out), nn.BatchNorm2d(c_out),
                        nn.ReLU(True)]
+        if full_res_width:
+            blocks += [upsample_layer(plan[-1], full_res_width, upsample, bias=False), *noise(full_res_width),
+                       nn.BatchNorm2d(full_res_width), nn.ReLU(True)]
+            draw = nn.Conv2d(full_res_width, channels, 3, 1, 1, bias=False)
+        else:
+            draw = upsample_layer(plan[-1], channels, upsample, bias=False)
         self.blocks = nn.Sequential(*blocks)
-        self.to_image = nn.Sequential(upsample_layer(plan[-1], channels, upsample, bias=False), *noise(channels),
-                                      nn.Tanh())
+        self.to_image = nn.Sequential(draw, *noise(channels), nn.Tanh())
         dcgan_init(self)
 
     def stem_in_features(self) -> int:
