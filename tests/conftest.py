@@ -3,6 +3,7 @@ overrides, and a session-wide data dir so the embedded dataset is rendered once 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -123,3 +124,20 @@ def wait_for(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def signal_when(proc, ready, what: str, signum: int, log: Path, timeout: float = 300) -> None:
+    """Wait until ready() holds for a started CLI run (see start_cli), then send it signum and wait for it to
+    end. SIGKILL goes to its whole process group (nothing it started may outlive it); other signals to the
+    process itself, as a scheduler's pre-emption does. Whatever fails on the way, the group is killed."""
+    try:
+        wait_for(lambda: ready() or proc.poll() is not None, timeout, what)
+        assert proc.poll() is None, f"the run ended before {what}:\n" + log.read_text()[-3000:]
+        if signum == signal.SIGKILL:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import ganlab.config  # noqa: F401  (registers resolvers)
-from conftest import REPO, TINY, assert_ok, wait_for
+from conftest import REPO, TINY, assert_ok, signal_when
 from ganlab.atomic import atomic_torch_save
 from ganlab.checkpoint import load_gan, read_checkpoint
 from ganlab.config import to_plain
@@ -51,14 +51,7 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(run_cli, start_cli, cl
     if Path("/dev/shm").is_dir():
         env["TMPDIR"] = "/dev/shm"  # another file system: a save that moves a temp file there is a copy
     proc = start_cli(["-c", STALLED_SAVE, *overrides], env, tmp_path / "killed.log")
-    try:
-        wait_for(lambda: marker.exists() or proc.poll() is not None, 300, "the stalled save")
-        assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    signal_when(proc, marker.exists, "the stalled save", signal.SIGKILL, tmp_path / "killed.log")
 
     # the previous checkpoint (end of epoch 1) is intact and loads; the interrupted write is a temporary
     assert read_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 6

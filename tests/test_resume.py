@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import ganlab.config  # noqa: F401  (registers resolvers)
-from conftest import REPO, TINY, assert_ok, wait_for
+from conftest import REPO, TINY, assert_ok, signal_when
 from ganlab.callbacks.checkpoint import ResumableCheckpoint, find_last_checkpoint
 from ganlab.callbacks.reseed import ReseedRNG, derive_seed
 from ganlab.checkpoint import check_same_model
@@ -67,13 +67,7 @@ def test_sigkill_after_an_epoch_then_resume_is_bit_identical(sampling, run_cli, 
     last = run_dir / "checkpoints" / "last.ckpt"
     proc = start_cli(["-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
                      {**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"}, tmp_path / "killed.log")
-    try:
-        wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    signal_when(proc, last.exists, "the first epoch's last.ckpt", signal.SIGKILL, tmp_path / "killed.log")
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
     assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch  # killed inside epoch 2
 
@@ -201,13 +195,8 @@ def test_a_signal_saves_last_ckpt_and_the_run_continues_from_it(signum, run_cli,
     last = run_dir / "checkpoints" / "last.ckpt"
     proc = start_cli(["-c", SLOW_TRAIN, *common, f"hydra.run.dir={run_dir}"],
                      {**cli_env, "GANLAB_TEST_BATCH_DELAY": "0.4"}, tmp_path / "signalled.log")
-    try:
-        wait_for(lambda: last.exists() or proc.poll() is not None, 300, "the first epoch's last.ckpt")
-        proc.send_signal(signum)  # inside epoch 2 (each of its batches takes >= 0.4 s)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # inside epoch 2 (each of its batches takes >= 0.4 s)
+    signal_when(proc, last.exists, "the first epoch's last.ckpt", signum, tmp_path / "signalled.log")
     output = (tmp_path / "signalled.log").read_text()
     assert proc.returncode == 128 + signum, output[-3000:]
     saved = torch.load(last, weights_only=True)["global_step"]
