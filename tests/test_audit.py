@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import TINY, assert_ok
-from ganlab.audit import (copying_test, cnn_features, distance_plot, memorisation_audit, nearest, pixel_features,
-                          save_gallery)
+from ganlab.audit import (copying_test, cnn_features, discriminator_overfit, distance_plot, memorisation_audit,
+                          nearest, pixel_features, save_gallery)
 
 
 def test_nearest_finds_the_closest_row():
@@ -67,6 +67,53 @@ def test_copying_test_compares_each_class_with_its_own_held_out_images():
                                           + 22 * result["per_class"]["rare"]["z"]) / 382)
 
 
+class LookupD(torch.nn.Module):
+    """A discriminator that gives `known` images (exact pixel matches) a logit of +2 and every other image
+    `other`; with labels it only knows images of class `memorises`."""
+
+    def __init__(self, known: torch.Tensor, memorises: int | None = None, other: float = -2.0):
+        super().__init__()
+        self.register_buffer("known", known.flatten(1).float())
+        self.memorises, self.other, self.anchor = memorises, other, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, labels=None):
+        x = ((x.float() + 1) * 127.5).round().flatten(1)
+        hit = (torch.cdist(x, self.known) < 0.5).any(dim=1)
+        if self.memorises is not None:
+            hit &= labels == self.memorises
+        return torch.where(hit, 2.0, self.other) + 0.0 * x[:, 0]
+
+
+def test_discriminator_overfit_is_high_only_for_the_class_whose_training_images_d_memorised():
+    """r_v per class: D scoring its training images +2, new real and generated images -2 has r_v 1 for that
+    class; where D scores training, new real and generated images alike (-2: a D that does not separate
+    real from generated has nothing to overfit) r_v is None, as for a class with no held-out images; a D
+    that separates real from generated without memorising has r_v 0."""
+    g = torch.Generator().manual_seed(0)
+    images = lambda n: torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)  # noqa: E731
+    train, holdout, generated = images(40), images(20), images(16)
+    train_y, hold_y, gen_y = torch.arange(40) % 2, torch.arange(20) % 2, torch.arange(16) % 2
+    names = ["common", "rare"]
+    sets = {"train": (train, train_y), "holdout": (holdout, hold_y), "generated": (generated, gen_y)}
+    result = discriminator_overfit(LookupD(train, memorises=1), sets, True, names)
+    assert result["rare"]["r_v"] == pytest.approx(1.0) and result["rare"]["n_holdout"] == 10
+    assert result["rare"]["d_train"] == pytest.approx(2.0) and result["rare"]["d_holdout"] == pytest.approx(-2.0)
+    assert result["common"]["r_v"] is None
+
+    class RealVsFake(LookupD):  # separates real from generated without memorising: r_v ~0
+        def forward(self, x, labels=None):
+            is_generated = (torch.cdist(((x.float() + 1) * 127.5).round().flatten(1), self.known) < 0.5).any(dim=1)
+            return torch.where(is_generated, -2.0, 2.0) + 0.0 * x.flatten(1)[:, 0]
+
+    fair = discriminator_overfit(RealVsFake(generated), sets, True, names)
+    assert all(abs(e["r_v"]) < 1e-6 for e in fair.values())
+    no_rare = {**sets, "holdout": (holdout[hold_y == 0], hold_y[hold_y == 0])}
+    assert discriminator_overfit(LookupD(train, memorises=1), no_rare, True, names)["rare"]["r_v"] is None
+    unconditional = discriminator_overfit(LookupD(train), {k: (x, torch.zeros_like(y)) for k, (x, y) in sets.items()},
+                                          False, ["all"])
+    assert unconditional["all"]["r_v"] == pytest.approx(1.0)
+
+
 def test_two_sample_test_tells_marked_images_apart_and_not_copies(tiny_data, one_torch_thread):
     from ganlab.metrics.c2st import two_sample_test
 
@@ -109,6 +156,9 @@ def test_cli_audits_a_checkpoint(run_cli, cdcgan_ckpt, tmp_path):
     assert set(copying["per_class"]) == {"NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"}
     assert sum(e["n_synthetic"] for e in copying["per_class"].values()) == 24
     assert set(summary["c2st"]) == set(copying["per_class"]) and all(0 <= a <= 1 for a in summary["c2st"].values())
+    d = summary["discriminator"]  # the checkpoint's own D, per class
+    assert set(d) == set(copying["per_class"]) and all(e["n_holdout"] > 0 for e in d.values())
+    assert all(isinstance(e["d_train"], float) and isinstance(e["d_holdout"], float) for e in d.values())
     rows = list(csv.DictReader(open(run / "audit.csv")))
     assert len(rows) == 24 and all(r["nearest_train_file"].endswith(".png") for r in rows)
     assert Image.open(run / "audit_gallery.png").width > 0 and (run / "audit_distances.png").exists()

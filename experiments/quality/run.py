@@ -158,6 +158,8 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
         "audit_c_t": (audit.get("copying") or {}).get("c_t"),
         # a classifier two-sample test per class against the training images (0.5: indistinguishable)
         "c2st_class": audit.get("c2st"),
+        # the checkpoint's D per class: 0 = new real images scored like its training images, 1 = like generated
+        "d_overfit_class": {c: e["r_v"] for c, e in audit["discriminator"].items()} if "discriminator" in audit else None,
     }
     out["fd_ratio"] = out["fd"] / out["fd_floor"] if out["fd"] and out["fd_floor"] else None
     return out
@@ -187,6 +189,31 @@ def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False)
                 if r.get("perf/images_per_sec")]
         throughput = sum(vals) / len(vals) if vals else None
     return {"img_per_s": throughput, **summarise(run_dir, class_names)}
+
+
+def measure_discriminator(record: dict) -> dict | None:
+    """For a run recorded before ganlab.audit asked the discriminator: its per-class r_v (the audit's
+    `discriminator_overfit`: same data, 512 samples at the audit's seed), added to the run's audit.json.
+    None when the run's checkpoint is gone."""
+    from omegaconf import OmegaConf
+
+    from ganlab.audit import discriminator_overfit, load_checked, sample_checkpoint
+    from ganlab.run_data import holdout_split, prepared_datamodule, training_data
+
+    run_dir = Path(record["run_dir"])
+    ckpt, audit_file = run_dir / "checkpoints" / "last.ckpt", run_dir / "audit" / "audit.json"
+    if not ckpt.is_file() or not audit_file.is_file():
+        return None
+    datamodule = prepared_datamodule(OmegaConf.create(training_data(ckpt)[0]))
+    module = load_checked(str(ckpt), datamodule)
+    train, holdout = datamodule.datasets["train"], datamodule.datasets[holdout_split(datamodule)]
+    images, labels = sample_checkpoint(module, 512, record["seed"], ema=True)
+    audit = read_json(audit_file)
+    audit["discriminator"] = discriminator_overfit(
+        module.discriminator, {"train": (train.images, train.labels), "holdout": (holdout.images, holdout.labels),
+                               "generated": (images, labels)}, module.conditional, list(datamodule.class_names))
+    audit_file.write_text(json.dumps(audit, indent=2) + "\n")
+    return {c: e["r_v"] for c, e in audit["discriminator"].items()}
 
 
 def device_label(gpu: bool) -> str:
@@ -249,24 +276,30 @@ def table(records: list[dict]) -> str:
     classes = list(records[0]["cond_acc_class"]) if records else []
     short = [c[:3] for c in classes]
     head = ("| row | seeds | kimg | min | FD/floor | recall | coverage | SSIM div (real) | MS-SSIM div (real) | "
-            f"cond acc {'/'.join(short)} | KID {'/'.join(short)} | audit <p1 / <p5 | C2ST {'/'.join(short)} |")
+            f"cond acc {'/'.join(short)} | KID {'/'.join(short)} | audit <p1 / <p5 | C2ST {'/'.join(short)} | "
+            f"D r_v {'/'.join(short)} |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for (row, device, kimg), rs in groups.items():
         acc = "/".join(fmt(mean(rs, "cond_acc_class", c), ".2f") for c in classes)
         kid = "/".join(fmt(mean(rs, "kid_class", c), ".2f") for c in classes)
         c2st = ("/".join(fmt(mean(rs, "c2st_class", c), ".2f") for c in classes)
                 if any(r.get("c2st_class") for r in rs) else "–")
+        r_v = ("/".join(fmt(mean(rs, "d_overfit_class", c), ".2f") for c in classes)
+               if any(r.get("d_overfit_class") for r in rs) else "–")
         gpu = " (GPU)" if device == "cuda" else ""
         lines.append(
             f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {spread(rs, 'fd_ratio', '.1f', over_floor=True)} | "
             f"{spread(rs, 'recall', '.2f')} | {spread(rs, 'coverage', '.2f')} | "
             f"{fmt(mean(rs, 'ssim_div'), '.2f')} ({fmt(mean(rs, 'ssim_div_real'), '.2f')}) | "
             f"{fmt(mean(rs, 'ms_div'), '.2f')} ({fmt(mean(rs, 'ms_div_real'), '.2f')}) | {acc} | {kid} | "
-            f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} | {c2st} |")
+            f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} | {c2st} | {r_v} |")
     lines += ["", "FD/floor, recall, coverage: one seed, the bootstrap 95% CI in brackets (FD's CI over the "
               "floor's point value); more seeds, the mean and each seed's value in parentheses. C2ST: a classifier "
               "trained to tell the row's samples from the real training images, per class (0.5: it cannot; "
-              "ganlab.audit c2st=true; rows before session 11 were not measured)."]
+              "ganlab.audit c2st=true; rows before session 11 were not measured). D r_v: the run's own discriminator "
+              "per class, ADA's overfitting measure (E[D(train)] − E[D(held-out)]) / (E[D(train)] − E[D(generated)]): "
+              "0 = it scores new real images like its training images, 1 = like generated ones (ganlab.audit; rows "
+              "before session 14 were not measured, or measured afterwards from their checkpoints where those remain)."]
     judge = next((r["cond_acc_real_class"] for r in records if any(r.get("cond_acc_real_class", {}).values())), None)
     if judge:
         lines += ["", "The judge (the metrics' domain classifier) on held-out real images, per class: "
@@ -297,6 +330,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--redo", action="store_true", help="run rows even if already recorded")
     parser.add_argument("--table", action="store_true", help="only rebuild the README table")
+    parser.add_argument("--measure-d", action="store_true",
+                        help="add the discriminator's per-class r_v to recorded runs that lack it (their checkpoints)")
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.smoke:
@@ -305,6 +340,12 @@ def main() -> None:
     unknown = [r for r in args.rows.split(",") if r and r not in ROWS]
     if unknown:
         sys.exit(f"error: unknown row(s) {unknown}; known: {', '.join(ROWS)}")
+    if args.measure_d:
+        for record in done:
+            if record.get("d_overfit_class") is None:
+                record["d_overfit_class"] = measure_discriminator(record)
+                print(record["row"], record["seed"], record["d_overfit_class"], flush=True)
+        results.write_text("".join(json.dumps(r) + "\n" for r in done))
     for row in [r for r in args.rows.split(",") if r]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             device = device_label(args.gpu)

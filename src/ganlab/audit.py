@@ -20,6 +20,11 @@ images sit nearer the training images than new real ones do, positive when farth
 classes' z by their share of the training set. `c2st=true` adds a classifier two-sample test per class
 (ganlab.metrics.c2st): how well a classifier tells the generated images from the real training images.
 
+From a checkpoint the audit also asks its discriminator, per class, whether it has learned the training
+images rather than the class (`discriminator_overfit`, ADA's r_v). A D that calls new real images of a
+class fake pushes G's images of that class towards its training images: the cause of near-copies,
+where the distances above are the symptom.
+
 Writes `audit.json`, `audit.csv` (one row per generated image), `audit_gallery.png` (the closest pairs)
 and `audit_distances.png`.
 
@@ -164,11 +169,9 @@ def distance_plot(result: dict, feature: str, path: str | Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def sample_checkpoint(ckpt: str, n: int, seed: int, ema: bool, datamodule, batch_size: int = 256):
-    """(uint8 images, labels) sampled from a checkpoint whose data facts must match the data config; the
-    labels are None for an unconditional generator."""
+def load_checked(ckpt: str, datamodule):
+    """The checkpoint's GANModule (eval mode), refused unless its data facts match the data config."""
     from ganlab.checkpoint import load_gan
-    from ganlab.pixels import to_uint8
 
     module, facts = load_gan(ckpt)
     for key in ("image_size", "channels"):
@@ -177,6 +180,14 @@ def sample_checkpoint(ckpt: str, n: int, seed: int, ema: bool, datamodule, batch
     if module.conditional and list(facts["class_names"]) != list(datamodule.class_names):
         raise GanlabError(f"{ckpt} was trained on classes {facts['class_names']}, the data config has "
                           f"{datamodule.class_names}")
+    return module
+
+
+def sample_checkpoint(module, n: int, seed: int, ema: bool, batch_size: int = 256):
+    """(uint8 images, labels) sampled from a loaded GANModule, classes in turn; the labels are None for an
+    unconditional generator."""
+    from ganlab.pixels import to_uint8
+
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % max(module.num_classes, 1)
     images = []
@@ -185,6 +196,38 @@ def sample_checkpoint(ckpt: str, n: int, seed: int, ema: bool, datamodule, batch
         y = labels[i:i + len(z)] if module.conditional else None
         images.append(to_uint8(module.sample(len(z), y, z=z, ema=ema)))
     return torch.cat(images), labels if module.conditional else None
+
+
+@torch.no_grad()
+def discriminator_overfit(discriminator, sets: dict, conditional: bool, class_names: list[str],
+                          batch_size: int = 256) -> dict:
+    """How much D has learned its training images rather than the class: ADA's validation heuristic
+    (Karras et al. 2020) per class, r_v = (E[D(train)] - E[D(held-out)]) / (E[D(train)] - E[D(generated)]),
+    D in eval mode, no augmentation. 0: D scores new real images like its training images; 1: as low as
+    generated ones; above 1: lower still. `sets` maps "train", "holdout" and "generated" to (uint8 images,
+    labels); an unconditional D gets no labels. A class without images in a set gets None."""
+    from ganlab.pixels import to_model_range
+
+    device = next(discriminator.parameters()).device
+    logits = {}
+    for name, (images, labels) in sets.items():
+        parts = []
+        for i in range(0, len(images), batch_size):
+            x = to_model_range(images[i:i + batch_size]).to(device)
+            y = labels[i:i + batch_size].to(device) if conditional else None
+            parts.append(discriminator(x, y).float().cpu())
+        logits[name] = (torch.cat(parts) if parts else torch.zeros(0), labels)
+    per_class = {}
+    for c, class_name in enumerate(class_names):
+        means, counts = {}, {}
+        for name, (values, labels) in logits.items():
+            own = values[labels == c]
+            means[name], counts[name] = (float(own.mean()) if len(own) else None), len(own)
+        entry = {**{f"d_{k}": v for k, v in means.items()}, "n_holdout": counts["holdout"], "r_v": None}
+        if None not in means.values() and means["train"] - means["generated"] > 1e-6:
+            entry["r_v"] = (means["train"] - means["holdout"]) / (means["train"] - means["generated"])
+        per_class[class_name] = entry
+    return per_class
 
 
 def write_csv(path: Path, result: dict, synth_labels, synth_files, train, class_names) -> None:
@@ -215,8 +258,9 @@ def main(cfg: DictConfig) -> None:
     names, train = list(datamodule.class_names), datamodule.datasets["train"]
     split = holdout_split(datamodule)
     holdout = datamodule.datasets[split]
-    if cfg.ckpt:
-        synth_images, synth_labels = sample_checkpoint(cfg.ckpt, cfg.n, cfg.seed, cfg.ema, datamodule)
+    module = load_checked(cfg.ckpt, datamodule) if cfg.ckpt else None
+    if module is not None:
+        synth_images, synth_labels = sample_checkpoint(module, cfg.n, cfg.seed, cfg.ema)
         synth_files = []
     else:
         from ganlab.generate import load_generated
@@ -244,6 +288,11 @@ def main(cfg: DictConfig) -> None:
         accuracy = two_sample_test(train.images, train_cells, synth_images, syn_cells, len(cell_names), seed=cfg.seed,
                                    device=device, **to_plain(cfg.classifier))
         summary["c2st"] = {cell_names[c]: a for c, a in accuracy.items()}
+    if module is not None:
+        (syn_cells, train_cells, hold_cells), cell_names = cells
+        summary["discriminator"] = discriminator_overfit(
+            module.discriminator, {"train": (train.images, train_cells), "holdout": (holdout.images, hold_cells),
+                                   "generated": (synth_images, syn_cells)}, module.conditional, cell_names)
     (out_dir / "audit.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_csv(out_dir / "audit.csv", result, synth_labels, synth_files, train, names)
     save_gallery(synth_images, train.images, result, out_dir / "audit_gallery.png", k=cfg.gallery_size)
@@ -261,6 +310,11 @@ def main(cfg: DictConfig) -> None:
                       for name, e in copying["per_class"].items())
           + (f"; C_T={copying['c_t']:+.2f}" if copying["c_t"] is not None else "")
           + (f"; FLAGGED: {', '.join(copying['flagged'])}" if copying["flagged"] else ""))
+    if "discriminator" in summary:
+        print("discriminator overfitting per class (r_v: 0 = D scores new real images like its training images, "
+              "1 = like generated ones): "
+              + ", ".join(f"{name} " + ("n/a" if e["r_v"] is None else f"{e['r_v']:.2f}")
+                          + f" (n={e['n_holdout']} held-out)" for name, e in summary["discriminator"].items()))
     if "c2st" in summary:
         print("classifier two-sample test per class (0.5 = generated images cannot be told from real ones): "
               + ", ".join(f"{name} {a:.2f}" for name, a in summary["c2st"].items()))
