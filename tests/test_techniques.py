@@ -396,6 +396,51 @@ def test_inverse_class_weights_come_from_the_datamodule(tiny_data, monkeypatch):
         module.training_class_counts()
 
 
+# ----------------------------------------------------------------------------- few-shot classes
+def few_shot_module(**kwargs):
+    return make_module("cdcgan", **{"few_shot_policy": "brightness", **kwargs})
+
+
+def test_few_shot_policy_adds_its_ops_only_to_the_small_classes_images():
+    """Class 2 has 20 training images, the others 300: only its images (real or generated alike) get the
+    extra brightness shift, on top of the translation every image gets, which stays as it was."""
+    on, off = few_shot_module(diffaugment="translation"), make_module("cdcgan", diffaugment="translation")
+    on.mark_few_shot_classes({"a": 300, "b": 300, "c": 20})
+    assert on.few_shot_class.tolist() == [False, False, True]
+    x = torch.rand(12, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = torch.arange(12) % NUM_CLASSES
+    torch.manual_seed(5)
+    base = off.augment(x, y)
+    torch.manual_seed(5)
+    extra = on.augment(x, y)
+    few = y == 2
+    assert torch.equal(extra[~few], base[~few])
+    shift = (extra[few] - base[few]).flatten(1)  # brightness: one constant per image, in [-0.5, 0.5]
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-6) and bool((shift[:, 0].abs() > 0).all())
+    torch.manual_seed(5)
+    assert torch.equal(on.augment(x), base)  # a call without labels gets no extra ops
+
+
+def test_few_shot_classes_come_from_the_training_counts_and_the_settings_are_checked(tiny_data, monkeypatch):
+    module = few_shot_module(few_shot_images=10)
+    module._trainer = SimpleNamespace(datamodule=tiny_data)  # what fit(datamodule=...) gives
+    counts = {"a": 40, "b": 9, "c": 10}
+    monkeypatch.setattr(tiny_data, "class_counts", lambda split="train": counts)
+    module.on_fit_start()
+    assert module.few_shot_class.tolist() == [False, True, True]  # at most few_shot_images
+    counts.update(b=40, c=40)
+    with pytest.warns(UserWarning, match="no class has at most few_shot_images=10"):
+        module.on_fit_start()
+    assert not module.few_shot_class.any()
+    with pytest.raises(ValueError, match="few_shot_policy needs a conditional model"):
+        make_module("dcgan", few_shot_policy="brightness")
+    with pytest.raises(ValueError, match="few_shot_policy='none'"):
+        few_shot_module(few_shot_policy="none")
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError, match=f"few_shot_images={bad!r}"):
+            few_shot_module(few_shot_images=bad)
+
+
 # ----------------------------------------------------------------------------- all together
 ALL_ON = dict(diffaugment="translation,color,cutout", ada_target=0.6, ada_kimg=0.5, ada_interval=1, lecam_weight=0.3,
               r1_gamma=1.0, r1_interval=2, ema_kimg=0.1, ema_rampup=0.05, cond_start_kimg=0, cond_end_kimg=0.05,
@@ -443,14 +488,17 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
                                           "model.ema_kimg=10", "model.ema_rampup=0.05", "model.cond_start_kimg=0",
                                           "model.cond_end_kimg=20", "model.mode_seeking=1",
                                           "model.class_weights=inverse", "model.discriminator.mbstd_group=4",
-                                          "model.generator.ordinal=true", "model.discriminator.texture_width=8"])
+                                          "model.generator.ordinal=true", "model.discriminator.texture_width=8",
+                                          "model.few_shot_policy='brightness,contrast'"])
         bad = compose("train", overrides=["model=cdcgan", *TINY, "model.lecam_decay=1.5"])
     assert module.ada is None and not hasattr(module, "lecam_anchors") and module.generator.cond_weight is None
+    assert module.few_shot_ops == () and not hasattr(module, "few_shot_class")
     assert isinstance(module.discriminator.mbstd, torch.nn.Identity) and module.discriminator.texture is None
     embeddings = [m for m in module.modules() if isinstance(m, torch.nn.Embedding)]  # cbn's gamma/beta, D's projection
     assert embeddings and all(type(m) is torch.nn.Embedding for m in embeddings)  # none ordinal by default
     on_module = instantiate(on.model)
     assert on_module.ada is not None and on_module.discriminator.ordinal and on_module.hparams.r1_interval == 16
     assert isinstance(on_module.discriminator.texture, TextureBranch)
+    assert on_module.few_shot_ops == ("brightness", "contrast") and on_module.hparams.few_shot_images == 100
     with pytest.raises(Exception, match="lecam_decay=1.5"):
         instantiate(bad.model)

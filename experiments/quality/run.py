@@ -115,6 +115,11 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # upsampling draws each pixel as a linear function of the half-resolution features under it: one more
     # layer at the image's size puts a ReLU at the pixel scale (run at --kimg 346)
     "bf16_tr16_tex_fullres": ("bf16_tr16_tex", ["model.generator.full_res_width=16"]),
+    # ganlab.audit's discriminator r_v: on every measured run D scores new real rare brains halfway to generated
+    # ones (0.48-0.52 against 338 new renders; common classes 0.03-0.09): it has learned the 22 images by heart
+    # and pulls G's rare class onto them. Brightness and contrast on the rare class only, real and generated,
+    # give D more versions of each of its images without the FD cost they had on every class (bf16_tr16_mri)
+    "bf16_tr16_fewshot": ("bf16_tr16", ["model.few_shot_policy='brightness,contrast'"]),
 }
 
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from ganlab.errors import GanlabError
@@ -137,6 +137,18 @@ def weights_from_counts(counts: Sequence[int], how: str) -> torch.Tensor:
     return (weights.sqrt() if how == "inverse_sqrt" else weights).float()
 
 
+def check_few_shot(num_classes, policy, max_images) -> tuple:
+    """The few-shot classes' extra DiffAugment ops (() when off), after checking the settings."""
+    ops = parse_policy(policy)
+    if policy is not None and not ops:
+        raise ValueError(f"few_shot_policy={policy!r}: name the extra ops, e.g. brightness,contrast, or null (off)")
+    if ops and not num_classes:
+        raise ValueError("few_shot_policy needs a conditional model (model=cdcgan): it augments by class")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"few_shot_images={max_images!r}: expected a positive number of training images")
+    return ops
+
+
 def mode_seeking_term(fake: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
     """MSGAN's term to minimise: 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps), in float32."""
     fake, z = fake.float(), z.float()
@@ -175,6 +187,8 @@ class GANModule(L.LightningModule):
         class_weights: str | Sequence[float] | None = None,
         augment_p: float = 1.0,
         translation_ratio: float = 0.125,
+        few_shot_policy: str | None = None,
+        few_shot_images: int = 100,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -195,6 +209,9 @@ class GANModule(L.LightningModule):
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
                     if ada_target else None)
+        self.few_shot_ops = check_few_shot(num_classes, few_shot_policy, few_shot_images)
+        if self.few_shot_ops:  # which classes count as few-shot is filled in from the data at fit start
+            self.register_buffer("few_shot_class", torch.zeros(num_classes, dtype=torch.bool))
         if lecam_weight:
             # EMA anchors of the mean D(real) and D(fake) logits, and how many updates they have had
             self.register_buffer("lecam_anchors", torch.zeros(2))
@@ -303,13 +320,32 @@ class GANModule(L.LightningModule):
         how = self.hparams.class_weights
         if isinstance(how, str):
             self.class_weight.copy_(weights_from_counts(self.training_class_counts(), how))
+        if self.few_shot_ops:
+            self.mark_few_shot_classes(self.training_counts("few_shot_policy"))
 
-    def training_class_counts(self) -> list[int]:
+    def mark_few_shot_classes(self, counts: dict[str, int]) -> None:
+        """Mark the classes with at most few_shot_images training images (counts: class name -> images)."""
+        limit = self.hparams.few_shot_images
+        self.few_shot_class.copy_(torch.as_tensor([0 < n <= limit for n in counts.values()]))
+        chosen = [f"{name} ({n} images)" for name, n in counts.items() if 0 < n <= limit]
+        if chosen:
+            rank_zero_info(f"few_shot_policy {','.join(self.few_shot_ops)} on {', '.join(chosen)}")
+        else:
+            rank_zero_warn(f"few_shot_policy: no class has at most few_shot_images={limit} training images "
+                           f"({counts}), so it augments nothing")
+
+    def training_counts(self, setting: str) -> dict[str, int]:
+        """The training split's images per class, from the datamodule `setting` needs them for."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if not hasattr(datamodule, "class_counts"):
-            raise ValueError(f"class_weights={self.hparams.class_weights!r} needs the data's class counts "
-                             "(a ganlab datamodule); pass a list of weights instead")
-        counts = list(datamodule.class_counts("train").values())
+            raise ValueError(f"{setting}={self.hparams[setting]!r} needs the data's class counts "
+                             "(a ganlab datamodule)" + ("; pass a list of weights instead" if setting == "class_weights"
+                                                       else ""))
+        return datamodule.class_counts("train")
+
+    def training_class_counts(self) -> list[int]:
+        counts = list(self.training_counts("class_weights").values())
+        datamodule = self.trainer.datamodule
         if getattr(datamodule, "balanced_sampling", False):
             rank_zero_warn("class_weights with data.balanced_sampling=true: batches are already class-balanced, "
                            "so the inverse-frequency weights count the imbalance twice")
@@ -321,14 +357,19 @@ class GANModule(L.LightningModule):
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_d, betas=betas)
         return opt_g, opt_d
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """What D sees of a batch of real or generated images: the DiffAugment ops (with ADA's or a fixed
+        probability), then the few-shot classes' extra ops on their images."""
         if self.ada is not None:
-            return self.ada(x)
-        if not self.augment_ops:
-            return x
-        if self.augment_p < 1:  # a share of the images reaches D as it is: see conf/model/dcgan.yaml
-            return augment_with_probability(x, self.augment_ops, self.augment_p, self.translation_ratio)
-        return diff_augment(x, self.augment_ops, self.translation_ratio)
+            x = self.ada(x)
+        elif self.augment_ops and self.augment_p < 1:  # a share reaches D as it is: see conf/model/dcgan.yaml
+            x = augment_with_probability(x, self.augment_ops, self.augment_p, self.translation_ratio)
+        elif self.augment_ops:
+            x = diff_augment(x, self.augment_ops, self.translation_ratio)
+        if self.few_shot_ops and labels is not None:
+            few = self.few_shot_class[labels].view(-1, 1, 1, 1)
+            x = torch.where(few, diff_augment(x, self.few_shot_ops, self.translation_ratio), x)
+        return x
 
     def world_size(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
@@ -348,8 +389,8 @@ class GANModule(L.LightningModule):
         generator, discriminator = self._train_nets
         with torch.no_grad():
             fake = generator(self.noise(real.shape[0]), y)
-        real_logits = discriminator(self.augment(real), y)
-        fake_logits = discriminator(self.augment(fake), y)
+        real_logits = discriminator(self.augment(real, y), y)
+        fake_logits = discriminator(self.augment(fake, y), y)
         loss = self.loss.discriminator(real_logits, fake_logits, **self.weight_kwargs(y))
         if self.ada is not None:
             self.ada.accumulate(real_logits)
@@ -397,7 +438,7 @@ class GANModule(L.LightningModule):
         else:
             z = self.noise(batch_size)
         fake = generator(z, y)
-        fake_logits = discriminator(self.augment(fake), y)
+        fake_logits = discriminator(self.augment(fake, y), y)
         loss = self.loss.generator(fake_logits, **self.weight_kwargs(y))
         if ms_weight and half:
             loss = loss + ms_weight * mode_seeking_term(fake, z, half)
