@@ -70,6 +70,7 @@ def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
     assert "| 3.0 [2.0, 5.0] | 0.93 [0.90, 0.95] |" in table([one])
     two = [dict(one, row="s", fd_ratio=r, recall=c, seed=k) for k, (r, c) in enumerate([(3.0, 0.9), (5.0, 0.94)])]
     assert "| 4.0 (3.0, 5.0) | 0.92 (0.90, 0.94) |" in table(two)
-    assert table([one]).splitlines()[2].endswith("| – |")  # no C2ST measured
-    probed = [dict(r, c2st_class=dict(zip(CLASSES, [0.9 + k / 20, 0.8, 0.7, 0.6]))) for k, r in enumerate(two)]
-    assert table(probed).splitlines()[2].endswith("| 0.93/0.80/0.70/0.60 |")
+    assert table([one]).splitlines()[2].endswith("| – | – |")  # no C2ST or D r_v measured
+    probed = [dict(r, c2st_class=dict(zip(CLASSES, [0.9 + k / 20, 0.8, 0.7, 0.6])),
+                   d_overfit_class=dict(zip(CLASSES, [0.1, 0.0, 0.05, 0.5 + k / 5]))) for k, r in enumerate(two)]
+    assert table(probed).splitlines()[2].endswith("| 0.93/0.80/0.70/0.60 | 0.10/0.00/0.05/0.60 |")
