@@ -293,8 +293,9 @@ def test_policy_parsing_aliases_and_errors():
     assert da.parse_policy("mri") == ("translation", "brightness", "contrast")
     assert da.parse_policy(None) == da.parse_policy("none") == da.parse_policy("") == ()
     assert da.parse_policy(" translation, cutout ") == ("translation", "cutout")
-    with pytest.raises(ValueError, match="rotation"):
-        da.parse_policy("translation,rotation")
+    assert da.parse_policy("flip,rotation") == ("flip", "rotation")
+    with pytest.raises(ValueError, match="rotate"):
+        da.parse_policy("translation,rotate")
 
 
 def test_translation_shifts_and_fills_with_black_background():
@@ -316,6 +317,27 @@ def test_saturation_is_skipped_on_one_channel_and_ops_are_differentiable():
     x = (torch.rand(4, 1, 32, 32) * 2 - 1).requires_grad_(True)
     da.diff_augment(x, "translation,cutout,brightness,contrast,color").sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_flip_mirrors_about_half_the_images_and_rotation_tilts_them_about_the_centre():
+    torch.manual_seed(0)
+    x = -torch.ones(200, 1, 32, 32)
+    x[:, :, 8:24, 4:10] = 1.0  # a bar left of centre
+    flipped = da.flip(x)
+    mirrored = (flipped == x.flip(3)).flatten(1).all(1)
+    assert torch.equal(flipped[~mirrored], x[~mirrored]) and 70 < int(mirrored.sum()) < 130
+
+    disc = (torch.arange(32) - 15.5).square()
+    disc = torch.where((disc[:, None] + disc[None, :]) < 100, 1.0, -1.0).expand(8, 1, 32, 32)
+    assert (da.rotation(disc) - disc).abs().mean() < 0.05  # a centred disc stays where it is (edges blur)
+    assert (da.rotation(disc)[:, :, :3, :3] == -1).all()  # uncovered corners are background, not grey
+    rotated = da.rotation(x[:64], max_degrees=10)
+    moved = (rotated - x[:64]).abs().flatten(1).amax(1)
+    assert (moved > 0.05).float().mean() > 0.8  # most draws tilt the bar visibly
+    assert float(rotated.mean()) == pytest.approx(float(x[:64].mean()), abs=0.01)  # ... without adding or removing it
+    y = x[:4].clone().requires_grad_(True)
+    da.diff_augment(y, "flip,rotation").sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
 
 
 def test_cutout_blacks_out_one_square():

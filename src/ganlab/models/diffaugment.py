@@ -10,6 +10,10 @@ Leaks: `cutout` can show up in generated images as black squares (data-efficient
 an augmentation applied with probability 1 that cannot be undone in distribution leaks, Karras et
 al. 2020), most easily on small data; no default uses it.
 Translation is the safe default: a shift of the whole slice by up to 1/8 of its size (`translation_ratio`).
+`flip` (left-right, half the images) and `rotation` (up to 10 degrees) are geometric ops for a class of a
+few dozen images (model.few_shot_policy): brainsim's class means are left-right symmetric to 1.4-2.2 grey
+levels while each slice differs from its mirror by ~25 (from another slice: ~32), so a mirrored slice is
+a plausible new one. A rotation applied to every image can leak into G as tilted brains.
 """
 from __future__ import annotations
 
@@ -61,6 +65,23 @@ def cutout(x, ratio: float = 0.5):
     return torch.where(inside.unsqueeze(1), torch.full_like(x, -1.0), x)
 
 
+def flip(x):
+    """Mirror left-right, each image with probability 1/2 (axial brain slices are nearly symmetric)."""
+    mirror = torch.rand(x.size(0), 1, 1, 1, device=x.device) < 0.5
+    return torch.where(mirror, x.flip(3), x)
+
+
+def rotation(x, max_degrees: float = 10.0):
+    """Rotate about the centre by an angle uniform in [-max_degrees, max_degrees] per image (a head's tilt in
+    the scanner); bilinear, the corners it uncovers filled with -1 (black)."""
+    angle = (torch.rand(x.size(0), device=x.device) * 2 - 1) * (max_degrees * torch.pi / 180)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # grid_sample pads with 0: sample x + 1 so that the padding is -1 after shifting back
+    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+
+
 OPS = {
     "color": (brightness, saturation, contrast),
     "brightness": (brightness,),
@@ -68,6 +89,8 @@ OPS = {
     "contrast": (contrast,),
     "translation": (translation,),
     "cutout": (cutout,),
+    "flip": (flip,),
+    "rotation": (rotation,),
 }
 
 
