@@ -17,26 +17,14 @@ import torch
 
 
 def main() -> None:
-    from omegaconf import OmegaConf
-
-    from ganlab.audit import discriminator_overfit, load_checked, sample_checkpoint
-    from ganlab.generate import load_generated
-    from ganlab.run_data import prepared_datamodule, training_data
+    from ganlab.audit import checkpoint_discriminator_overfit
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", required=True, help="new real images in ganlab.generate's layout")
     parser.add_argument("runs", nargs="+", help="run folders (checkpoints/last.ckpt inside)")
     args = parser.parse_args()
     for run in args.runs:
-        ckpt = Path(run) / "checkpoints" / "last.ckpt"
-        datamodule = prepared_datamodule(OmegaConf.create(training_data(ckpt)[0]))
-        module = load_checked(str(ckpt), datamodule)
-        names, train = list(datamodule.class_names), datamodule.datasets["train"]
-        new_real = load_generated(args.real, names)
-        images, labels = sample_checkpoint(module, 512, 1, ema=True)
-        result = discriminator_overfit(module.discriminator, {
-            "train": (train.images, train.labels), "holdout": (new_real.images, new_real.labels),
-            "generated": (images, labels)}, module.conditional, names)
+        result = checkpoint_discriminator_overfit(Path(run) / "checkpoints" / "last.ckpt", 512, 1, new_real=args.real)
         print(run)
         for name, e in result.items():
             r_v = "n/a" if e["r_v"] is None else f"{e['r_v']:.2f}"

@@ -203,23 +203,14 @@ def measure_discriminator(record: dict) -> dict | None:
     """For a run recorded before ganlab.audit asked the discriminator: its per-class r_v (the audit's
     `discriminator_overfit`: same data, 512 samples at the audit's seed), added to the run's audit.json.
     None when the run's checkpoint is gone."""
-    from omegaconf import OmegaConf
-
-    from ganlab.audit import discriminator_overfit, load_checked, sample_checkpoint
-    from ganlab.run_data import holdout_split, prepared_datamodule, training_data
+    from ganlab.audit import checkpoint_discriminator_overfit
 
     run_dir = Path(record["run_dir"])
     ckpt, audit_file = run_dir / "checkpoints" / "last.ckpt", run_dir / "audit" / "audit.json"
     if not ckpt.is_file() or not audit_file.is_file():
         return None
-    datamodule = prepared_datamodule(OmegaConf.create(training_data(ckpt)[0]))
-    module = load_checked(str(ckpt), datamodule)
-    train, holdout = datamodule.datasets["train"], datamodule.datasets[holdout_split(datamodule)]
-    images, labels = sample_checkpoint(module, 512, record["seed"], ema=True)
     audit = read_json(audit_file)
-    audit["discriminator"] = discriminator_overfit(
-        module.discriminator, {"train": (train.images, train.labels), "holdout": (holdout.images, holdout.labels),
-                               "generated": (images, labels)}, module.conditional, list(datamodule.class_names))
+    audit["discriminator"] = checkpoint_discriminator_overfit(ckpt, 512, record["seed"])
     audit_file.write_text(json.dumps(audit, indent=2) + "\n")
     return {c: e["r_v"] for c, e in audit["discriminator"].items()}
 

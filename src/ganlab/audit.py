@@ -206,8 +206,6 @@ def discriminator_overfit(discriminator, sets: dict, conditional: bool, class_na
     D in eval mode, no augmentation. 0: D scores new real images like its training images; 1: as low as
     generated ones; above 1: lower still. `sets` maps "train", "holdout" and "generated" to (uint8 images,
     labels); an unconditional D gets no labels. A class without images in a set gets None."""
-    from ganlab.pixels import to_model_range
-
     device = next(discriminator.parameters()).device
     logits = {}
     for name, (images, labels) in sets.items():
@@ -228,6 +226,24 @@ def discriminator_overfit(discriminator, sets: dict, conditional: bool, class_na
             entry["r_v"] = (means["train"] - means["holdout"]) / (means["train"] - means["generated"])
         per_class[class_name] = entry
     return per_class
+
+
+def checkpoint_discriminator_overfit(ckpt: str | Path, n: int, seed: int, new_real: str | Path | None = None) -> dict:
+    """`discriminator_overfit` for a checkpoint, on the data it was trained on: its training split, n samples
+    of its EMA generator (classes in turn, `seed`) and, as the held-out set, the data's held-out split or the
+    images of `new_real` (a folder in ganlab.generate's layout, e.g. brainsim's new renders)."""
+    from omegaconf import OmegaConf
+
+    from ganlab.generate import load_generated
+
+    datamodule = prepared_datamodule(OmegaConf.create(training_data(ckpt)[0]))
+    module = load_checked(str(ckpt), datamodule)
+    names, train = list(datamodule.class_names), datamodule.datasets["train"]
+    holdout = load_generated(new_real, names) if new_real else datamodule.datasets[holdout_split(datamodule)]
+    images, labels = sample_checkpoint(module, n, seed, ema=True)
+    return discriminator_overfit(module.discriminator, {"train": (train.images, train.labels),
+                                                        "holdout": (holdout.images, holdout.labels),
+                                                        "generated": (images, labels)}, module.conditional, names)
 
 
 def write_csv(path: Path, result: dict, synth_labels, synth_files, train, class_names) -> None:
