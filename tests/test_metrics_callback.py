@@ -54,6 +54,10 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
         assert m["metrics/cond_acc_real/ModerateDemented"]["n_real"] > 0
     settings = prepares[0]["settings"]
     assert 0.0 <= settings["classifier"]["holdout_balanced_accuracy"] <= 1.0 and "inception" not in settings["families"]
+    # the run's own D against the held-out split, per class on 16 generated images of each (metrics=fast)
+    assert settings["discriminator"] == {"per_class": 16, "train_per_class": 64}
+    overfit = [v for e in evaluations for k, v in e["metrics"].items() if k.startswith("metrics/d_overfit/")]
+    assert overfit and all(v["n_fake"] == 16 and math.isfinite(v["value"]) for v in overfit)
     assert set(settings["classifier"]["holdout_per_class"]) == {"NonDemented", "VeryMildDemented", "MildDemented",
                                                                 "ModerateDemented"}
     weak = settings["classifier"]["weak_classes"]  # 24 images per class: < 10 held-out each, all flagged

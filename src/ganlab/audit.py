@@ -51,6 +51,7 @@ from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain
 from ganlab.device import choose_device
 from ganlab.errors import GanlabError
+from ganlab.metrics.overfit import discriminator_logits, overfit_ratio
 from ganlab.run_data import choose_data, describe, generated_data, holdout_split, prepared_datamodule, training_data
 from ganlab.pixels import to_model_range
 
@@ -198,33 +199,21 @@ def sample_checkpoint(module, n: int, seed: int, ema: bool, batch_size: int = 25
     return torch.cat(images), labels if module.conditional else None
 
 
-@torch.no_grad()
 def discriminator_overfit(discriminator, sets: dict, conditional: bool, class_names: list[str],
                           batch_size: int = 256) -> dict:
-    """How much D has learned its training images rather than the class: ADA's validation heuristic
-    (Karras et al. 2020) per class, r_v = (E[D(train)] - E[D(held-out)]) / (E[D(train)] - E[D(generated)]),
-    D in eval mode, no augmentation. 0: D scores new real images like its training images; 1: as low as
-    generated ones; above 1: lower still. `sets` maps "train", "holdout" and "generated" to (uint8 images,
-    labels); an unconditional D gets no labels. A class without images in a set gets None."""
-    device = next(discriminator.parameters()).device
-    logits = {}
-    for name, (images, labels) in sets.items():
-        parts = []
-        for i in range(0, len(images), batch_size):
-            x = to_model_range(images[i:i + batch_size]).to(device)
-            y = labels[i:i + batch_size].to(device) if conditional else None
-            parts.append(discriminator(x, y).float().cpu())
-        logits[name] = (torch.cat(parts) if parts else torch.zeros(0), labels)
+    """How much D has learned its training images rather than the class: ADA's r_v per class
+    (ganlab.metrics.overfit). `sets` maps "train", "holdout" and "generated" to (uint8 images, labels);
+    an unconditional D gets no labels. A class without images in a set gets None."""
+    logits = {name: (discriminator_logits(discriminator, images, labels if conditional else None, batch_size), labels)
+              for name, (images, labels) in sets.items()}
     per_class = {}
     for c, class_name in enumerate(class_names):
         means, counts = {}, {}
         for name, (values, labels) in logits.items():
             own = values[labels == c]
             means[name], counts[name] = (float(own.mean()) if len(own) else None), len(own)
-        entry = {**{f"d_{k}": v for k, v in means.items()}, "n_holdout": counts["holdout"], "r_v": None}
-        if None not in means.values() and means["train"] - means["generated"] > 1e-6:
-            entry["r_v"] = (means["train"] - means["holdout"]) / (means["train"] - means["generated"])
-        per_class[class_name] = entry
+        per_class[class_name] = {**{f"d_{k}": v for k, v in means.items()}, "n_holdout": counts["holdout"],
+                                 "r_v": overfit_ratio(means["train"], means["holdout"], means["generated"])}
     return per_class
 
 

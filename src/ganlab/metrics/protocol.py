@@ -22,7 +22,8 @@ gathers what they return across processes and collects their `Result`s.
 
 Optional: `spaces` (feature spaces it reads through `ctx.space(name)` / `batch.features(name)`: built
 once, shared), `applies(gen, ctx)` (e.g. conditional generators only), `plan(ctx)` (its own requested
-labels instead of the shared set), `reset()` (before each evaluation). `Result`'s `panel`,
+labels instead of the shared set), `reset()` and `bind(module)` (before each evaluation; bind receives
+the module being evaluated). `Result`'s `panel`,
 `reference`, `headline` and `better` tell the plots and the sweep summary where a number belongs.
 """
 from __future__ import annotations
@@ -43,11 +44,13 @@ class GeneratorInfo:
     latent_dim: int
     num_classes: int
     conditional: bool
+    discriminator: bool = False  # the module carries its D (a GANModule; not a bare generator)
 
     @classmethod
     def of(cls, module) -> GeneratorInfo:
         return cls(int(module.latent_dim), int(getattr(module, "num_classes", 0) or 0),
-                   bool(getattr(module, "conditional", False)))
+                   bool(getattr(module, "conditional", False)),
+                   isinstance(getattr(module, "discriminator", None), torch.nn.Module))
 
 
 class Embedded:
@@ -143,6 +146,10 @@ class Family:
 
     def reset(self) -> None:
         pass
+
+    def bind(self, module) -> None:
+        """Called before each evaluation with the module being evaluated, for a family that reads more of it
+        than its samples (e.g. its discriminator)."""
 
     def prepare(self, ctx: Context) -> None:
         raise NotImplementedError

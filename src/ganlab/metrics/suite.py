@@ -152,6 +152,7 @@ class MetricSuite:
         sets: dict[str, tuple[Tensor | None, list[str]]] = {}
         for name, family in families.items():
             family.reset()
+            family.bind(module)
             own = family.plan(self.ctx)
             sets.setdefault(SHARED if own is None else name, (own, []))[1].append(name)
         store = SampleStore(tuple(f"{name}__{field}" for name, f in families.items() for field in f.fields)
