@@ -441,6 +441,52 @@ def test_few_shot_classes_come_from_the_training_counts_and_the_settings_are_che
             few_shot_module(few_shot_images=bad)
 
 
+class OverfitsOneClassD(torch.nn.Module):
+    """Confident on the real images of class `overfit` only: +10 for them, -10 for every other image."""
+
+    def __init__(self, overfit: int):
+        super().__init__()
+        self.overfit, self.num_classes, self.w = overfit, NUM_CLASSES, torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, labels=None):
+        return torch.where(labels == self.overfit, 10.0, -10.0) + self.w * x.flatten(1).mean(1)
+
+
+def test_per_class_ada_moves_each_class_p_by_that_class_r_t_and_its_own_images():
+    ada = AdaptiveAugment(("brightness",), target=0.6, kimg=1.0, classes=3)
+    labels = torch.tensor([0, 0, 0, 0, 2, 2])
+    ada.accumulate(torch.tensor([-1.0, -1.0, 1.0, -1.0, 5.0, 5.0]), labels)  # class 0: r_t -0.5; class 2: 1
+    ada.update(images=6)
+    assert ada.rt.tolist() == [-0.5, 0.0, 1.0] and ada.stats.eq(0).all()
+    assert ada.p.tolist() == [0.0, 0.0, pytest.approx(0.002)]  # 2 of the 1000 images that take p from 0 to 1
+    ada.p.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    x, y = torch.zeros(30, 1, 8, 8), torch.arange(30) % 3
+    out = ada(x, y)
+    assert torch.equal(out[y != 2], x[y != 2]) and (out[y == 2] != 0).flatten(1).all()
+
+
+def test_few_shot_ada_raises_p_only_for_the_few_shot_class_d_overfits_and_logs_it(tmp_path, monkeypatch):
+    """Classes 1 and 2 are few-shot; D is confident on class 2's real images only: its p rises by the class-2
+    images shown (8 batches of 8, one in 3 of class 2: 4 updates), class 1's stays 0, class 0 is never
+    augmented; each few-shot class's p and r_t are logged by name and saved in the checkpoint."""
+    g, _ = networks("cdcgan")
+    module = gm.GANModule(g, OverfitsOneClassD(overfit=2), num_classes=NUM_CLASSES, diffaugment="translation",
+                          few_shot_policy="brightness", few_shot_images=10, few_shot_ada_target=0.6, ada_kimg=0.2,
+                          ada_interval=2, loss=HingeLoss())
+    monkeypatch.setattr(module, "training_counts", lambda setting: {"big": 300, "small": 9, "rare": 8})
+    trainer = fit(module, tiny_loader(n=64, batch_size=8), tmp_path)
+    class_2 = int((torch.arange(64) % NUM_CLASSES == 2).sum())
+    assert module.few_shot_ada.p.tolist() == [0.0, 0.0, pytest.approx(class_2 / 200)]
+    assert metric(trainer, "train/few_shot_p/rare") == pytest.approx(class_2 / 200)
+    assert metric(trainer, "train/few_shot_rt/rare") == 1.0 and metric(trainer, "train/few_shot_p/small") == 0.0
+    assert "train/few_shot_p/big" not in trainer.callback_metrics
+    assert {"few_shot_ada.p", "few_shot_ada.stats"} <= set(module.state_dict())
+    for bad, match in ((dict(few_shot_ada_target=1.5), "few_shot_ada_target=1.5"),
+                       (dict(few_shot_policy=None, few_shot_ada_target=0.6), "few_shot_policy is null")):
+        with pytest.raises(ValueError, match=match):
+            few_shot_module(**bad)
+
+
 # ----------------------------------------------------------------------------- all together
 ALL_ON = dict(diffaugment="translation,color,cutout", ada_target=0.6, ada_kimg=0.5, ada_interval=1, lecam_weight=0.3,
               r1_gamma=1.0, r1_interval=2, ema_kimg=0.1, ema_rampup=0.05, cond_start_kimg=0, cond_end_kimg=0.05,
@@ -489,10 +535,11 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
                                           "model.cond_end_kimg=20", "model.mode_seeking=1",
                                           "model.class_weights=inverse", "model.discriminator.mbstd_group=4",
                                           "model.generator.ordinal=true", "model.discriminator.texture_width=8",
-                                          "model.few_shot_policy='brightness,contrast'"])
+                                          "model.few_shot_policy='brightness,contrast'",
+                                          "model.few_shot_ada_target=0.6"])
         bad = compose("train", overrides=["model=cdcgan", *TINY, "model.lecam_decay=1.5"])
     assert module.ada is None and not hasattr(module, "lecam_anchors") and module.generator.cond_weight is None
-    assert module.few_shot_ops == () and not hasattr(module, "few_shot_class")
+    assert module.few_shot_ops == () and not hasattr(module, "few_shot_class") and module.few_shot_ada is None
     assert isinstance(module.discriminator.mbstd, torch.nn.Identity) and module.discriminator.texture is None
     embeddings = [m for m in module.modules() if isinstance(m, torch.nn.Embedding)]  # cbn's gamma/beta, D's projection
     assert embeddings and all(type(m) is torch.nn.Embedding for m in embeddings)  # none ordinal by default
@@ -500,5 +547,6 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
     assert on_module.ada is not None and on_module.discriminator.ordinal and on_module.hparams.r1_interval == 16
     assert isinstance(on_module.discriminator.texture, TextureBranch)
     assert on_module.few_shot_ops == ("brightness", "contrast") and on_module.hparams.few_shot_images == 100
+    assert on_module.few_shot_ada.classes == 4 and on_module.few_shot_ada.target == 0.6
     with pytest.raises(Exception, match="lecam_decay=1.5"):
         instantiate(bad.model)

@@ -131,6 +131,11 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # and R1 on real images (Mescheder et al. 2018), lazily every 16 D steps as in StyleGAN2: it flattens D
     # around each training image, the sharp peak memorisation makes
     "bf16_tr16_r1": ("bf16_tr16", ["model.r1_gamma=0.2", "model.r1_interval=16"]),
+    # D learns the 22 rare images by heart, but ADA's pooled r_t is the large classes' figure and cannot see it:
+    # the few-shot ops' probability adapted per class, from the rare class's own E[sign D(real)] (p stays 0
+    # while D does not overfit it; ADA's finding that ops at p < ~0.8 do not leak into G)
+    "bf16_tr16_flip_fsada": ("bf16_tr16_flip", ["model.few_shot_policy='rotation,brightness,contrast'",
+                                                "model.few_shot_ada_target=0.6", "model.ada_kimg=100"]),
 }
 
 

@@ -137,7 +137,7 @@ def weights_from_counts(counts: Sequence[int], how: str) -> torch.Tensor:
     return (weights.sqrt() if how == "inverse_sqrt" else weights).float()
 
 
-def check_few_shot(num_classes, policy, max_images) -> tuple:
+def check_few_shot(num_classes, policy, max_images, ada_target=None) -> tuple:
     """The few-shot classes' extra DiffAugment ops (() when off), after checking the settings."""
     ops = parse_policy(policy)
     if policy is not None and not ops:
@@ -146,6 +146,12 @@ def check_few_shot(num_classes, policy, max_images) -> tuple:
         raise ValueError("few_shot_policy needs a conditional model (model=cdcgan): it augments by class")
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
         raise ValueError(f"few_shot_images={max_images!r}: expected a positive number of training images")
+    if ada_target is not None:
+        if isinstance(ada_target, bool) or not isinstance(ada_target, (int, float)) or not 0 < ada_target < 1:
+            raise ValueError(f"few_shot_ada_target={ada_target!r}: expected a number in (0, 1), e.g. 0.6, or null")
+        if not ops:
+            raise ValueError("few_shot_ada_target is set but few_shot_policy is null: it adapts the probability "
+                             "of the few-shot ops; name them, e.g. model.few_shot_policy='flip,rotation'")
     return ops
 
 
@@ -189,6 +195,7 @@ class GANModule(L.LightningModule):
         translation_ratio: float = 0.125,
         few_shot_policy: str | None = None,
         few_shot_images: int = 100,
+        few_shot_ada_target: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -209,9 +216,13 @@ class GANModule(L.LightningModule):
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
                     if ada_target else None)
-        self.few_shot_ops = check_few_shot(num_classes, few_shot_policy, few_shot_images)
+        self.few_shot_ops = check_few_shot(num_classes, few_shot_policy, few_shot_images, few_shot_ada_target)
         if self.few_shot_ops:  # which classes count as few-shot is filled in from the data at fit start
             self.register_buffer("few_shot_class", torch.zeros(num_classes, dtype=torch.bool))
+        self.few_shot_ada = (AdaptiveAugment(self.few_shot_ops, few_shot_ada_target, ada_kimg, ada_interval,
+                                             self.translation_ratio, classes=num_classes)
+                             if few_shot_ada_target is not None else None)
+        self.few_shot_names: list[tuple[int, str]] = []  # (index, name) of the few-shot classes, for the logs
         if lecam_weight:
             # EMA anchors of the mean D(real) and D(fake) logits, and how many updates they have had
             self.register_buffer("lecam_anchors", torch.zeros(2))
@@ -327,6 +338,7 @@ class GANModule(L.LightningModule):
         """Mark the classes with at most few_shot_images training images (counts: class name -> images)."""
         limit = self.hparams.few_shot_images
         self.few_shot_class.copy_(torch.as_tensor([0 < n <= limit for n in counts.values()]))
+        self.few_shot_names = [(c, name) for c, (name, n) in enumerate(counts.items()) if 0 < n <= limit]
         chosen = [f"{name} ({n} images)" for name, n in counts.items() if 0 < n <= limit]
         if chosen:
             rank_zero_info(f"few_shot_policy {','.join(self.few_shot_ops)} on {', '.join(chosen)}")
@@ -368,7 +380,9 @@ class GANModule(L.LightningModule):
             x = diff_augment(x, self.augment_ops, self.translation_ratio)
         if self.few_shot_ops and labels is not None:
             few = self.few_shot_class[labels].view(-1, 1, 1, 1)
-            x = torch.where(few, diff_augment(x, self.few_shot_ops, self.translation_ratio), x)
+            extra = (self.few_shot_ada(x, labels) if self.few_shot_ada is not None
+                     else diff_augment(x, self.few_shot_ops, self.translation_ratio))
+            x = torch.where(few, extra, x)
         return x
 
     def world_size(self) -> int:
@@ -394,6 +408,8 @@ class GANModule(L.LightningModule):
         loss = self.loss.discriminator(real_logits, fake_logits, **self.weight_kwargs(y))
         if self.ada is not None:
             self.ada.accumulate(real_logits)
+        if self.few_shot_ada is not None:
+            self.few_shot_ada.accumulate(real_logits, labels)
         if self.hparams.lecam_weight:
             self.update_lecam_anchors(real_logits, fake_logits)
             anchors = self.lecam_anchors
@@ -513,6 +529,12 @@ class GANModule(L.LightningModule):
             if (batches + 1) % interval == 0:
                 self.ada.update(self.images_seen(real.shape[0], interval))
             extra.update({"train/ada_p": self.ada.p, "train/ada_rt": self.ada.rt})
+        if self.few_shot_ada is not None:
+            if (batches + 1) % self.hparams.ada_interval == 0:
+                self.few_shot_ada.update(self.images_seen(real.shape[0], self.hparams.ada_interval))
+            for c, name in self.few_shot_names:
+                extra.update({f"train/few_shot_p/{name}": self.few_shot_ada.p[c],
+                              f"train/few_shot_rt/{name}": self.few_shot_ada.rt[c]})
         if self.hparams.lecam_weight:
             extra.update({"train/lecam_anchor_real": self.lecam_anchors[0],
                           "train/lecam_anchor_fake": self.lecam_anchors[1]})
