@@ -339,7 +339,7 @@ class GANModule(L.LightningModule):
         limit = self.hparams.few_shot_images
         self.few_shot_class.copy_(torch.as_tensor([0 < n <= limit for n in counts.values()]))
         self.few_shot_names = [(c, name) for c, (name, n) in enumerate(counts.items()) if 0 < n <= limit]
-        chosen = [f"{name} ({n} images)" for name, n in counts.items() if 0 < n <= limit]
+        chosen = [f"{name} ({counts[name]} images)" for _, name in self.few_shot_names]
         if chosen:
             rank_zero_info(f"few_shot_policy {','.join(self.few_shot_ops)} on {', '.join(chosen)}")
         else:
