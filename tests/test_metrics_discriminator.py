@@ -84,3 +84,22 @@ def test_d_overfit_is_left_out_without_held_out_images_or_a_discriminator_and_ba
     assert evaluate(ToyGAN(None)) == {}
     with pytest.raises(GanlabError, match="metrics.families.discriminator: per_class=0"):
         DiscriminatorOverfit(per_class=0)
+
+
+def test_families_that_plan_the_same_labels_read_one_generated_set():
+    """The conditional and discriminator families both draw per_class images of every class: one set serves
+    both when their plans match (here two discriminator families), two sets when they do not."""
+    train, train_labels = real_split(20, 0)
+
+    def requested(second_per_class):
+        module = ToyGAN(MarkerD(train, train_labels, memorises=1))
+        suite = MetricSuite({"first": DiscriminatorOverfit(per_class=10, train_per_class=50),
+                             "second": DiscriminatorOverfit(per_class=second_per_class, train_per_class=50)},
+                            spaces={}, n_samples=16, bootstrap=0)
+        suite.prepare(train, train_labels, ["a", "b"], holdout=real_split(6, 1), generator=module)
+        results = {r.name: r.value for r in suite.evaluate(module)}
+        return sum(len(r) for r in module.requested), results
+
+    n_images, results = requested(10)
+    assert n_images == 20 and results["metrics/d_overfit/b"] == pytest.approx(0.5)
+    assert requested(12)[0] == 20 + 24

@@ -22,8 +22,8 @@ gathers what they return across processes and collects their `Result`s.
 
 Optional: `spaces` (feature spaces it reads through `ctx.space(name)` / `batch.features(name)`: built
 once, shared), `applies(gen, ctx)` (e.g. conditional generators only), `plan(ctx)` (its own requested
-labels instead of the shared set), `reset()` and `bind(module)` (before each evaluation; bind receives
-the module being evaluated). `Result`'s `panel`,
+labels instead of the shared set; families that plan the same labels read one generated set), `reset()`
+and `bind(module)` (before each evaluation; bind receives the module being evaluated). `Result`'s `panel`,
 `reference`, `headline` and `better` tell the plots and the sweep summary where a number belongs.
 """
 from __future__ import annotations

@@ -154,7 +154,10 @@ class MetricSuite:
             family.reset()
             family.bind(module)
             own = family.plan(self.ctx)
-            sets.setdefault(SHARED if own is None else name, (own, []))[1].append(name)
+            # families that plan the same labels read one generated set (named after the first of them)
+            key = SHARED if own is None else next(
+                (k for k, (labels, _) in sets.items() if labels is not None and torch.equal(labels, own)), name)
+            sets.setdefault(key, (own, []))[1].append(name)
         store = SampleStore(tuple(f"{name}__{field}" for name, f in families.items() for field in f.fields)
                             + (("label",) if SHARED in sets else ())).to(self.ctx.device)
         for set_name, (own, members) in sets.items():

@@ -42,6 +42,12 @@ def number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def check_fraction(name: str, value, hint: str) -> None:
+    """A setting that must be a number strictly between 0 and 1 (a target or a decay)."""
+    if not (number(value) and 0 < value < 1):
+        raise ValueError(f"{name}={value!r}: expected a number in (0, 1), {hint}")
+
+
 def check_settings(generator, discriminator, loss, num_classes, n_disc, ema_decay) -> None:
     """Refuse combinations that would train silently wrong (ValueError names the setting)."""
     for name, net in (("generator", generator), ("discriminator", discriminator)):
@@ -85,8 +91,7 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
         raise ValueError(f"augment_p={augment_p} with ada_target={ada_target}: ADA sets the probability itself; "
                          "choose one")
     if ada_target is not None:
-        if not (number(ada_target) and 0 < ada_target < 1):
-            raise ValueError(f"ada_target={ada_target!r}: expected a number in (0, 1), e.g. 0.6, or null (ADA off)")
+        check_fraction("ada_target", ada_target, "e.g. 0.6, or null (ADA off)")
         if not parse_policy(diffaugment):
             raise ValueError("ada_target is set but model.diffaugment is null: ADA applies the DiffAugment ops "
                              "with probability p; name them, e.g. model.diffaugment=mri or "
@@ -99,8 +104,7 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
     for name, value in (("lecam_weight", lecam_weight), ("mode_seeking", mode_seeking)):
         if not (number(value) and value >= 0):
             raise ValueError(f"{name}={value!r}: expected a number >= 0 (0: off)")
-    if not (number(lecam_decay) and 0 < lecam_decay < 1):
-        raise ValueError(f"lecam_decay={lecam_decay!r}: expected a number in (0, 1), e.g. 0.99")
+    check_fraction("lecam_decay", lecam_decay, "e.g. 0.99")
     if ema_kimg is not None and not (number(ema_kimg) and ema_kimg > 0):
         raise ValueError(f"ema_kimg={ema_kimg!r}: expected a positive half-life in kimg, e.g. 10, or null")
     if ema_rampup is not None and not (number(ema_rampup) and ema_rampup > 0):
@@ -147,8 +151,7 @@ def check_few_shot(num_classes, policy, max_images, ada_target=None) -> tuple:
     if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
         raise ValueError(f"few_shot_images={max_images!r}: expected a positive number of training images")
     if ada_target is not None:
-        if isinstance(ada_target, bool) or not isinstance(ada_target, (int, float)) or not 0 < ada_target < 1:
-            raise ValueError(f"few_shot_ada_target={ada_target!r}: expected a number in (0, 1), e.g. 0.6, or null")
+        check_fraction("few_shot_ada_target", ada_target, "e.g. 0.6, or null")
         if not ops:
             raise ValueError("few_shot_ada_target is set but few_shot_policy is null: it adapts the probability "
                              "of the few-shot ops; name them, e.g. model.few_shot_policy='flip,rotation'")
