@@ -87,6 +87,56 @@ def test_ema_decay_sets_how_far_the_average_lags(tmp_path):
     assert 0 < distances[0.5] < distances[0.99]
 
 
+def test_recompute_batchnorm_estimates_the_statistics_of_the_networks_own_activations():
+    from ganlab.models.standing_stats import recompute_batchnorm
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.bn = torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5, momentum=0.3)
+            self.seen = []
+
+        def forward(self, z, labels=None):
+            h = self.linear(z)
+            self.seen.append(h.detach())
+            return self.bn(h)
+
+    net = Net().eval()
+    net.bn.running_mean.fill_(7.0)  # statistics that belong to some other weights
+    state = torch.get_rng_state()
+    assert recompute_batchnorm(net, latent_dim=3, num_classes=0, batches=4, batch_size=16) == 1
+    seen = torch.stack(net.seen)  # (4 batches, 16, 5)
+    assert torch.allclose(net.bn.running_mean, seen.mean(dim=(0, 1)), atol=1e-5)
+    assert torch.allclose(net.bn.running_var, seen.var(dim=1).mean(0), atol=1e-5)  # unbiased, per batch
+    assert net.bn.momentum == 0.3 and not net.training and torch.equal(torch.get_rng_state(), state)
+    assert recompute_batchnorm(torch.nn.Linear(3, 3), 3, 0) == 0  # nothing to do without BatchNorm
+
+
+def test_standing_stats_sample_from_a_copy_with_recomputed_statistics_and_leave_the_ema_alone(tmp_path):
+    """The EMA's averaged running statistics are not what standing_stats samples with: corrupting them
+    changes plain EMA samples but not standing ones; the EMA, its checkpoint keys and training are untouched,
+    and the copy is rebuilt after the EMA moves."""
+    torch.manual_seed(0)
+    module = make_module("cdcgan", standing_stats=4)
+    z = torch.randn(6, module.latent_dim, generator=torch.Generator().manual_seed(1))
+    fit(module, tiny_loader(n=32), tmp_path)
+    bn = next(m for m in module.generator_ema.module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    standing = module.sample(6, z=z)
+    assert torch.equal(bn.running_mean, before)  # sampling left the EMA's statistics alone
+    assert torch.equal(module.sample(6, z=z), standing)  # the copy is kept between calls
+    assert not any("standing" in k for k in module.state_dict())
+    bn.running_mean.add_(3.0)
+    assert torch.equal(module.sample(6, z=z), standing)  # the corrupted statistics are not used
+    plain = make_module("cdcgan", standing_stats=0)
+    plain.load_state_dict(module.state_dict())
+    assert not torch.allclose(plain.sample(6, z=z), standing)  # ... while plain EMA sampling reads them
+    module.update_ema()
+    assert module._standing is None  # the EMA moved: statistics to recompute at the next sample
+    with pytest.raises(ValueError, match="standing_stats=-1"):
+        make_module("dcgan", standing_stats=-1)
+
+
 # ----------------------------------------------------------------------------- settings
 def test_settings_that_would_train_silently_wrong_are_refused():
     g, d = networks("dcgan")

@@ -63,6 +63,14 @@ def test_the_per_class_copying_test_is_shown_but_not_counted_as_a_target():
     assert "| (C2ST per class, 0.5 = indistinguishable) | 0.98/0.97/0.90/0.86 |" in markdown([probed])
 
 
+def test_the_table_names_the_machine_when_its_runs_come_from_several():
+    """A 10-min budget is 150-350 kimg depending on the 2-core machine: columns say which CPU when they differ."""
+    same = markdown([record(cpu="AMD EPYC"), record(seed=2, cpu="AMD EPYC")])
+    assert "| target | seed 1 | seed 2 |" in same
+    mixed = markdown([record(cpu="Intel Xeon"), record(seed=2, cpu="AMD EPYC"), record(seed=3)])
+    assert "| target | seed 1 (Intel Xeon) | seed 2 (AMD EPYC) | seed 3 (CPU not recorded) |" in mixed
+
+
 def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
     from run import table
     one = record(row="r", kimg=120.0, wall_s=300, fd_ratio=3.0, fd=0.3, fd_floor=0.1, fd_ci=[0.2, 0.5],

@@ -536,10 +536,11 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
                                           "model.class_weights=inverse", "model.discriminator.mbstd_group=4",
                                           "model.generator.ordinal=true", "model.discriminator.texture_width=8",
                                           "model.few_shot_policy='brightness,contrast'",
-                                          "model.few_shot_ada_target=0.6"])
+                                          "model.few_shot_ada_target=0.6", "model.standing_stats=8"])
         bad = compose("train", overrides=["model=cdcgan", *TINY, "model.lecam_decay=1.5"])
     assert module.ada is None and not hasattr(module, "lecam_anchors") and module.generator.cond_weight is None
     assert module.few_shot_ops == () and not hasattr(module, "few_shot_class") and module.few_shot_ada is None
+    assert module.hparams.standing_stats == 0 and module.sampling_generator() is module.generator_ema.module
     assert isinstance(module.discriminator.mbstd, torch.nn.Identity) and module.discriminator.texture is None
     embeddings = [m for m in module.modules() if isinstance(m, torch.nn.Embedding)]  # cbn's gamma/beta, D's projection
     assert embeddings and all(type(m) is torch.nn.Embedding for m in embeddings)  # none ordinal by default
@@ -548,5 +549,6 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
     assert isinstance(on_module.discriminator.texture, TextureBranch)
     assert on_module.few_shot_ops == ("brightness", "contrast") and on_module.hparams.few_shot_images == 100
     assert on_module.few_shot_ada.classes == 4 and on_module.few_shot_ada.target == 0.6
+    assert on_module.sampling_generator() is not on_module.generator_ema.module  # the standing-statistics copy
     with pytest.raises(Exception, match="lecam_decay=1.5"):
         instantiate(bad.model)

@@ -136,6 +136,9 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # while D does not overfit it; ADA's finding that ops at p < ~0.8 do not leak into G)
     "bf16_tr16_flip_fsada": ("bf16_tr16_flip", ["model.few_shot_policy='rotation,brightness,contrast'",
                                                 "model.few_shot_ada_target=0.6", "model.ada_kimg=100"]),
+    # mirror images lowered FD/floor on both seeds but raised SSIM diversity (0.51 vs 0.48, real 0.46); R1
+    # alone gave the real images' diversity (0.45) at seed 2: the two together
+    "bf16_tr16_flip_r1": ("bf16_tr16_flip", ["model.r1_gamma=0.2", "model.r1_interval=16"]),
 }
 
 
@@ -233,6 +236,17 @@ def device_label(gpu: bool) -> str:
     return "cuda" if gpu else f"cpu ({os.cpu_count()} cores)"
 
 
+def processor() -> str:
+    """The CPU's model name and whether it has bf16 units: the machines these runs land on differ (the same
+    10-min preset trained 346 kimg on one 2-core machine and 153 on another), so records say which."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"{name}{', avx512_bf16' if 'avx512_bf16' in info else ''}"
+
+
 def run_one(row: str, seed: int, args, out_root: Path) -> dict:
     py = sys.executable
     run_dir = out_root / f"{row}_s{seed}"
@@ -252,7 +266,7 @@ def run_one(row: str, seed: int, args, out_root: Path) -> dict:
     data = [o for o in [*DATA, *extra] if o.startswith("data.") and "balanced" not in o]
     figures = evaluate_run(run_dir, seed, data, args.smoke)
     return {"row": row, "seed": seed, "overrides": overrides_of(row), "kimg": args.kimg, "steps": steps,
-            "device": device_label(args.gpu), "wall_s": round(wall, 1),
+            "device": device_label(args.gpu), "cpu": processor(), "wall_s": round(wall, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 

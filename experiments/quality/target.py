@@ -6,10 +6,11 @@
     python experiments/quality/target.py --smoke         # seconds; tiny networks, into a temp dir
     python experiments/quality/target.py --reevaluate    # the recorded runs again, with the current metrics
 
-Each record carries the preset file's hash (`preset_sha`); the table shows the runs of the preset as it
-is now, and earlier versions' runs stay in results/target.jsonl. A benchmark, not a test. The run is
-the preset as a user types it (plus the seed and an output folder); its figures come from the ladder's
-evaluation (run.py: `evaluate_run`), and each target is checked as the issue states it:
+Each record carries the preset file's hash (`preset_sha`) and the CPU it ran on (`cpu`: the 2-core machines
+differ ~2x in throughput, so a 10-min budget is 150-350 kimg); the table shows the runs of the preset as it
+is now, and earlier versions' runs stay in results/target.jsonl (as do runs marked `excluded`, with why).
+A benchmark, not a test. The run is the preset as a user types it (plus the seed and an output folder); its
+figures come from the ladder's evaluation (run.py: `evaluate_run`), and each target is checked as the issue states it:
 - every class's conditional accuracy >= 0.9 x the judge's accuracy on held-out real images of it;
 - the rare class's per-class KID <= 2 x the mean per-class KID of the common classes;
 - overall domain FD <= 2 x the real-vs-real floor, recall >= 0.9, coverage >= 0.9;
@@ -31,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
-from run import QUIET, RARE, ROOT, SMOKE, device_label, evaluate_run, fmt, places  # noqa: E402
+from run import QUIET, RARE, ROOT, SMOKE, device_label, evaluate_run, fmt, places, processor  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -82,8 +83,13 @@ def checks(f: dict) -> list[tuple[str, str, bool | None]]:
 def markdown(records: list[dict]) -> str:
     if not records:
         return "(not run yet)"
-    head = "| target | " + " | ".join(f"seed {r['seed']}{' (GPU)' if r['device'] == 'cuda' else ''}"
-                                     for r in records) + " |"
+    machines = {r.get("cpu") for r in records}
+
+    def label(r):  # which machine, when the records come from several (their throughput differs ~2x)
+        where = "GPU" if r["device"] == "cuda" else (r.get("cpu") or "CPU not recorded") if len(machines) > 1 else ""
+        return f"seed {r['seed']}" + (f" ({where})" if where else "")
+
+    head = "| target | " + " | ".join(label(r) for r in records) + " |"
     lines = [head, "|" + "---|" * (len(records) + 1)]
     table = [{name: (shown, ok) for name, shown, ok in checks(r)} for r in records]
     names = list(dict.fromkeys(name for t in table for name in t))
@@ -122,7 +128,7 @@ def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:
     figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
     kimg = images_shown(run_dir) / 1000
     return {"seed": seed, "command": f"python -m ganlab.train {PRESET}", "preset_sha": sha,
-            "device": device_label(args.gpu), "wall_s": round(wall, 1),
+            "device": device_label(args.gpu), "cpu": processor(), "wall_s": round(wall, 1),
             "kimg": round(kimg, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
             "run_dir": str(run_dir), **figures}
 
@@ -147,11 +153,14 @@ def main() -> None:
         records.append(record)
         with open(results, "a") as f:
             f.write(json.dumps(record) + "\n")
-    current = [r for r in records if r.get("preset_sha") == sha]
+    current = [r for r in records if r.get("preset_sha") == sha and not r.get("excluded")]
+    excluded = [r for r in records if r.get("preset_sha") == sha and r.get("excluded")]
     text = markdown(current)
-    if len(current) < len(records):
-        text += (f"\n\n({len(records) - len(current)} run(s) of earlier versions of the preset are in "
-                 "results/target.jsonl.)")
+    for r in excluded:
+        text += f"\n\nNot in the table: seed {r['seed']} of {r['date']}, {r['excluded']}."
+    earlier = sum(r.get("preset_sha") != sha for r in records)
+    if earlier:
+        text += f"\n\n({earlier} run(s) of earlier versions of the preset are in results/target.jsonl.)"
     print(text)
     if not args.smoke:
         write_block(HERE / "README.md", "target", text)

@@ -15,6 +15,7 @@ regularisation and class-weighted losses. Schedules count images as batches x ba
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Sequence
 
 import lightning as L
@@ -30,6 +31,7 @@ from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema
 from ganlab.models.losses import GANLoss, NonSaturatingLoss, lecam_penalty, r1_penalty, wgan_gradient_penalty
+from ganlab.models.standing_stats import recompute_batchnorm
 
 CLASS_WEIGHTINGS = ("inverse", "inverse_sqrt")
 
@@ -199,6 +201,7 @@ class GANModule(L.LightningModule):
         few_shot_policy: str | None = None,
         few_shot_images: int = 100,
         few_shot_ada_target: float | None = None,
+        standing_stats: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -236,6 +239,9 @@ class GANModule(L.LightningModule):
         if class_weights is not None:  # "inverse"/"inverse_sqrt" are filled in from the data at fit start
             self.register_buffer("class_weight", torch.as_tensor(
                 class_weights if not isinstance(class_weights, str) else [1.0] * num_classes, dtype=torch.float32))
+        if isinstance(standing_stats, bool) or not isinstance(standing_stats, int) or standing_stats < 0:
+            raise ValueError(f"standing_stats={standing_stats!r}: expected a number of batches >= 0 (0: off)")
+        self._standing: tuple | None = None  # (device, EMA copy with recomputed statistics): not a submodule
         self.generator_ema = None
         if ema_decay or ema_kimg:
             self.generator_ema = make_ema(generator, ema_decay or 0.999)  # the decay is unused with ema_kimg
@@ -268,7 +274,24 @@ class GANModule(L.LightningModule):
         return self.num_classes > 0
 
     def sampling_generator(self) -> nn.Module:
-        return self.generator_ema.module if self.generator_ema is not None else self.generator
+        """The network that draws samples: the EMA generator (the training one without EMA). With
+        standing_stats, a copy of the EMA generator whose BatchNorm statistics are recomputed for its own
+        weights from that many batches (ganlab.models.standing_stats), kept until the EMA next moves; the
+        EMA itself, and so training and checkpoints, are unchanged."""
+        if self.generator_ema is None:
+            return self.generator
+        net = self.generator_ema.module
+        if not self.hparams.standing_stats:
+            return net
+        if self._standing is None or self._standing[0] != self.device:
+            standing = copy.deepcopy(net)
+            recompute_batchnorm(standing, self.latent_dim, self.num_classes, batches=self.hparams.standing_stats)
+            self._standing = (self.device, standing)
+        return self._standing[1]
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._standing = None  # new EMA weights: statistics to recompute
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def noise(self, n: int) -> torch.Tensor:
         """Training noise, from the per-rank RNG on the module's device."""
@@ -479,6 +502,7 @@ class GANModule(L.LightningModule):
         tensor n_averaged in Python): the first update copies G, later ones apply the EMA function
         (or, given `beta`, average = beta * average + (1 - beta) * current)."""
         ema = self.generator_ema
+        self._standing = None
         averaged = [*ema.module.parameters(), *ema.module.buffers()]
         current = [*self.generator.parameters(), *self.generator.buffers()]
         if not self._ema_started:
