@@ -5,12 +5,13 @@ EMA copy averages those buffers along with the weights, but its weights are an a
 activations need not have those statistics (BigGAN's "standing statistics" recompute them). Here, for
 each run: the run's own evaluation (`eval_prop`, the EMA G with its averaged buffers) beside the same
 evaluation of a copy of its checkpoint whose EMA G has its BatchNorm statistics recomputed from `batches`
-batches of 64 with labels uniform over the classes, as balanced training draws them.
+batches of 64 with labels uniform over the classes, as balanced training draws them (`raw`: the training
+generator in the EMA's place; `raw_standing`: that, statistics recomputed).
 
     python experiments/quality/standing_stats.py <run dir> [<run dir> ...] [--batches 32] [--variants ema,raw]
 
-Writes <run dir>/standing_<variant>/ (a run folder: the checkpoint copy, the run's config, its evaluation) and prints FD/floor, recall,
-coverage and SSIM diversity for both.
+Writes <run dir>/standing_<variant>/ (a run folder: the checkpoint copy, the run's config, its evaluation)
+and prints FD/floor, recall, coverage and SSIM diversity for both.
 """
 from __future__ import annotations
 
