@@ -10,7 +10,8 @@ Each record carries the preset file's hash (`preset_sha`) and the CPU it ran on 
 differ ~2x in throughput, so a 10-min budget is 150-350 kimg); the table shows the runs of the preset as it
 is now, and earlier versions' runs stay in results/target.jsonl (as do runs marked `excluded`, with why).
 A benchmark, not a test. The run is the preset as a user types it (plus the seed and an output folder); its
-figures come from the ladder's evaluation (run.py: `evaluate_run`), and each target is checked as the issue states it:
+figures come from the ladder's evaluation (run.py: `evaluate_run`), and each target is checked as the issue
+states it:
 - every class's conditional accuracy >= 0.9 x the judge's accuracy on held-out real images of it;
 - the rare class's per-class KID <= 2 x the mean per-class KID of the common classes;
 - overall domain FD <= 2 x the real-vs-real floor, recall >= 0.9, coverage >= 0.9;
