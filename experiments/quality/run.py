@@ -189,17 +189,22 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
     return out
 
 
+def evaluate_checkpoint(ckpt: Path, out: Path, labels: str = "proportional", smoke: bool = False) -> None:
+    """`ganlab.evaluate` as the ladder runs it: 1024 samples (64 smoke) with `labels` (proportional: the real
+    class mix; uniform) against every real training image, into `out`."""
+    subprocess.run([sys.executable, "-m", "ganlab.evaluate", f"ckpt={ckpt}", f"n_samples={64 if smoke else 1024}",
+                    "metrics.n_real=100000", "metrics.every_n_epochs=0", f"metrics.fake_labels={labels}",
+                    f"out={out}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
 def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False) -> dict:
     """A trained run's figures: the EMA generator evaluated with the real class mix and with uniform
     labels, then the memorisation audit on `data` (the run's data overrides, without balanced sampling:
     the audit compares with the images as they are). Also the run's mean training throughput."""
     py = sys.executable
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    n = "64" if smoke else "1024"
-    common = [f"ckpt={ckpt}", f"n_samples={n}", "metrics.n_real=100000", "metrics.every_n_epochs=0"]
     for labels, sub in (("proportional", "eval_prop"), ("uniform", "eval_uniform")):
-        subprocess.run([py, "-m", "ganlab.evaluate", *common, f"metrics.fake_labels={labels}",
-                        f"out={run_dir / sub}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        evaluate_checkpoint(ckpt, run_dir / sub, labels, smoke)
     subprocess.run([py, "-m", "ganlab.audit", f"ckpt={ckpt}", "n=128" if smoke else "n=512", "c2st=true",
                     *data, f"seed={seed}", f"hydra.run.dir={run_dir / 'audit'}"], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+from run import evaluate_checkpoint  # noqa: E402
 from ganlab.checkpoint import load_gan, read_checkpoint  # noqa: E402
 from ganlab.models.standing_stats import recompute_batchnorm  # noqa: E402
 
@@ -46,25 +46,18 @@ def main() -> None:
     for run in args.runs:
         line = [run.name]
         if not (run / "eval_prop" / "evaluation_last.json").is_file():  # not a ladder run: evaluate it as it is
-            evaluate(run / "checkpoints" / "last.ckpt", run / "eval_prop")
+            evaluate_checkpoint(run / "checkpoints" / "last.ckpt", run / "eval_prop")
         for variant in args.variants.split(","):
             out = run / f"standing_{variant}"
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
             shutil.copy(run / "config_resolved.yaml", out / "config_resolved.yaml")  # evaluate rebuilds the data
             torch.save(variant_checkpoint(run / "checkpoints" / "last.ckpt", variant, args.batches),
                        out / "checkpoints" / "last.ckpt")
-            evaluate(out / "checkpoints" / "last.ckpt", out / "eval_prop")
+            evaluate_checkpoint(out / "checkpoints" / "last.ckpt", out / "eval_prop")
             before = figures(run / "eval_prop" / "evaluation_last.json")
             after = figures(out / "eval_prop" / "evaluation_last.json")
             line.append(f"[{variant}] " + " ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
         print("\n  ".join(line), flush=True)
-
-
-def evaluate(ckpt: Path, out: Path) -> None:
-    """The ladder's evaluation with the real class mix (run.py: evaluate_run)."""
-    subprocess.run([sys.executable, "-m", "ganlab.evaluate", f"ckpt={ckpt}", "n_samples=1024", "metrics.n_real=100000",
-                    "metrics.every_n_epochs=0", "metrics.fake_labels=proportional", f"out={out}"],
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def variant_checkpoint(ckpt_path: Path, variant: str, batches: int) -> dict:
@@ -73,12 +66,13 @@ def variant_checkpoint(ckpt_path: Path, variant: str, batches: int) -> dict:
     module, _ = load_gan(ckpt_path)
     net = module.generator if variant.startswith("raw") else module.sampling_generator()
     if variant != "raw":
-        recompute_batchnorm(net, module.latent_dim, module.num_classes if module.conditional else 0,
+        recompute_batchnorm(net, module.latent_dim, module.num_classes,
                             batches=batches, batch_size=64, seed=0)
     ckpt = read_checkpoint(ckpt_path)
     for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
         ckpt["state_dict"]["generator_ema.module." + name] = tensor.detach().clone()
     return ckpt
+
 
 if __name__ == "__main__":
     main()

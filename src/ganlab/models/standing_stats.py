@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ganlab.models.dcgan import noise_seeded_by
+
 
 @torch.no_grad()
 def recompute_batchnorm(net: nn.Module, latent_dim: int, num_classes: int, batches: int = 32,
@@ -27,10 +29,10 @@ def recompute_batchnorm(net: nn.Module, latent_dim: int, num_classes: int, batch
         m.momentum = None  # cumulative average over the batches below
     net.train()
     try:
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            for i in range(batches):  # (fork_rng: noise inputs draw from the global RNG in train mode)
-                z = torch.randn(batch_size, latent_dim, generator=generator).to(device)
-                labels = (torch.arange(batch_size) + i * batch_size) % num_classes if num_classes else None
+        for i in range(batches):
+            z = torch.randn(batch_size, latent_dim, generator=generator).to(device)
+            labels = (torch.arange(batch_size) + i * batch_size) % num_classes if num_classes else None
+            with noise_seeded_by(z):  # noise inputs draw from the global RNG: seeded from z, restored after
                 net(z, None if labels is None else labels.to(device))
     finally:
         for m, momentum in zip(norms, momenta):
