@@ -133,8 +133,9 @@ def test_standing_stats_sample_from_a_copy_with_recomputed_statistics_and_leave_
     assert not torch.allclose(plain.sample(6, z=z), standing)  # ... while plain EMA sampling reads them
     module.update_ema()
     assert module._standing is None  # the EMA moved: statistics to recompute at the next sample
-    with pytest.raises(ValueError, match="standing_stats=-1"):
-        make_module("dcgan", standing_stats=-1)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=f"standing_stats={bad!r}: expected an integer >= 0"):
+            make_module("dcgan", standing_stats=bad)
 
 
 # ----------------------------------------------------------------------------- settings

@@ -82,7 +82,7 @@ def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay) -> None:
 
 def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                      r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                     class_weights, augment_p=1.0, translation_ratio=0.125) -> None:
+                     class_weights, augment_p=1.0, translation_ratio=0.125, standing_stats=0) -> None:
     """The small-data options: a bad value is a ValueError naming the key."""
     if not (number(translation_ratio) and 0 < translation_ratio <= 0.5):
         raise ValueError(f"translation_ratio={translation_ratio!r}: expected the largest shift as a fraction of "
@@ -100,9 +100,11 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
                              "\"model.diffaugment='translation,color,cutout'\"")
     if not (number(ada_kimg) and ada_kimg > 0):
         raise ValueError(f"ada_kimg={ada_kimg!r}: expected a positive number of kimg for p to go 0 -> 1, e.g. 100")
-    for name, value in (("ada_interval", ada_interval), ("r1_interval", r1_interval)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}: expected an integer >= 1 (minibatches)")
+    for name, value, least, unit in (("ada_interval", ada_interval, 1, "minibatches"),
+                                     ("r1_interval", r1_interval, 1, "minibatches"),
+                                     ("standing_stats", standing_stats, 0, "batches; 0: off")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name}={value!r}: expected an integer >= {least} ({unit})")
     for name, value in (("lecam_weight", lecam_weight), ("mode_seeking", mode_seeking)):
         if not (number(value) and value >= 0):
             raise ValueError(f"{name}={value!r}: expected a number >= 0 (0: off)")
@@ -217,7 +219,7 @@ class GANModule(L.LightningModule):
         check_settings(generator, discriminator, self.loss, num_classes, n_disc, ema_decay)
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                         class_weights, augment_p, translation_ratio)
+                         class_weights, augment_p, translation_ratio, standing_stats)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -239,8 +241,6 @@ class GANModule(L.LightningModule):
         if class_weights is not None:  # "inverse"/"inverse_sqrt" are filled in from the data at fit start
             self.register_buffer("class_weight", torch.as_tensor(
                 class_weights if not isinstance(class_weights, str) else [1.0] * num_classes, dtype=torch.float32))
-        if isinstance(standing_stats, bool) or not isinstance(standing_stats, int) or standing_stats < 0:
-            raise ValueError(f"standing_stats={standing_stats!r}: expected a number of batches >= 0 (0: off)")
         self._standing: tuple | None = None  # (device, EMA copy with recomputed statistics): not a submodule
         self.generator_ema = None
         if ema_decay or ema_kimg:
