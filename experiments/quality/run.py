@@ -244,12 +244,10 @@ def device_label(gpu: bool) -> str:
 def processor() -> str:
     """The CPU's model name and whether it has bf16 units: the machines these runs land on differ (the same
     10-min preset trained 346 kimg on one 2-core machine and 153 on another), so records say which."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return f"{name}{', avx512_bf16' if 'avx512_bf16' in info else ''}"
+    from bench_throughput import cpu_name  # imported here: both load torch, the training check Lightning too
+    from ganlab.training import cpu_has_bf16
+
+    return f"{cpu_name()}{', avx512_bf16' if cpu_has_bf16() else ''}"
 
 
 def run_one(row: str, seed: int, args, out_root: Path) -> dict:

@@ -47,6 +47,7 @@ def main() -> None:
         line = [run.name]
         if not (run / "eval_prop" / "evaluation_last.json").is_file():  # not a ladder run: evaluate it as it is
             evaluate_checkpoint(run / "checkpoints" / "last.ckpt", run / "eval_prop")
+        before = figures(run / "eval_prop" / "evaluation_last.json")
         for variant in args.variants.split(","):
             out = run / f"standing_{variant}"
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,6 @@ def main() -> None:
             torch.save(variant_checkpoint(run / "checkpoints" / "last.ckpt", variant, args.batches),
                        out / "checkpoints" / "last.ckpt")
             evaluate_checkpoint(out / "checkpoints" / "last.ckpt", out / "eval_prop")
-            before = figures(run / "eval_prop" / "evaluation_last.json")
             after = figures(out / "eval_prop" / "evaluation_last.json")
             line.append(f"[{variant}] " + " ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
         print("\n  ".join(line), flush=True)
@@ -64,7 +64,8 @@ def variant_checkpoint(ckpt_path: Path, variant: str, batches: int) -> dict:
     """The run's checkpoint with its EMA generator replaced: `ema` its BatchNorm statistics recomputed,
     `raw` the training generator as it is, `raw_standing` the training generator, statistics recomputed."""
     module, _ = load_gan(ckpt_path)
-    net = module.generator if variant.startswith("raw") else module.sampling_generator()
+    # the EMA generator itself (sampling_generator() would hand a copy already recomputed, with standing_stats)
+    net = module.generator if variant.startswith("raw") else module.generator_ema.module
     if variant != "raw":
         recompute_batchnorm(net, module.latent_dim, module.num_classes,
                             batches=batches, batch_size=64, seed=0)

@@ -86,9 +86,12 @@ def markdown(records: list[dict]) -> str:
         return "(not run yet)"
     machines = {r.get("cpu") for r in records}
 
-    def label(r):  # which machine, when the records come from several (their throughput differs ~2x)
-        where = "GPU" if r["device"] == "cuda" else (r.get("cpu") or "CPU not recorded") if len(machines) > 1 else ""
-        return f"seed {r['seed']}" + (f" ({where})" if where else "")
+    def label(r):  # the GPU, and which CPU when the records come from several (their throughput differs ~2x)
+        if r["device"] == "cuda":
+            return f"seed {r['seed']} (GPU)"
+        if len(machines) > 1:
+            return f"seed {r['seed']} ({r.get('cpu') or 'CPU not recorded'})"
+        return f"seed {r['seed']}"
 
     head = "| target | " + " | ".join(label(r) for r in records) + " |"
     lines = [head, "|" + "---|" * (len(records) + 1)]

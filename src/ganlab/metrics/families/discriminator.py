@@ -9,7 +9,8 @@ of `per_class` generated images of every class, the conditional family's own set
 same, against up to `train_per_class` training images and all held-out images of the class) and
 metrics/d_overfit, the mean over classes; for an unconditional D only metrics/d_overfit, with the real
 means taken per class and averaged (the held-out split's class mix need not be the training split's). None
-(left out) where D scores its training images no higher than generated ones. A rare class's figure rests on its few held-out images: read it as rough.
+(left out) where D scores its training images no higher than generated ones. A rare class's figure rests on
+its few held-out images: read it as rough.
 """
 from __future__ import annotations
 
