@@ -86,6 +86,8 @@ MATRIX = {
     "wrong type (model)": Row(["model.lr_g=abc"], ["model.lr_g='abc': expected a number"]),
     "wrong type (trainer)": Row(["trainer.max_epochs=abc"], ["trainer.max_epochs='abc': expected an integer"]),
     "wrong type (network)": Row(["model.generator.width=abc"], ["model.generator.width='abc': expected an integer"]),
+    "schedule over a budget the run lacks": Row(["model.lr_decay_start=0.5", "trainer.max_epochs=-1"],
+                                                ["model.lr_decay_start=0.5", "set trainer.max_steps"]),
     "image size the network cannot make": Row(["data.image_size=48"], ["image_size=48 is not supported",
                                                                       "(32, 64, 128, 256)"]),
     "data root missing": Row(["data=folder", "data.root={tmp}/nowhere"], ["data root", "nowhere does not exist"]),

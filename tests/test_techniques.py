@@ -487,6 +487,54 @@ def test_few_shot_ada_raises_p_only_for_the_few_shot_class_d_overfits_and_logs_i
             few_shot_module(**bad)
 
 
+# ----------------------------------------------------------------------------- learning-rate decay
+class RecordLearningRates(L.Callback):
+    def __init__(self):
+        self.rates = []  # (G's, D's) learning rate used by each batch
+
+    def on_train_batch_end(self, trainer, module, *args):
+        self.rates.append(tuple(opt.param_groups[0]["lr"] for opt in trainer.optimizers))
+
+
+@pytest.mark.parametrize("budget", [{"max_steps": 16}, {"max_epochs": 2}])
+def test_lr_decay_holds_then_falls_linearly_to_zero_over_the_step_or_epoch_budget(budget, tmp_path):
+    module = make_module("dcgan", lr_g=1e-4, lr_d=4e-4, lr_decay_start=0.5)
+    record = RecordLearningRates()
+    # 8 batches an epoch; max_steps counts a D and a G step per batch: 16 steps are 8 batches, 2 epochs 16
+    trainer = fit(module, tiny_loader(n=64), tmp_path, callbacks=[record], **{"max_epochs": -1, **budget})
+    batches = 16 if "max_epochs" in budget else 8
+    assert len(record.rates) == batches
+    expected = [min(1.0, (1 - b / batches) / 0.5) for b in range(batches)]  # progress b / batches
+    assert [g for g, _ in record.rates] == pytest.approx([1e-4 * f for f in expected])
+    assert [d for _, d in record.rates] == pytest.approx([4e-4 * f for f in expected])
+    assert expected[0] == 1.0 and expected[-1] < 0.5 and metric(trainer, "train/lr_factor") == expected[-1]
+
+
+def test_lr_decay_follows_max_time_when_it_runs_out_first(monkeypatch, tmp_path):
+    from lightning.pytorch.callbacks import Timer
+    timer = Timer(duration={"seconds": 100})
+    timer.load_state_dict({"time_elapsed": {"train": 80}})  # a resumed run: 80 of its 100 s already spent
+    assert gm.time_progress(SimpleNamespace(callbacks=[timer])) == pytest.approx(0.8)
+    assert gm.time_progress(SimpleNamespace(callbacks=[])) is None
+    monkeypatch.setattr(gm, "time_progress", lambda trainer: 0.9)  # the clock is past the one-epoch budget's share
+    module = make_module("dcgan", lr_decay_start=0.5)
+    record = RecordLearningRates()
+    fit(module, tiny_loader(n=16), tmp_path, callbacks=[record])
+    assert [g for g, _ in record.rates] == pytest.approx([2e-4 * 0.2] * 2)  # (1 - 0.9) / (1 - 0.5)
+
+
+def test_lr_decay_is_checked_and_needs_a_budget(tmp_path):
+    for bad in (-0.1, 1.0, "half", True):
+        with pytest.raises(ValueError, match=f"lr_decay_start={bad!r}: expected the fraction"):
+            make_module("dcgan", lr_decay_start=bad)
+    with pytest.raises(gm.GanlabError, match="model.lr_decay_start=0.5: .* set trainer.max_steps"):
+        fit(make_module("dcgan", lr_decay_start=0.5), tiny_loader(), tmp_path, max_epochs=-1, max_steps=-1)
+    module = make_module("dcgan")
+    assert module.hparams.lr_decay_start is None
+    fit(module, tiny_loader(), tmp_path)
+    assert module.optimizers()[0].param_groups[0]["lr"] == 2e-4  # off: the rate as set
+
+
 # ----------------------------------------------------------------------------- all together
 ALL_ON = dict(diffaugment="translation,color,cutout", ada_target=0.6, ada_kimg=0.5, ada_interval=1, lecam_weight=0.3,
               r1_gamma=1.0, r1_interval=2, ema_kimg=0.1, ema_rampup=0.05, cond_start_kimg=0, cond_end_kimg=0.05,
@@ -496,7 +544,7 @@ ALL_ON = dict(diffaugment="translation,color,cutout", ada_target=0.6, ada_kimg=0
 def test_all_techniques_together_train_under_bf16(tmp_path):
     g = ConditionalDCGANGenerator(NUM_CLASSES, LATENT, 32, 1, width=4, embed_dim=4, conditioning="cbn", ordinal=True)
     d = ConditionalDCGANDiscriminator(NUM_CLASSES, 32, 1, width=4, mbstd_group=4, ordinal=True)
-    module = gm.GANModule(g, d, num_classes=NUM_CLASSES, **ALL_ON)
+    module = gm.GANModule(g, d, num_classes=NUM_CLASSES, **ALL_ON, lr_decay_start=0.25)
     module.ada.p.fill_(0.5)  # augment about half of the images from the start
     trainer = fit(module, tiny_loader(n=32), tmp_path, precision="bf16-mixed")
     assert all(math.isfinite(v) for v in trainer.callback_metrics.values())

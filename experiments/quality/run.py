@@ -139,6 +139,11 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # mirror images lowered FD/floor on both seeds but raised SSIM diversity (0.51 vs 0.48, real 0.46); R1
     # alone gave the real images' diversity (0.45) at seed 2: the two together
     "bf16_tr16_flip_r1": ("bf16_tr16_flip", ["model.r1_gamma=0.2", "model.r1_interval=16"]),
+    # the runs' FD/floor swings 2-5x between evaluations 10 epochs apart late in training (bf16_tr16_flip s1:
+    # 8.4 at epoch 139, 1.1 at 179, 3.4 at 209), so a row's figure depends on where the budget happens to stop
+    # it. SNGAN's linear decay of both learning rates to 0, here over the second half of the budget, ends each
+    # run on a settled generator (run at --kimg 346)
+    "bf16_tr16_lrdecay": ("bf16_tr16", ["model.lr_decay_start=0.5"]),
 }
 
 

@@ -23,6 +23,7 @@ from ganlab.callbacks.throughput import Throughput
 from ganlab.checkpoint import check_same_model, read_checkpoint
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
+from ganlab.models.lr_decay import no_budget
 from ganlab.strategy import is_rank_zero  # also registers the gan_ddp strategy name
 
 log = logging.getLogger("ganlab.train")
@@ -109,6 +110,14 @@ def check_precision(cfg: DictConfig) -> None:
         cfg.trainer.precision = "32-true"
 
 
+def check_budget(cfg: DictConfig) -> None:
+    """A schedule over the training budget needs one: refused before any data or file is made."""
+    start, t = cfg.model.get("lr_decay_start"), cfg.trainer
+    budgets = ((t.get("max_steps") or -1) > 0, (t.get("max_epochs") or -1) > 0, t.get("max_time") is not None)
+    if start is not None and not any(budgets):
+        raise GanlabError(no_budget(start))
+
+
 def build_trainer(cfg: DictConfig, callbacks, logger) -> L.Trainer:
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
@@ -129,6 +138,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit the run that cfg describes (its types already checked); the final logged values."""
     route_lightning_logs()
     check_precision(cfg)
+    check_budget(cfg)
     L.seed_everything(cfg.seed, workers=True)
     metric_callbacks = build_metrics(cfg)
     model = instantiate(cfg.model)  # cheap: a bad model setting fails before the data is rendered

@@ -9,7 +9,8 @@ discriminator returning 1-D logits.
 Small-data options, all off by default (conf/model/dcgan.yaml says which key switches each on):
 ADA (adaptive augmentation probability, models/ada.py), LeCam regularisation, lazy R1, EMA as a
 half-life in kimg with ramp-up, a transition from unconditional to conditional training, mode-seeking
-regularisation and class-weighted losses. Schedules count images as batches x batch size x processes
+regularisation, class-weighted losses and a linear learning-rate decay over the end of the training budget
+(models/lr_decay.py). Schedules count images as batches x batch size x processes
 (derived from global_step, so they resume exactly).
 """
 from __future__ import annotations
@@ -30,10 +31,12 @@ from ganlab.models.cdcgan import enable_cond_weight
 from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema
+from ganlab.models.lr_decay import decay_factor, no_budget, step_progress, time_progress
 from ganlab.models.losses import GANLoss, NonSaturatingLoss, lecam_penalty, r1_penalty, wgan_gradient_penalty
 from ganlab.models.standing_stats import recompute_batchnorm
 
 CLASS_WEIGHTINGS = ("inverse", "inverse_sqrt")
+TIME_REFRESH_BATCHES = 8  # how often a max_time budget's progress is read (a broadcast under DDP)
 
 
 class DivergenceError(GanlabError):
@@ -82,8 +85,12 @@ def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay) -> None:
 
 def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                      r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                     class_weights, augment_p=1.0, translation_ratio=0.125, standing_stats=0) -> None:
+                     class_weights, augment_p=1.0, translation_ratio=0.125, standing_stats=0,
+                     lr_decay_start=None) -> None:
     """The small-data options: a bad value is a ValueError naming the key."""
+    if lr_decay_start is not None and not (number(lr_decay_start) and 0 <= lr_decay_start < 1):
+        raise ValueError(f"lr_decay_start={lr_decay_start!r}: expected the fraction of the training budget after "
+                         "which both learning rates fall linearly to 0, in [0, 1), e.g. 0.5, or null (off)")
     if not (number(translation_ratio) and 0 < translation_ratio <= 0.5):
         raise ValueError(f"translation_ratio={translation_ratio!r}: expected the largest shift as a fraction of "
                          "the image size, in (0, 0.5], e.g. 0.125")
@@ -204,6 +211,7 @@ class GANModule(L.LightningModule):
         few_shot_images: int = 100,
         few_shot_ada_target: float | None = None,
         standing_stats: int = 0,
+        lr_decay_start: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -219,7 +227,7 @@ class GANModule(L.LightningModule):
         check_settings(generator, discriminator, self.loss, num_classes, n_disc, ema_decay)
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
-                         class_weights, augment_p, translation_ratio, standing_stats)
+                         class_weights, augment_p, translation_ratio, standing_stats, lr_decay_start)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -258,6 +266,7 @@ class GANModule(L.LightningModule):
         self._noise_rng_state: torch.Tensor | None = None  # from a checkpoint; used at the first draw
         self._noise_rng_states: list[torch.Tensor] | None = None  # every rank's, from a checkpoint
         self._noise_seed: int | None = None
+        self._time_progress: float | None = None  # share of max_time spent, refreshed every few batches
         self._ema_started = False  # host-side copy of `generator_ema.n_averaged > 0` (see update_ema)
         self.set_training_networks()
 
@@ -352,6 +361,7 @@ class GANModule(L.LightningModule):
     # ----------------------------------------------------------------- training
     def on_fit_start(self) -> None:
         self.noise_rng, self._noise_seed = None, torch.initial_seed()  # made at the first draw, on the fit's device
+        self._time_progress = None
         if self.generator_ema is not None:
             self._ema_started = bool(self.generator_ema.n_averaged > 0)  # one host sync per fit
         how = self.hparams.class_weights
@@ -359,6 +369,12 @@ class GANModule(L.LightningModule):
             self.class_weight.copy_(weights_from_counts(self.training_class_counts(), how))
         if self.few_shot_ops:
             self.mark_few_shot_classes(self.training_counts("few_shot_policy"))
+
+    def on_train_start(self) -> None:
+        # here, not at fit start: the batches per epoch (the epoch budget) are known once the data is set up
+        start = self.hparams.lr_decay_start
+        if start is not None and step_progress(self.trainer, 0, 1) is None and time_progress(self.trainer) is None:
+            raise GanlabError(no_budget(start))
 
     def mark_few_shot_classes(self, counts: dict[str, int]) -> None:
         """Mark the classes with at most few_shot_images training images (counts: class name -> images)."""
@@ -413,6 +429,19 @@ class GANModule(L.LightningModule):
 
     def world_size(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
+
+    def decay_learning_rates(self, batches: int, batch_idx: int, opt_g, opt_d) -> float:
+        """Set both optimizers' learning rates for this batch (model.lr_decay_start); the factor applied."""
+        trainer = self.trainer
+        progress = step_progress(trainer, batches, self.hparams.n_disc + 1) or 0.0
+        if self._time_progress is None or batch_idx % TIME_REFRESH_BATCHES == 0:
+            # every process must use the same rate, and their clocks differ: rank 0's reading
+            self._time_progress = trainer.strategy.broadcast(time_progress(trainer) or 0.0)
+        factor = decay_factor(max(progress, self._time_progress), self.hparams.lr_decay_start)
+        for opt, lr in ((opt_g, self.hparams.lr_g), (opt_d, self.hparams.lr_d)):
+            for group in getattr(opt, "optimizer", opt).param_groups:
+                group["lr"] = lr * factor
+        return factor
 
     def images_seen(self, batch_size: int, batches: int) -> int:
         """Images all processes have shown D after `batches` batches of `batch_size` per process."""
@@ -543,6 +572,8 @@ class GANModule(L.LightningModule):
         step, losses = self.trainer.global_step, []
         batches = step // (n_disc + 1)  # batches done before this one (one optimizer step per D and G update)
         extra = {}
+        if self.hparams.lr_decay_start is not None:
+            extra["train/lr_factor"] = self.decay_learning_rates(batches, batch_idx, opt_g, opt_d)
         if self.hparams.cond_start_kimg is not None:
             weight = self.cond_weight(self.images_seen(real.shape[0], batches))
             self.set_cond_weight(weight)
