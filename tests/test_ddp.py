@@ -55,14 +55,15 @@ def test_rank_zero_from_the_environment(monkeypatch):
 @pytest.mark.slow
 def test_ddp_multirun_two_cpu_processes_identical_replicas(run_cli, cli_env, tmp_path):
     """`trainer=ddp trainer.accelerator=cpu trainer.devices=2` for three families (R1 penalty on; ADA and
-    LeCam too, whose statistics are all-reduced) in one multirun: each job has one run dir (children
+    LeCam too, whose statistics are all-reduced; the learning-rate decay, whose max_time reading rank 0
+    broadcasts) in one multirun: each job has one run dir (children
     re-run their job, not the sweep), every parameter and buffer (ADA's p and sums, LeCam's anchors
     included) is identical on both ranks, ranks see different noise and batches, only rank 0 writes."""
     sweep = tmp_path / "sweep"
     env = {**cli_env, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), cli_env.get("PYTHONPATH", "")])}
     result = run_cli("ganlab.train", "-m", *TINY, "model=dcgan,cdcgan,gan", "model.r1_gamma=1.0", "trainer=ddp",
                      "++model.diffaugment=mri", "++model.ada_target=0.6", "++model.ada_interval=2",
-                     "++model.lecam_weight=0.1",
+                     "++model.lecam_weight=0.1", "++model.lr_decay_start=0.25", "trainer.max_time=00:00:10:00",
                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.limit_train_batches=3", "logger=csv",
                      "metrics=none",
                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
