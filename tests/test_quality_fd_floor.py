@@ -10,7 +10,7 @@ import torch
 from conftest import REPO
 
 sys.path[:0] = [str(REPO / "experiments" / "quality")]
-from fd_floor import draw_with_mix, measure, table  # noqa: E402
+from fd_floor import draw_with_mix, equal_n_ratio, measure, table  # noqa: E402
 
 
 def test_draws_keep_the_class_mix_and_never_repeat_an_image():
@@ -29,10 +29,15 @@ def test_draws_keep_the_class_mix_and_never_repeat_an_image():
 def test_measure_varies_only_the_latents_and_finds_the_small_sample_bias(cdcgan_ckpt, data_dir, monkeypatch,
                                                                           tmp_path):
     monkeypatch.setenv("GANLAB_DATA_DIR", str(data_dir))
-    r = measure(cdcgan_ckpt.parent.parent, draws=2, render_seed=9000, per_class=300, pool_root=tmp_path / "pool")
+    r = measure(cdcgan_ckpt.parent.parent, draws=2, render_seed=9000, per_class=300, pool_root=tmp_path / "pool",
+                space_seeds=(0, 1))
+    assert set(r["spaces"]) == {"0", "1"} and r["generated_1024"] == r["spaces"]["0"]["generated_1024"]
+    assert r["spaces"]["1"]["generated_1024"]["values"] != r["generated_1024"]["values"]  # another classifier
     generated = r["generated_1024"]["values"]
     assert len(generated) == 2 and generated[0] != generated[1] and all(v > 0 for v in generated)
     small, big = r["real_new"][str(r["holdout_n"])], r["real_new"]["1024"]
     assert r["holdout_n"] < 1024 and small["mean"] > big["mean"] > 0  # FD's upward bias at small n
     markdown = table([r, {**r, "draws": 3}])  # the last record of a run is the one shown
     assert markdown.count("| " + cdcgan_ckpt.parent.parent.name + " |") == 1 and "over 3 draws" in markdown
+    lo, hi = sorted(equal_n_ratio(v) for v in r["spaces"].values())
+    assert f"[{lo:.1f}, {hi:.1f}] (2) |" in markdown  # the ratio at equal n over the two feature spaces

@@ -9,7 +9,9 @@ suite, domain family only):
   the feature space, trained with seed 0 as in the ladder, stays);
 - real: FD of new real renders with the training class mix (render seed `--render-seed`), `--draws` draws each
   of 306 images (the held-out split's size: the recorded floor's n) and of 1024 (the generated set's n);
-- the recorded floor (the run's held-out split).
+- the recorded floor (the run's held-out split);
+- with `--space-seeds 0,1,...`, all of it again in the feature spaces of domain classifiers trained with other
+  seeds (the ladder trains its classifier with seed 0; the FD's scale depends on which).
 
     python experiments/quality/fd_floor.py <run dir> [<run dir> ...] [--draws 5] [--render-seed 9000]
     python experiments/quality/fd_floor.py                      # the README table again from results/
@@ -78,32 +80,44 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "values": values}
 
 
-def measure(run_dir: Path, draws: int, render_seed: int, per_class: int, pool_root: Path) -> dict:
+def measure_space(module, train, holdout, class_names, ckpt: Path, space_seed: int, draws: int,
+                  pool: dict[int, torch.Tensor]) -> dict:
+    """Both sides in the feature space of the domain classifier trained with `space_seed` (the ladder's: 0)."""
+    suite = suite_for(ckpt, space_seed, 1024)
+    suite.prepare(train.images, train.labels, class_names, holdout=(holdout.images, holdout.labels),
+                  generator=module)
+    generated = []
+    for seed in range(draws):
+        suite.seed = seed  # the latent vectors only: the classifier and the reference stay
+        results = {r.name: r.value for r in suite.evaluate(module)}
+        generated.append(results["metrics/fd_domain"])
+    space = suite.ctx.space("domain")
+    ref = FrechetReference(space.real.double())
+    mix = torch.bincount(train.labels.cpu(), minlength=len(CLASS_NAMES)).double()
+    real = {n: spread([ref.distance(suite.ctx.embed(space.net, draw_with_mix(pool, mix, n, d))[0].double())
+                       for d in range(draws)]) for n in (len(holdout), 1024)}
+    return {"floor_recorded": results["metrics/fd_domain_real"], "generated_1024": spread(generated),
+            "real_new": {str(n): v for n, v in real.items()}}
+
+
+def measure(run_dir: Path, draws: int, render_seed: int, per_class: int, pool_root: Path,
+            space_seeds: tuple[int, ...] = (0,)) -> dict:
+    """The run's figures in each feature space; the top-level ones are the first space's (the ladder's: 0)."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     module, _ = load_gan(ckpt)
     data_cfg, _ = training_data(ckpt)
     datamodule = prepared_datamodule(data_cfg)
     train = datamodule.datasets["train"]
     holdout = datamodule.datasets[holdout_split(datamodule)]
-    suite = suite_for(ckpt, 0, 1024)  # the ladder's feature space (its classifier is trained with seed 0)
-    suite.prepare(train.images, train.labels, list(datamodule.class_names),
-                  holdout=(holdout.images, holdout.labels), generator=module)
-    generated = []
-    for seed in range(draws):
-        suite.seed = seed  # the latent vectors only: the classifier and the reference stay
-        results = {r.name: r.value for r in suite.evaluate(module)}
-        generated.append(results["metrics/fd_domain"])
-    floor, space = results["metrics/fd_domain_real"], suite.ctx.space("domain")
-    ref = FrechetReference(space.real.double())
-    mix = torch.bincount(train.labels.cpu(), minlength=len(CLASS_NAMES)).double()
     pool = render_pool(data_cfg["image_size"], per_class, render_seed, pool_root)
-    real = {}
-    for n in (len(holdout), 1024):
-        real[n] = spread([ref.distance(suite.ctx.embed(space.net, draw_with_mix(pool, mix, n, d))[0].double())
-                          for d in range(draws)])
-    return {"run": str(run_dir), "draws": draws, "render_seed": render_seed, "floor_recorded": floor,
-            "holdout_n": len(holdout), "generated_1024": spread(generated),
-            "real_new": {str(n): v for n, v in real.items()}}
+    spaces = {str(seed): measure_space(module, train, holdout, list(datamodule.class_names), ckpt, seed, draws, pool)
+              for seed in space_seeds}
+    return {"run": str(run_dir), "draws": draws, "render_seed": render_seed, "holdout_n": len(holdout),
+            **spaces[str(space_seeds[0])], "spaces": spaces}
+
+
+def equal_n_ratio(space: dict) -> float:
+    return space["generated_1024"]["mean"] / space["real_new"]["1024"]["mean"]
 
 
 def table(records: list[dict]) -> str:
@@ -111,16 +125,22 @@ def table(records: list[dict]) -> str:
     last = {r["run"]: r for r in records}
     f = lambda d, p=3: f"{d['mean']:.{p}f} ± {d['sd']:.{p}f}"  # noqa: E731
     lines = ["| run | generated FD (n=1024) | floor as recorded (held-out, n=306) | new real FD, n=306 | "
-             "new real FD, n=1024 | FD/floor as recorded | FD/floor at equal n (1024) |", "|---|---|---|---|---|---|---|"]
+             "new real FD, n=1024 | FD/floor as recorded | FD/floor at equal n (1024) | at equal n, mean over "
+             "feature spaces [min, max] |", "|---|---|---|---|---|---|---|---|"]
     for r in last.values():
         g, small, big = r["generated_1024"], r["real_new"][str(r["holdout_n"])], r["real_new"]["1024"]
+        ratios = [equal_n_ratio(v) for v in r.get("spaces", {}).values()]
+        over = (f"{statistics.mean(ratios):.1f} [{min(ratios):.1f}, {max(ratios):.1f}] ({len(ratios)})"
+                if len(ratios) > 1 else "–")
         lines.append(f"| {Path(r['run']).name} | {f(g)} | {r['floor_recorded']:.4f} | {f(small, 4)} | {f(big, 4)} | "
-                     f"{g['mean'] / r['floor_recorded']:.1f} | {g['mean'] / big['mean']:.1f} |")
+                     f"{g['mean'] / r['floor_recorded']:.1f} | {g['mean'] / big['mean']:.1f} | {over} |")
     draws = "/".join(str(d) for d in sorted({r["draws"] for r in last.values()}))
     seeds = "/".join(str(d) for d in sorted({r["render_seed"] for r in last.values()}))
-    lines += ["", f"Mean ± SD over {draws} draws: latent vectors for the generated side (the ladder's feature space "
-              "and reference fixed), new real renders with the training class mix for the real side (render seed "
-              f"{seeds}). `python experiments/quality/fd_floor.py <run dirs>` (results/fd_floor.jsonl)."]
+    lines += ["", f"Mean ± SD over {draws} draws: latent vectors for the generated side (the ladder's feature space, "
+              "classifier seed 0, and reference fixed), new real renders with the training class mix for the real side "
+              f"(render seed {seeds}). Last column: the same ratio at equal n in each of the domain classifiers trained "
+              "with seeds 0, 1, ... (their number in brackets). `python experiments/quality/fd_floor.py <run dirs> "
+              "[--space-seeds 0,1,2,3,4]` (results/fd_floor.jsonl)."]
     return "\n".join(lines)
 
 
@@ -131,18 +151,21 @@ def main() -> None:
     parser.add_argument("--render-seed", type=int, default=9000)
     parser.add_argument("--per-class", type=int, default=1100, help="new real images rendered per class")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fd_floor.jsonl")
+    parser.add_argument("--space-seeds", default="0", help="domain classifier seeds, the ladder's (0) first")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="whose fd_floor block to rewrite")
     args = parser.parse_args()
     check_block(args.readme, "fd_floor")
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
         for run_dir in args.runs:
-            r = measure(run_dir, args.draws, args.render_seed, args.per_class, Path(tmp) / "pool")
+            r = measure(run_dir, args.draws, args.render_seed, args.per_class, Path(tmp) / "pool",
+                        tuple(int(x) for x in args.space_seeds.split(",")))
             g, r306, r1024 = r["generated_1024"], r["real_new"][str(r["holdout_n"])], r["real_new"]["1024"]
             print(f"{run_dir.name}: generated (1024) {g['mean']:.3f} ± {g['sd']:.3f} [{g['min']:.3f}, {g['max']:.3f}]"
                   f" | floor recorded {r['floor_recorded']:.4f} (n={r['holdout_n']})"
                   f" | new real n={r['holdout_n']} {r306['mean']:.4f} ± {r306['sd']:.4f}"
-                  f" | new real n=1024 {r1024['mean']:.4f} ± {r1024['sd']:.4f}", flush=True)
+                  f" | new real n=1024 {r1024['mean']:.4f} ± {r1024['sd']:.4f}"
+                  f" | at equal n per space {[round(equal_n_ratio(v), 1) for v in r['spaces'].values()]}", flush=True)
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(r) + "\n")
     if args.out.is_file():
