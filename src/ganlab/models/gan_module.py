@@ -11,7 +11,7 @@ ADA (adaptive augmentation probability, models/ada.py), LeCam regularisation, la
 half-life in kimg with ramp-up, a transition from unconditional to conditional training, mode-seeking
 regularisation, class-weighted losses and a linear learning-rate decay over the end of the training budget
 (models/lr_decay.py). Schedules count images as batches x batch size x processes
-(derived from global_step, so they resume exactly).
+(derived from global_step, so they resume exactly; the decay over a max_time budget follows the clock).
 """
 from __future__ import annotations
 
@@ -435,8 +435,9 @@ class GANModule(L.LightningModule):
         trainer = self.trainer
         progress = step_progress(trainer, batches, self.hparams.n_disc + 1) or 0.0
         if self._time_progress is None or batch_idx % TIME_REFRESH_BATCHES == 0:
+            spent = time_progress(trainer)  # None on every process alike: no max_time
             # every process must use the same rate, and their clocks differ: rank 0's reading
-            self._time_progress = trainer.strategy.broadcast(time_progress(trainer) or 0.0)
+            self._time_progress = 0.0 if spent is None else trainer.strategy.broadcast(spent)
         factor = decay_factor(max(progress, self._time_progress), self.hparams.lr_decay_start)
         for opt, lr in ((opt_g, self.hparams.lr_g), (opt_d, self.hparams.lr_d)):
             for group in getattr(opt, "optimizer", opt).param_groups:
