@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
@@ -39,6 +38,7 @@ from readme_block import check_block, write_block  # noqa: E402
 from run import ROOT  # noqa: E402
 from ganlab.checkpoint import load_gan  # noqa: E402
 from ganlab.data.brainsim import CLASS_NAMES, render_brainsim  # noqa: E402
+from ganlab.data.readers import read_image  # noqa: E402
 from ganlab.evaluate import build_suite  # noqa: E402
 from ganlab.metrics.frechet import FrechetReference  # noqa: E402
 from ganlab.run_data import holdout_split, prepared_datamodule, training_data  # noqa: E402
@@ -58,8 +58,8 @@ def suite_for(ckpt: Path, seed: int, n: int):
 def render_pool(image_size: int, per_class: int, render_seed: int, root: Path) -> dict[int, torch.Tensor]:
     """New real brainsim images, `per_class` of every class: {label: uint8 (N, 1, H, W)}."""
     out = render_brainsim(root, image_size=image_size, per_class=per_class, test_fraction=0.0, seed=render_seed)
-    return {k: torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("L"))
-                                          for p in sorted((out / "train" / name).glob("*.png"))]))[:, None]
+    return {k: torch.from_numpy(np.stack([read_image(str(p), image_size, 1)
+                                          for p in sorted((out / "train" / name).glob("*.png"))]))
             for k, name in enumerate(CLASS_NAMES)}
 
 
