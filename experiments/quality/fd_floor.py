@@ -35,7 +35,7 @@ from hydra import compose, initialize_config_dir
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import ROOT  # noqa: E402
+from run import ROOT, evaluation_overrides  # noqa: E402
 from ganlab.checkpoint import load_gan  # noqa: E402
 from ganlab.data.brainsim import CLASS_NAMES, render_brainsim  # noqa: E402
 from ganlab.data.readers import read_image  # noqa: E402
@@ -46,12 +46,11 @@ from ganlab.run_data import holdout_split, prepared_datamodule, training_data  #
 ONLY_DOMAIN = [f"metrics.families.{f}=null" for f in ("prdc", "ssim", "conditional", "discriminator")]
 
 
-def suite_for(ckpt: Path, seed: int, n: int):
-    """ganlab.evaluate's metrics as the ladder runs them (run.py: evaluate_checkpoint), domain family only."""
+def suite_for(ckpt: Path, seed: int):
+    """ganlab.evaluate's metrics as the ladder runs them (run.py: evaluation_overrides), domain family only."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"ckpt={ckpt}", f"n_samples={n}", "metrics.n_real=100000",
-                                             "metrics.every_n_epochs=0", "metrics.fake_labels=proportional",
-                                             f"metrics.seed={seed}", "metrics.bootstrap=0", *ONLY_DOMAIN])
+        cfg = compose("evaluate", overrides=[*evaluation_overrides(ckpt), f"metrics.seed={seed}",
+                                             "metrics.bootstrap=0", *ONLY_DOMAIN])
     return build_suite(cfg)
 
 
@@ -83,7 +82,7 @@ def spread(values: list[float]) -> dict:
 def measure_space(module, train, holdout, class_names, ckpt: Path, space_seed: int, draws: int,
                   pool: dict[int, torch.Tensor]) -> dict:
     """Both sides in the feature space of the domain classifier trained with `space_seed` (the ladder's: 0)."""
-    suite = suite_for(ckpt, space_seed, 1024)
+    suite = suite_for(ckpt, space_seed)
     suite.prepare(train.images, train.labels, class_names, holdout=(holdout.images, holdout.labels),
                   generator=module)
     generated = []
@@ -95,7 +94,7 @@ def measure_space(module, train, holdout, class_names, ckpt: Path, space_seed: i
     ref = FrechetReference(space.real.double())
     mix = torch.bincount(train.labels.cpu(), minlength=len(CLASS_NAMES)).double()
     real = {n: spread([ref.distance(suite.ctx.embed(space.net, draw_with_mix(pool, mix, n, d))[0].double())
-                       for d in range(draws)]) for n in (len(holdout), 1024)}
+                       for d in range(draws)]) for n in (len(holdout), suite.n_samples)}
     return {"floor_recorded": results["metrics/fd_domain_real"], "generated_1024": spread(generated),
             "real_new": {str(n): v for n, v in real.items()}}
 

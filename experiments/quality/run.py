@@ -194,12 +194,17 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
     return out
 
 
+def evaluation_overrides(ckpt: Path, labels: str = "proportional", smoke: bool = False) -> list[str]:
+    """`ganlab.evaluate`'s settings as the ladder uses them: 1024 samples (64 smoke) with `labels` (proportional:
+    the real class mix; uniform) against every real training image."""
+    return [f"ckpt={ckpt}", f"n_samples={64 if smoke else 1024}", "metrics.n_real=100000", "metrics.every_n_epochs=0",
+            f"metrics.fake_labels={labels}"]
+
+
 def evaluate_checkpoint(ckpt: Path, out: Path, labels: str = "proportional", smoke: bool = False) -> None:
-    """`ganlab.evaluate` as the ladder runs it: 1024 samples (64 smoke) with `labels` (proportional: the real
-    class mix; uniform) against every real training image, into `out`."""
-    subprocess.run([sys.executable, "-m", "ganlab.evaluate", f"ckpt={ckpt}", f"n_samples={64 if smoke else 1024}",
-                    "metrics.n_real=100000", "metrics.every_n_epochs=0", f"metrics.fake_labels={labels}",
-                    f"out={out}"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    """`ganlab.evaluate` as the ladder runs it (evaluation_overrides), into `out`."""
+    subprocess.run([sys.executable, "-m", "ganlab.evaluate", *evaluation_overrides(ckpt, labels, smoke), f"out={out}"],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False) -> dict:
