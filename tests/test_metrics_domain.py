@@ -13,7 +13,7 @@ from ganlab.metrics.families.conditional import ConditionalAccuracy
 from ganlab.metrics.families.domain import DomainDistance
 from ganlab.metrics.families.prdc import PrecisionRecall
 from ganlab.metrics.families.ssim import SSIMFamily
-from ganlab.metrics.frechet import FrechetReference
+from ganlab.metrics.frechet import FrechetReference, distance_at_n
 from ganlab.metrics.suite import MetricSuite
 
 SIZE, CLASSES = 32, 4
@@ -189,3 +189,58 @@ def test_a_suite_without_families_or_with_a_non_family_is_refused():
         MetricSuite({"ssim": None})
     with pytest.raises(GanlabError, match="metrics.families.odd: int is not a metric family"):
         MetricSuite({"odd": 3})
+
+
+def gaussian(n: int, shift: float, seed: int, dim: int = 16) -> torch.Tensor:
+    return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + shift
+
+
+def test_fd_compared_at_equal_n_does_not_flatter_a_larger_generated_set():
+    """FD falls with n: a perfect generator's 600 samples read well below the floor of 150 held-out reals
+    (the unequal ratio flatters it), but at equal n the ratio is ~1; a shifted generator stays above."""
+    from ganlab.metrics.families.domain import equal_n
+
+    ref = FrechetReference(gaussian(1000, 0.0, 0))
+    held, perfect, shifted = gaussian(150, 0.0, 1), gaussian(600, 0.0, 2), gaussian(600, 0.4, 3)
+    assert distance_at_n(ref, perfect, 600, 5, 0) == pytest.approx(ref.distance(perfect))
+    assert distance_at_n(ref, perfect, 150, 20, 0) > 2 * ref.distance(perfect)  # the small-n bias
+    assert ref.distance(perfect) / ref.distance(held) < 0.5
+    fd, floor, n = equal_n(ref, perfect, held, 20, 0)
+    assert n == 150 and floor == pytest.approx(ref.distance(held)) and 0.7 < fd / floor < 1.4
+    fd_shifted, _, _ = equal_n(ref, shifted, held, 20, 0)
+    assert fd_shifted / floor > 1.5
+    # a held-out split larger than the generated set: the floor is drawn at the generated set's n
+    fd_small, floor_small, n_small = equal_n(ref, perfect[:100], held, 20, 0)
+    assert n_small == 100 and floor_small > ref.distance(held) and 0.6 < fd_small / floor_small < 1.6
+
+
+class NoisyGenerator(ToyGenerator):
+    def __init__(self, noise: float):
+        super().__init__()
+        self.noise = noise
+
+    def sample(self, n, labels=None, z=None):
+        x = super().sample(n, labels, z)
+        return (x + self.noise * torch.randn(x.shape, generator=torch.Generator().manual_seed(self.calls))).clamp(-1, 1)
+
+
+def test_fd_across_spaces_averages_the_equal_n_ratio_over_classifier_seeds(toy_data, classifier):
+    from ganlab.metrics.families.fd_spaces import FrechetAcrossSpaces
+
+    images, labels, holdout, holdout_labels = toy_data
+    s = make_suite(classifier[2])
+    s.families["fd_spaces"] = FrechetAcrossSpaces(seeds=[0, 1, 2], draws=10)
+    s.prepare(images, labels, ["a", "b", "c d", "e"], holdout=(holdout, holdout_labels))
+    clean = {r.name: r for r in s.evaluate(ToyGenerator())}
+    per_space = {k: dict(v) for k, v in s.settings["fd_spaces"]["per_space"].items()}
+    noisy = {r.name: r for r in s.evaluate(NoisyGenerator(0.6))}
+    assert clean["metrics/fd_domain_ratio"].n_fake == 40  # 64 generated, 40 held out: compared at 40
+    # seed 0 is the suite's own space (metrics.seed 0): with the same draws, the one-space figure
+    assert per_space[0]["ratio"] == pytest.approx(clean["metrics/fd_domain_ratio"].value)
+    assert len({round(v["floor"], 9) for v in per_space.values()}) == 3  # three different spaces
+    geo = clean["metrics/fd_ratio_spaces"].value
+    assert clean["metrics/fd_ratio_spaces_min"].value <= geo <= clean["metrics/fd_ratio_spaces_max"].value
+    assert noisy["metrics/fd_ratio_spaces"].value > 2 * geo
+    s.families["fd_spaces"] = FrechetAcrossSpaces(seeds=[])  # the training default: not measured
+    s.prepare(images, labels, ["a", "b", "c d", "e"], holdout=(holdout, holdout_labels))
+    assert "metrics/fd_ratio_spaces" not in {r.name for r in s.evaluate(ToyGenerator())}

@@ -40,7 +40,8 @@ def test_a_toy_metric_is_logged_plotted_and_summarised(run_cli, cli_env, tmp_pat
     (tmp_path / "toy_metric.py").write_text(TOY_METRIC)
     env = {**cli_env, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), cli_env.get("PYTHONPATH")]))}
     sweep = tmp_path / "sweep"
-    only_toy = [f"metrics.families.{name}=null" for name in ("domain", "prdc", "ssim", "conditional", "discriminator")]
+    only_toy = [f"metrics.families.{name}=null" for name in ("domain", "fd_spaces", "prdc", "ssim", "conditional",
+                                                                     "discriminator")]
     result = run_cli("ganlab.train", "-m", *TINY, "seed=1,2", "logger=csv", "metrics=fast", *only_toy,
                      "+metrics.families.brightness={_target_:toy_metric.Brightness}", f"hydra.sweep.dir={sweep}",
                      env=env)

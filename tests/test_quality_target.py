@@ -75,10 +75,28 @@ def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
     from run import table
     one = record(row="r", kimg=120.0, wall_s=300, fd_ratio=3.0, fd=0.3, fd_floor=0.1, fd_ci=[0.2, 0.5],
                  recall_ci=[0.9, 0.95], coverage_ci=[0.88, 0.93], ms_div=0.5, ms_div_real=0.49)
-    assert "| 3.0 [2.0, 5.0] | 0.93 [0.90, 0.95] |" in table([one])
+    assert "| 3.0 [2.0, 5.0] | – | 0.93 [0.90, 0.95] |" in table([one])  # no FD at equal n measured
     two = [dict(one, row="s", fd_ratio=r, recall=c, seed=k) for k, (r, c) in enumerate([(3.0, 0.9), (5.0, 0.94)])]
-    assert "| 4.0 (3.0, 5.0) | 0.92 (0.90, 0.94) |" in table(two)
+    assert "| 4.0 (3.0, 5.0) | – | 0.92 (0.90, 0.94) |" in table(two)
     assert table([one]).splitlines()[2].endswith("| – | – |")  # no C2ST or D r_v measured
     probed = [dict(r, c2st_class=dict(zip(CLASSES, [0.9 + k / 20, 0.8, 0.7, 0.6])),
                    d_overfit_class=dict(zip(CLASSES, [0.1, 0.0, 0.05, 0.5 + k / 5]))) for k, r in enumerate(two)]
     assert table(probed).splitlines()[2].endswith("| 0.93/0.80/0.70/0.60 | 0.10/0.00/0.05/0.60 |")
+
+
+def test_fd_is_judged_at_equal_n_over_spaces_when_measured_and_the_old_ratio_is_shown_beside_it():
+    """Records from session 19 on carry FD/floor at equal n over 5 spaces: the target reads that, the old
+    one-space, 1024-vs-306 ratio becomes a bracketed line; older records keep their row."""
+    new = record(fd_ratio=1.5, fd_ratio_spaces=4.2, fd_ratio_spaces_range=[2.1, 8.0])
+    assert failed(new) == {"FD <= 2 x floor (equal n, mean of 5 spaces)"}
+    assert failed(record(fd_ratio=3.0, fd_ratio_spaces=1.9, fd_ratio_spaces_range=[1.2, 2.5])) == set()
+    text = markdown([record(), new])
+    assert "| FD <= 2 x floor (equal n, mean of 5 spaces) | – | 4.2x [2.1, 8.0] ✗ |" in text
+    assert "| (FD/floor as recorded before: 1024 vs 306 images, space 0) | – | 1.5x |" in text
+    assert "Targets met per seed: 11/11, 10/11." in text
+    from run import table
+    one = record(row="r", kimg=120.0, wall_s=300, fd_ratio=3.0, fd=0.3, fd_floor=0.1, fd_ci=[0.2, 0.5],
+                 ms_div=0.5, ms_div_real=0.49, fd_ratio_spaces=6.0, fd_ratio_spaces_range=[3.0, 9.5])
+    assert "| 3.0 [2.0, 5.0] | 6.0 [3.0, 9.5] |" in table([one])
+    two = [one, dict(one, seed=2, fd_ratio_spaces=8.0)]
+    assert "| 7.0 (6.0, 8.0) |" in table(two)

@@ -42,6 +42,9 @@ QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_mode
 # the evaluations after training
 BASE = ["model=cdcgan", *DATA, *QUIET, "metrics.every_n_epochs=10", "trainer.max_epochs=100000",
         "trainer.log_every_n_steps=50"]
+# the domain classifiers' seeds whose feature spaces FD/floor is averaged over (one space alone moved one
+# checkpoint's FD/floor 1.1x-6.4x: README, session 18); 0 is the space of every other figure
+SPACE_SEEDS = (0, 1, 2, 3, 4)
 SMOKE = ["data.image_size=32", "data.per_class=40", "data.batch_size=8", "model.generator.width=8",
          "model.discriminator.width=8"]
 
@@ -191,14 +194,20 @@ def summarise(run_dir: Path, class_names: list[str]) -> dict:
         "d_overfit_class": {c: e["r_v"] for c, e in audit["discriminator"].items()} if "discriminator" in audit else None,
     }
     out["fd_ratio"] = out["fd"] / out["fd_floor"] if out["fd"] and out["fd_floor"] else None
+    # like with like (session 19): at the held-out split's n, geometric mean over SPACE_SEEDS' feature spaces
+    out["fd_ratio_spaces"] = metric(prop, "metrics/fd_ratio_spaces")
+    out["fd_ratio_spaces_range"] = [metric(prop, f"metrics/fd_ratio_spaces_{k}") for k in ("min", "max")]
     return out
 
 
 def evaluation_overrides(ckpt: Path, labels: str = "proportional", smoke: bool = False) -> list[str]:
     """`ganlab.evaluate`'s settings as the ladder uses them: 1024 samples (64 smoke) with `labels` (proportional:
-    the real class mix; uniform) against every real training image."""
+    the real class mix; uniform) against every real training image; with the real mix, FD/floor at equal n
+    also in the feature spaces of SPACE_SEEDS' domain classifiers."""
+    spaces = SPACE_SEEDS[:2] if smoke else SPACE_SEEDS
     return [f"ckpt={ckpt}", f"n_samples={64 if smoke else 1024}", "metrics.n_real=100000", "metrics.every_n_epochs=0",
-            f"metrics.fake_labels={labels}"]
+            f"metrics.fake_labels={labels}",
+            *([f"metrics.families.fd_spaces.seeds=[{','.join(map(str, spaces))}]"] if labels == "proportional" else [])]
 
 
 def evaluate_checkpoint(ckpt: Path, out: Path, labels: str = "proportional", smoke: bool = False) -> None:
@@ -312,9 +321,20 @@ def table(records: list[dict]) -> str:
             return fmt(value, spec)
         return f"{fmt(value, spec)} [{fmt(ci[0] / div, spec)}, {fmt(ci[1] / div, spec)}]"
 
+    def spaces(rs):
+        """FD/floor at equal n over the feature spaces: one seed, its geometric mean [min, max]; more seeds,
+        the mean and each seed's value."""
+        rs = [r for r in rs if r.get("fd_ratio_spaces") is not None]
+        if not rs:
+            return "–"
+        if len(rs) > 1:
+            return f"{fmt(mean(rs, 'fd_ratio_spaces'), '.1f')} ({', '.join(fmt(r['fd_ratio_spaces'], '.1f') for r in rs)})"
+        low, high = rs[0].get("fd_ratio_spaces_range") or (None, None)
+        return f"{fmt(rs[0]['fd_ratio_spaces'], '.1f')} [{fmt(low, '.1f')}, {fmt(high, '.1f')}]"
+
     classes = list(records[0]["cond_acc_class"]) if records else []
     short = [c[:3] for c in classes]
-    head = ("| row | seeds | kimg | min | FD/floor | recall | coverage | SSIM div (real) | MS-SSIM div (real) | "
+    head = (f"| row | seeds | kimg | min | FD/floor | FD/floor equal n, {len(SPACE_SEEDS)} spaces | recall | coverage | SSIM div (real) | MS-SSIM div (real) | "
             f"cond acc {'/'.join(short)} | KID {'/'.join(short)} | audit <p1 / <p5 | C2ST {'/'.join(short)} | "
             f"D r_v {'/'.join(short)} |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -327,13 +347,16 @@ def table(records: list[dict]) -> str:
                if any(r.get("d_overfit_class") for r in rs) else "–")
         gpu = " (GPU)" if device == "cuda" else ""
         lines.append(
-            f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {spread(rs, 'fd_ratio', '.1f', over_floor=True)} | "
+            f"| {row}{gpu} | {len(rs)} | {kimg} | {fmt(mean(rs, 'wall_s') / 60, '.1f')} | {spread(rs, 'fd_ratio', '.1f', over_floor=True)} | {spaces(rs)} | "
             f"{spread(rs, 'recall', '.2f')} | {spread(rs, 'coverage', '.2f')} | "
             f"{fmt(mean(rs, 'ssim_div'), '.2f')} ({fmt(mean(rs, 'ssim_div_real'), '.2f')}) | "
             f"{fmt(mean(rs, 'ms_div'), '.2f')} ({fmt(mean(rs, 'ms_div_real'), '.2f')}) | {acc} | {kid} | "
             f"{fmt(mean(rs, 'audit_p1'), '.1%')} / {fmt(mean(rs, 'audit_p5'), '.1%')} | {c2st} | {r_v} |")
     lines += ["", "FD/floor, recall, coverage: one seed, the bootstrap 95% CI in brackets (FD's CI over the "
-              "floor's point value); more seeds, the mean and each seed's value in parentheses. C2ST: a classifier "
+              "floor's point value); more seeds, the mean and each seed's value in parentheses. FD/floor equal n: "
+              "generated subsets of the held-out split's size (306) against the same floor, in the feature spaces of "
+              f"domain classifiers trained with seeds {', '.join(map(str, SPACE_SEEDS))}, their geometric mean [min, max] (session 19; rows before it "
+              "were measured with 1024 generated images against the 306-image floor in space 0 only). C2ST: a classifier "
               "trained to tell the row's samples from the real training images, per class (0.5: it cannot; "
               "ganlab.audit c2st=true; rows before session 11 were not measured). D r_v: the run's own discriminator "
               "per class, ADA's overfitting measure (E[D(train)] − E[D(held-out)]) / (E[D(train)] − E[D(generated)]): "

@@ -141,11 +141,14 @@ class DomainSpace:
     def check(self, announce: bool = True) -> bool:
         return True
 
-    def build(self, ctx) -> DomainFeatures:
+    def build(self, ctx, seed: int | None = None) -> DomainFeatures:
+        """The space of the classifier trained with `seed` (default: metrics.seed); only that default one's
+        facts go into the settings."""
         payload = None
         if ctx.rank == 0:
-            model, info = train_domain_classifier(ctx.images, ctx.labels, ctx.num_classes, seed=ctx.seed,
-                                                  device=ctx.device, **self.options)
+            model, info = train_domain_classifier(ctx.images, ctx.labels, ctx.num_classes,
+                                                  seed=ctx.seed if seed is None else seed, device=ctx.device,
+                                                  **self.options)
             payload = (model.state_dict(), info)
         if ctx.world > 1 and ctx.broadcast is not None:
             payload = ctx.broadcast(payload)  # every process uses rank 0's classifier
@@ -153,6 +156,8 @@ class DomainSpace:
         model = SmallCNN(ctx.num_classes, ctx.images.shape[1], info["image_size"], width=info["width"])
         model.load_state_dict(state)
         net = DomainFeatures(model).to(ctx.device)
+        if seed is not None:
+            return net
         if ctx.holdout is not None:
             info.update(holdout_accuracy(ctx.embed(net, ctx.holdout[0])[1].argmax(1), ctx.holdout[1],
                                          ctx.class_names))

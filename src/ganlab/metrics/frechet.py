@@ -52,3 +52,19 @@ class FrechetReference:
 
 def frechet_distance(real: Tensor, fake: Tensor) -> float:
     return FrechetReference(real).distance(fake)
+
+
+def distance_at_n(ref: FrechetReference, features: Tensor, n: int, draws: int, seed: int) -> float:
+    """Mean Fréchet distance of `draws` random n-subsets of `features` (without repeats) against `ref`;
+    the whole set when n covers it. FD is biased upwards by roughly 1/n, so two sets are compared with
+    the real-vs-real floor only at the same n."""
+    features = features.double()
+    if n >= len(features):
+        return ref.distance(features)
+    g = torch.Generator().manual_seed(seed)
+    projected = ref.project(features)
+    values = []
+    for _ in range(max(1, draws)):
+        idx = torch.randperm(len(features), generator=g)[:n]
+        values.append(ref.distance_projected(features[idx], projected[idx]))
+    return sum(values) / len(values)
