@@ -31,7 +31,7 @@ def csv_rows(run_dir: Path, key: str) -> list[dict]:
 def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli, cli_env, tmp_path):
     run_dir = tmp_path / "run"
     env = {**cli_env, "TORCH_HOME": str(tmp_path / "empty_torch_home")}
-    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.max_epochs=2",
+    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.max_epochs=3",
                      "metrics.families.inception={_target_:ganlab.metrics.families.inception.InceptionMetrics}",
                      f"hydra.run.dir={run_dir}", env=env)
     assert_ok(result)
@@ -40,7 +40,7 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
     assert "FID/KID/IS are skipped" in output
 
     prepares, evaluations = history(run_dir)
-    assert len(prepares) == 1 and [e["epoch"] for e in evaluations] == [0, 1]
+    assert len(prepares) == 1 and [e["epoch"] for e in evaluations] == [0, 1, 2]
     for record in evaluations:
         m = record["metrics"]
         assert m["metrics/n_fake"]["value"] == 64 and m["metrics/fd_domain"]["n_fake"] == 64
@@ -64,7 +64,7 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
     assert len(weak) == 4 and sum("per-class figures for class" in line for line in output.splitlines()) == 4
 
     rows = csv_rows(run_dir, "metrics/fd_domain")
-    assert len(rows) == 2 and all(float(r["metrics/n_fake"]) == 64 for r in rows)
+    assert len(rows) == 3 and all(float(r["metrics/n_fake"]) == 64 for r in rows)
     assert {"ssim/nearest_real", "metrics/cond_acc", "metrics/precision", "metrics/eval_seconds"} <= set(rows[0])
 
     for name in ("losses.png", "discriminator.png", "metrics.png"):
@@ -76,9 +76,16 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     keys = list(ckpt["state_dict"])
     assert keys and not any(k.startswith(("classifier", "domain", "inception", "suite")) for k in keys)
-    # Lightning stores a callback's state only when it is non-empty: the metrics callback must store none,
-    # and nothing outside the weights and optimisers may hold a network (RNG states and counters only)
-    assert not [k for k in ckpt.get("callbacks", {}) if "MetricsCallback" in k]
+    # the metrics callback stores only which evaluation was best so far (three numbers), and nothing outside
+    # the weights and optimisers may hold a network (RNG states and counters only)
+    (state,) = [v for k, v in ckpt.get("callbacks", {}).items() if "MetricsCallback" in k]
+    fds = [e["metrics"]["metrics/fd_domain"]["value"] for e in evaluations]
+    assert state == {"best": {"value": pytest.approx(min(fds)), "step": evaluations[fds.index(min(fds))]["step"],
+                              "epoch": fds.index(min(fds))}}
+    # best.ckpt beside last.ckpt: the state of the evaluation with the lowest domain FD, not the last one
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["global_step"] == state["best"]["step"]
+    assert "saved" in output and "best.ckpt" in output
     extra = sum(t.numel() for k, v in ckpt.items() if k not in ("state_dict", "optimizer_states")
                 for t in tensors(v))
     assert extra < 10_000, extra
@@ -96,6 +103,7 @@ def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
     assert metrics["metrics/n_fake"]["value"] == 64 and metrics["ssim/nearest_real"]["n_fake"] == 16
     # the per-class set (16 of every class) is split over the processes too, and gathered
     assert [v["value"] for k, v in metrics.items() if k.startswith("metrics/n_fake/")] == [16] * 4
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()  # both processes took part in its save
     (row,) = csv_rows(run_dir, "metrics/fd_domain")
     # the logged value is the mean over both processes: equal to rank 0's only if both computed the same
     for name in ("metrics/fd_domain", "metrics/precision", "ssim/nearest_real", "ssim/diversity", "metrics/cond_acc"):
@@ -111,3 +119,43 @@ def tensors(tree):
     elif isinstance(tree, (list, tuple)):
         for value in tree:
             yield from tensors(value)
+
+
+class SavingTrainer:
+    """What MetricsCallback.keep_best reads of a Trainer, recording the saves."""
+
+    def __init__(self, root: Path):
+        self.default_root_dir, self.checkpoint_callbacks, self.is_global_zero = str(root), [], True
+        self.global_step, self.current_epoch, self.saved = 0, 0, []
+
+    def save_checkpoint(self, path):
+        self.saved.append((Path(path), self.global_step))
+
+
+def test_best_checkpoint_is_saved_only_when_the_monitored_metric_improves(tmp_path, caplog):
+    from ganlab.callbacks.metrics import MetricsCallback
+    from ganlab.errors import GanlabError
+    from ganlab.metrics.families.domain import DomainDistance
+
+    cb = MetricsCallback(families={"domain": DomainDistance()})
+    trainer = SavingTrainer(tmp_path)
+    for step, fd in zip((10, 20, 30, 40), (3.0, 1.0, 2.0, 1.0)):  # a tie is not an improvement
+        trainer.global_step, trainer.current_epoch = step, step // 10
+        cb.keep_best(trainer, {"metrics/fd_domain": fd, "metrics/recall": 0.5})
+    assert trainer.saved == [(tmp_path / "checkpoints" / "best.ckpt", 10), (tmp_path / "checkpoints" / "best.ckpt", 20)]
+    resumed = MetricsCallback(families={"domain": DomainDistance()})
+    resumed.load_state_dict(cb.state_dict())
+    trainer.saved, trainer.global_step = [], 50
+    resumed.keep_best(trainer, {"metrics/fd_domain": 1.5})  # worse than the best before the resume
+    assert trainer.saved == [] and resumed.best == {"value": 1.0, "step": 20, "epoch": 2}
+    off = MetricsCallback(families={"domain": DomainDistance()}, best_checkpoint=None)
+    off.keep_best(trainer, {"metrics/fd_domain": 0.1})
+    other = MetricsCallback(families={"domain": DomainDistance()}, best_monitor="metrics/fid")
+    with caplog.at_level("WARNING", logger="ganlab.metrics"):
+        for _ in range(3):
+            other.keep_best(trainer, {"metrics/fd_domain": 0.1})
+    assert trainer.saved == []
+    assert sum("metrics.best_monitor=metrics/fid is not among" in r.getMessage() for r in caplog.records) == 1
+    for bad in ("last.ckpt", "sub/best.ckpt", "best.pt"):
+        with pytest.raises(GanlabError, match="metrics.best_checkpoint"):
+            MetricsCallback(families={"domain": DomainDistance()}, best_checkpoint=bad)

@@ -7,6 +7,12 @@ the N images and computes the same numbers from the gathered samples (torchmetri
 no process waits on a rank-0-only computation. Rank 0 appends each evaluation to
 `<run dir>/metrics_history.jsonl` (values, bootstrap CIs, sample sizes, seconds taken, and each
 metric's panel / reference / headline, which the plots and the sweep summary read).
+
+best.ckpt: a GAN does not settle. The quality ladder's runs moved FD/floor 2-5x between evaluations 10
+epochs apart late in training, so the last state is one draw from that swing. After every evaluation where
+`best_monitor` (lower is better) beats every earlier one, the run's state is saved as `best_checkpoint`
+beside last.ckpt, to sample from (StudioGAN and StyleGAN keep their best snapshot the same way). The best
+value so far is part of the callback's state, so a resumed run keeps it.
 """
 from __future__ import annotations
 
@@ -26,12 +32,20 @@ log = logging.getLogger("ganlab.metrics")
 
 class MetricsCallback(L.Callback):
     def __init__(self, every_n_epochs: int = 5, at_end: bool = True, history_file: str = "metrics_history.jsonl",
-                 **options):
-        """every_n_epochs: evaluate after every k-th epoch (0: only at the end); `options`: MetricSuite's
-        (families, spaces, n_samples, ...)."""
+                 best_checkpoint: str | None = "best.ckpt", best_monitor: str = "metrics/fd_domain", **options):
+        """every_n_epochs: evaluate after every k-th epoch (0: only at the end); best_checkpoint: file name of
+        the state with the lowest `best_monitor` so far, in the run's checkpoint directory (null: none);
+        `options`: MetricSuite's (families, spaces, n_samples, ...)."""
         if every_n_epochs < 0:
             raise GanlabError(f"metrics.every_n_epochs={every_n_epochs} must be >= 0")
+        if best_checkpoint is not None and (not str(best_checkpoint).endswith(".ckpt") or "/" in str(best_checkpoint)
+                                            or Path(str(best_checkpoint)).stem == "last"):
+            raise GanlabError(f"metrics.best_checkpoint={best_checkpoint!r}: a file name ending in .ckpt, other than "
+                              "last.ckpt (written into the run's checkpoint directory), or null")
         self.every_n_epochs, self.at_end, self.history_file = every_n_epochs, at_end, history_file
+        self.best_checkpoint, self.best_monitor = best_checkpoint, best_monitor
+        self.best: dict | None = None  # {"value", "step", "epoch"} of the state in best_checkpoint
+        self.warned = False
         self.suite = MetricSuite(**options)
         self.history: list[dict] = []
         self.last_step: int | None = None
@@ -99,6 +113,38 @@ class MetricsCallback(L.Callback):
         values = self.evaluate(trainer, pl_module)
         # identical on every process already; sync_dist only keeps Lightning's DDP bookkeeping quiet
         pl_module.log_dict(values, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1)
+        self.keep_best(trainer, values)
+
+    def best_path(self, trainer: L.Trainer) -> Path:
+        """best_checkpoint in the directory of the run's checkpoint callback (else <run dir>/checkpoints)."""
+        dirpath = next((cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)), None)
+        return Path(dirpath or Path(trainer.default_root_dir) / "checkpoints") / self.best_checkpoint
+
+    def keep_best(self, trainer: L.Trainer, values: dict[str, float]) -> None:
+        """Save the run's state as best_checkpoint when this evaluation's best_monitor beats every earlier one
+        (every process takes part in the save, as in any Lightning checkpoint; the values are the same on all)."""
+        if not self.best_checkpoint:
+            return
+        value = values.get(self.best_monitor)
+        if value is None:
+            if not self.warned and trainer.is_global_zero:
+                log.warning("metrics.best_monitor=%s is not among this run's metrics: no %s is kept",
+                            self.best_monitor, self.best_checkpoint)
+            self.warned = True
+            return
+        if self.best is not None and value >= self.best["value"]:
+            return
+        self.best = {"value": value, "step": trainer.global_step, "epoch": trainer.current_epoch}
+        path = self.best_path(trainer)
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            log.info("metrics: %s %.4g is the lowest so far: saved %s", self.best_monitor, value, path)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict.get("best")
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         # training stopped between epochs (max_steps mid-epoch, interruption by a limit): evaluate once more
@@ -109,3 +155,4 @@ class MetricsCallback(L.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=trainer.global_step)
                 logger.save()
+        self.keep_best(trainer, values)
