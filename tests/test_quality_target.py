@@ -100,3 +100,17 @@ def test_fd_is_judged_at_equal_n_over_spaces_when_measured_and_the_old_ratio_is_
     assert "| 3.0 [2.0, 5.0] | 6.0 [3.0, 9.5] |" in table([one])
     two = [one, dict(one, seed=2, fd_ratio_spaces=8.0)]
     assert "| 7.0 (6.0, 8.0) |" in table(two)
+
+
+def test_a_run_that_kept_best_ckpt_shows_that_state_beside_its_last():
+    best = {k: v for k, v in record(fd_ratio=1.2, fd_ratio_spaces=2.5, fd_ratio_spaces_range=[1.5, 4.0],
+                                    recall=0.96).items() if k not in ("seed", "device", "wall_s")}
+    r = record(fd_ratio=3.0, fd_ratio_spaces=6.0, fd_ratio_spaces_range=[3.0, 9.0], best={**best, "kimg": 100.0})
+    text = markdown([r])
+    assert "| target | seed 1 | seed 1 best.ckpt |" in text
+    assert "| FD <= 2 x floor (equal n, mean of 5 spaces) | 6.0x [3.0, 9.0] ✗ | 2.5x [1.5, 4.0] ✗ |" in text
+    assert "| training: minutes / kimg | 10.0 / 290 | 10.0 / 100 |" in text
+    from run import table
+    lines = table([dict(r, row="r", kimg=346.0, ms_div=0.5, ms_div_real=0.49, fd=0.3, fd_floor=0.1)]).splitlines()
+    assert lines[2].startswith("| r | 1 | 346.0 |") and lines[3].startswith("| r (best.ckpt) | 1 | 346.0 |")
+    assert "| 6.0 [3.0, 9.0] |" in lines[2] and "| 2.5 [1.5, 4.0] |" in lines[3]

@@ -43,7 +43,8 @@ from ganlab.evaluate import build_suite  # noqa: E402
 from ganlab.metrics.frechet import FrechetReference  # noqa: E402
 from ganlab.run_data import holdout_split, prepared_datamodule, training_data  # noqa: E402
 
-ONLY_DOMAIN = [f"metrics.families.{f}=null" for f in ("prdc", "ssim", "conditional", "discriminator")]
+# its own loop over spaces (--space-seeds) replaces the fd_spaces family the ladder evaluates with
+ONLY_DOMAIN = [f"metrics.families.{f}=null" for f in ("fd_spaces", "prdc", "ssim", "conditional", "discriminator")]
 
 
 def suite_for(ckpt: Path, seed: int):

@@ -164,10 +164,12 @@ def metric(report: dict, name: str):
     return None if m is None else m.get("value")
 
 
-def summarise(run_dir: Path, class_names: list[str]) -> dict:
-    prop = read_json(run_dir / "eval_prop" / "evaluation_last.json")
-    uni = read_json(run_dir / "eval_uniform" / "evaluation_last.json")
-    audit = read_json(run_dir / "audit" / "audit.json")
+def summarise(run_dir: Path, class_names: list[str], ckpt: str = "last") -> dict:
+    """The figures of checkpoints/<ckpt>.ckpt from its evaluations (evaluate_run)."""
+    suffix = "" if ckpt == "last" else f"_{ckpt}"
+    prop = read_json(run_dir / f"eval_prop{suffix}" / f"evaluation_{ckpt}.json")
+    uni = read_json(run_dir / f"eval_uniform{suffix}" / f"evaluation_{ckpt}.json")
+    audit = read_json(run_dir / f"audit{suffix}" / "audit.json")
     keys = lambda c: c.replace(" ", "_")  # noqa: E731
     out = {
         "fd": metric(prop, "metrics/fd_domain"), "fd_floor": metric(prop, "metrics/fd_domain_real"),
@@ -216,19 +218,23 @@ def evaluate_checkpoint(ckpt: Path, out: Path, labels: str = "proportional", smo
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
-def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False) -> dict:
-    """A trained run's figures: the EMA generator evaluated with the real class mix and with uniform
-    labels, then the memorisation audit on `data` (the run's data overrides, without balanced sampling:
-    the audit compares with the images as they are). Also the run's mean training throughput."""
+def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False, ckpt: str = "last") -> dict:
+    """A trained run's figures: the EMA generator of checkpoints/<ckpt>.ckpt evaluated with the real class mix
+    and with uniform labels, then the memorisation audit on `data` (the run's data overrides, without balanced
+    sampling: the audit compares with the images as they are). Also the run's mean training throughput.
+    With ckpt="last", the same for best.ckpt (the best in-training evaluation) under "best" when the run has one."""
     py = sys.executable
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    path, suffix = run_dir / "checkpoints" / f"{ckpt}.ckpt", "" if ckpt == "last" else f"_{ckpt}"
     for labels, sub in (("proportional", "eval_prop"), ("uniform", "eval_uniform")):
-        evaluate_checkpoint(ckpt, run_dir / sub, labels, smoke)
-    subprocess.run([py, "-m", "ganlab.audit", f"ckpt={ckpt}", "n=128" if smoke else "n=512", "c2st=true",
-                    *data, f"seed={seed}", f"hydra.run.dir={run_dir / 'audit'}"], check=True, cwd=ROOT,
+        evaluate_checkpoint(path, run_dir / f"{sub}{suffix}", labels, smoke)
+    subprocess.run([py, "-m", "ganlab.audit", f"ckpt={path}", "n=128" if smoke else "n=512", "c2st=true",
+                    *data, f"seed={seed}", f"hydra.run.dir={run_dir / f'audit{suffix}'}"], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
-    classes = json.loads((run_dir / "eval_uniform" / "evaluation_last.json").read_text())
+    classes = json.loads((run_dir / f"eval_uniform{suffix}" / f"evaluation_{ckpt}.json").read_text())
     class_names = [k.split("/", 2)[2] for k in classes["metrics"] if k.startswith("metrics/cond_acc/")]
+    if ckpt != "last":
+        return {**summarise(run_dir, class_names, ckpt), "kimg": images_shown(run_dir, ckpt) / 1000}
+    best = evaluate_best(run_dir, seed, data, smoke)
     throughput = None
     csvs = sorted(run_dir.glob("csv/version_*/metrics.csv"))
     if csvs:
@@ -236,7 +242,25 @@ def evaluate_run(run_dir: Path, seed: int, data: list[str], smoke: bool = False)
         vals = [float(r["perf/images_per_sec"]) for r in csv.DictReader(open(csvs[-1]))
                 if r.get("perf/images_per_sec")]
         throughput = sum(vals) / len(vals) if vals else None
-    return {"img_per_s": throughput, **summarise(run_dir, class_names)}
+    return {"img_per_s": throughput, **summarise(run_dir, class_names), **({"best": best} if best else {})}
+
+
+def evaluate_best(run_dir: Path, seed: int, data: list[str], smoke: bool = False) -> dict | None:
+    """best.ckpt's figures (evaluate_run), or None when the run kept none."""
+    if not (run_dir / "checkpoints" / "best.ckpt").is_file():
+        return None
+    return evaluate_run(run_dir, seed, data, smoke, ckpt="best")
+
+
+def images_shown(run_dir: Path, ckpt: str = "last") -> int:
+    """Real images D saw up to checkpoints/<ckpt>.ckpt: batches trained (the Throughput callback's count) x batch
+    size x processes."""
+    import torch
+    from omegaconf import OmegaConf
+    state = torch.load(run_dir / "checkpoints" / f"{ckpt}.ckpt", map_location="cpu", weights_only=True)
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+    return state["callbacks"]["Throughput"]["batches"] * cfg.data.batch_size * devices
 
 
 def measure_discriminator(record: dict) -> dict | None:
@@ -297,7 +321,11 @@ def fmt(v, spec=".3f") -> str:
 
 
 def table(records: list[dict]) -> str:
-    """Mean over seeds per (row, device); per-class figures abbreviated by initials."""
+    """Mean over seeds per (row, device); per-class figures abbreviated by initials. A run that kept best.ckpt
+    (its best in-training evaluation) gives a second line, `<row> (best.ckpt)`, under the same budget."""
+    records = [x for r in records
+               for x in [r] + ([{**r, **r["best"], "row": f"{r['row']} (best.ckpt)", "kimg": r["kimg"]}]
+                               if r.get("best") else [])]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["row"], r["device"], r["kimg"]), []).append(r)

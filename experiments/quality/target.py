@@ -5,6 +5,7 @@
     python experiments/quality/target.py --gpu           # the same preset with trainer=gpu
     python experiments/quality/target.py --smoke         # seconds; tiny networks, into a temp dir
     python experiments/quality/target.py --reevaluate    # the recorded runs again, with the current metrics
+    python experiments/quality/target.py --add-best      # best.ckpt of recorded runs that kept one, if not yet measured
 
 Each record carries the preset file's hash (`preset_sha`) and the CPU it ran on (`cpu`: the 2-core machines
 differ ~2x in throughput, so a 10-min budget is 150-350 kimg); the table shows the runs of the preset as it
@@ -35,7 +36,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
-from run import QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, device_label, evaluate_run, fmt, places, processor  # noqa: E402
+from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, device_label, evaluate_best, evaluate_run, fmt,  # noqa: E402
+                 images_shown, places, processor)  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -95,11 +97,15 @@ def markdown(records: list[dict]) -> str:
     machines = {r.get("cpu") for r in records}
 
     def label(r):  # the GPU, and which CPU when the records come from several (their throughput differs ~2x)
+        seed = f"seed {r['seed']}{' best.ckpt' if r.get('is_best') else ''}"
         if r["device"] == "cuda":
-            return f"seed {r['seed']} (GPU)"
+            return f"{seed} (GPU)"
         if len(machines) > 1:
-            return f"seed {r['seed']} ({r.get('cpu') or 'CPU not recorded'})"
-        return f"seed {r['seed']}"
+            return f"{seed} ({r.get('cpu') or 'CPU not recorded'})"
+        return seed
+
+    # a run that kept best.ckpt (its best in-training evaluation): that state's figures in the next column
+    records = [x for r in records for x in [r] + ([{**r, **r["best"], "is_best": True}] if r.get("best") else [])]
 
     head = "| target | " + " | ".join(label(r) for r in records) + " |"
     lines = [head, "|" + "---|" * (len(records) + 1)]
@@ -115,15 +121,6 @@ def markdown(records: list[dict]) -> str:
     targets = [[ok for name, (_, ok) in t.items() if not name.startswith("(")] for t in table]
     lines += ["", "Targets met per seed: " + ", ".join(f"{sum(map(bool, t))}/{len(t)}" for t in targets) + "."]
     return "\n".join(lines)
-
-
-def images_shown(run_dir: Path) -> int:
-    """Real images D saw: batches trained (the Throughput callback's count, in the checkpoint) x batch size."""
-    import torch
-    from omegaconf import OmegaConf
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
-    return state["callbacks"]["Throughput"]["batches"] * cfg.data.batch_size * (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1)
 
 
 def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:
@@ -152,6 +149,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--reevaluate", action="store_true",
                         help="re-measure the recorded runs (their checkpoints) with the current metrics; no training")
+    parser.add_argument("--add-best", action="store_true",
+                        help="measure best.ckpt of the recorded runs that kept one and lack its figures; no training")
     args = parser.parse_args()
     os.chdir(ROOT)
     out_root, results, records = places(args.smoke, "target.jsonl")
@@ -160,7 +159,12 @@ def main() -> None:
         for r in records:
             r.update(evaluate_run(Path(r["run_dir"]), r["seed"], [], args.smoke))
         results.write_text("".join(json.dumps(r) + "\n" for r in records))
-    for seed in [] if args.reevaluate else [int(s) for s in args.seeds.split(",")]:
+    if args.add_best:
+        for r in records:
+            if "best" not in r and (Path(r["run_dir"]) / "checkpoints" / "best.ckpt").is_file():
+                r["best"] = evaluate_best(Path(r["run_dir"]), r["seed"], [], args.smoke)
+                results.write_text("".join(json.dumps(x) + "\n" for x in records))
+    for seed in [] if args.reevaluate or args.add_best else [int(s) for s in args.seeds.split(",")]:
         record = run_preset(seed, sha, args, out_root)
         records.append(record)
         with open(results, "a") as f:
