@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.every = 1
+        args.every, args.seeds = 1, args.seeds or "1"
     out_root, results, records = places(args.smoke, "best_vs_last.jsonl")
     readme = HERE / "README.md"
     if not args.smoke:
