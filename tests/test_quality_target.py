@@ -114,3 +114,13 @@ def test_a_run_that_kept_best_ckpt_shows_that_state_beside_its_last():
     lines = table([dict(r, row="r", kimg=346.0, ms_div=0.5, ms_div_real=0.49, fd=0.3, fd_floor=0.1)]).splitlines()
     assert lines[2].startswith("| r | 1 | 346.0 |") and lines[3].startswith("| r (best.ckpt) | 1 | 346.0 |")
     assert "| 6.0 [3.0, 9.0] |" in lines[2] and "| 2.5 [1.5, 4.0] |" in lines[3]
+
+
+def test_only_the_latest_record_of_a_reused_run_folder_is_measured_again(tmp_path):
+    from target import runs_on_disk
+    for name in ("s1", "s2"):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+    (tmp_path / "s1" / "checkpoints" / "last.ckpt").touch()
+    old, new = record(run_dir=str(tmp_path / "s1")), record(run_dir=str(tmp_path / "s1"), kimg=66)
+    gone = record(run_dir=str(tmp_path / "s2"))  # its checkpoints were deleted
+    assert runs_on_disk([old, gone, new]) == [new]

@@ -123,6 +123,13 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def runs_on_disk(records: list[dict]) -> list[dict]:
+    """The records whose checkpoints are still there: a run folder is reused by the next run of the same preset
+    and seed, so only the latest record of a folder describes what is in it."""
+    return [r for i, r in enumerate(records) if all(x["run_dir"] != r["run_dir"] for x in records[i + 1:])
+            and (Path(r["run_dir"]) / "checkpoints" / "last.ckpt").is_file()]
+
+
 def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:
     run_dir = out_root / f"preset_{sha}_s{seed}"
     if run_dir.exists():
@@ -155,12 +162,13 @@ def main() -> None:
     os.chdir(ROOT)
     out_root, results, records = places(args.smoke, "target.jsonl")
     sha = preset_sha()
+    on_disk = runs_on_disk(records)
     if args.reevaluate:
-        for r in records:
+        for r in on_disk:
             r.update(evaluate_run(Path(r["run_dir"]), r["seed"], [], args.smoke))
         results.write_text("".join(json.dumps(r) + "\n" for r in records))
     if args.add_best:
-        for r in records:
+        for r in on_disk:
             if "best" not in r and (Path(r["run_dir"]) / "checkpoints" / "best.ckpt").is_file():
                 r["best"] = evaluate_best(Path(r["run_dir"]), r["seed"], [], args.smoke)
                 results.write_text("".join(json.dumps(x) + "\n" for x in records))
