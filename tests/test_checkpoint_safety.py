@@ -82,8 +82,7 @@ def test_step_checkpoints_keep_last_k_and_the_end_is_saved(run_cli, tmp_path):
                      f"hydra.run.dir={run_dir}")
     assert_ok(result)
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    # best.ckpt: the metrics callback's, from its one evaluation (at the end, mid-epoch), not a third retention
-    assert names == ["best.ckpt", "epoch001-step000012.ckpt", "last.ckpt", "step0000012.ckpt", "step0000016.ckpt"]
+    assert names == ["epoch001-step000012.ckpt", "last.ckpt", "step0000012.ckpt", "step0000016.ckpt"]
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 16
 
 

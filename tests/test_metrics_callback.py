@@ -31,7 +31,7 @@ def csv_rows(run_dir: Path, key: str) -> list[dict]:
 def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli, cli_env, tmp_path):
     run_dir = tmp_path / "run"
     env = {**cli_env, "TORCH_HOME": str(tmp_path / "empty_torch_home")}
-    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.max_epochs=3",
+    result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.max_epochs=3", "metrics.best_checkpoint=best.ckpt",
                      "metrics.families.inception={_target_:ganlab.metrics.families.inception.InceptionMetrics}",
                      f"hydra.run.dir={run_dir}", env=env)
     assert_ok(result)
@@ -94,7 +94,7 @@ def test_cdcgan_run_logs_metrics_each_epoch_and_skips_missing_inception(run_cli,
 def test_two_processes_gather_their_samples_and_agree(run_cli, tmp_path):
     run_dir = tmp_path / "ddp"
     result = run_cli("ganlab.train", *FAST, "model=cdcgan", "trainer.accelerator=cpu", "trainer.devices=2",
-                     f"hydra.run.dir={run_dir}")
+                     "metrics.best_checkpoint=best.ckpt", f"hydra.run.dir={run_dir}")
     assert_ok(result)
     prepares, evaluations = history(run_dir)
     assert len(prepares) == 1 and len(evaluations) == 1  # rank 0 alone writes
@@ -137,20 +137,22 @@ def test_best_checkpoint_is_saved_only_when_the_monitored_metric_improves(tmp_pa
     from ganlab.errors import GanlabError
     from ganlab.metrics.families.domain import DomainDistance
 
-    cb = MetricsCallback(families={"domain": DomainDistance()})
+    cb = MetricsCallback(families={"domain": DomainDistance()}, best_checkpoint="best.ckpt")
     trainer = SavingTrainer(tmp_path)
     for step, fd in zip((10, 20, 30, 40), (3.0, 1.0, 2.0, 1.0)):  # a tie is not an improvement
         trainer.global_step, trainer.current_epoch = step, step // 10
         cb.keep_best(trainer, {"metrics/fd_domain": fd, "metrics/recall": 0.5})
     assert trainer.saved == [(tmp_path / "checkpoints" / "best.ckpt", 10), (tmp_path / "checkpoints" / "best.ckpt", 20)]
-    resumed = MetricsCallback(families={"domain": DomainDistance()})
+    resumed = MetricsCallback(families={"domain": DomainDistance()}, best_checkpoint="best.ckpt")
     resumed.load_state_dict(cb.state_dict())
     trainer.saved, trainer.global_step = [], 50
     resumed.keep_best(trainer, {"metrics/fd_domain": 1.5})  # worse than the best before the resume
     assert trainer.saved == [] and resumed.best == {"value": 1.0, "step": 20, "epoch": 2}
-    off = MetricsCallback(families={"domain": DomainDistance()}, best_checkpoint=None)
+    off = MetricsCallback(families={"domain": DomainDistance()})  # the default: none kept, no state stored
     off.keep_best(trainer, {"metrics/fd_domain": 0.1})
-    other = MetricsCallback(families={"domain": DomainDistance()}, best_monitor="metrics/fid")
+    assert off.state_dict() == {}
+    other = MetricsCallback(families={"domain": DomainDistance()}, best_checkpoint="best.ckpt",
+                            best_monitor="metrics/fid")
     with caplog.at_level("WARNING", logger="ganlab.metrics"):
         for _ in range(3):
             other.keep_best(trainer, {"metrics/fd_domain": 0.1})

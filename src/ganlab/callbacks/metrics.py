@@ -11,8 +11,9 @@ metric's panel / reference / headline, which the plots and the sweep summary rea
 best.ckpt: a GAN does not settle. The quality ladder's runs moved FD/floor 2-5x between evaluations 10
 epochs apart late in training, so the last state is one draw from that swing. After every evaluation where
 `best_monitor` (lower is better) beats every earlier one, the run's state is saved as `best_checkpoint`
-beside last.ckpt, to sample from (StudioGAN and StyleGAN keep their best snapshot the same way). The best
-value so far is part of the callback's state, so a resumed run keeps it.
+beside last.ckpt (StudioGAN and StyleGAN keep their best snapshot the same way). The best value so far is
+part of the callback's state, so a resumed run keeps it. Off by default: chosen by the in-training FD (512
+samples, one feature space) it was not better than last.ckpt when measured robustly (experiments/quality).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ log = logging.getLogger("ganlab.metrics")
 
 class MetricsCallback(L.Callback):
     def __init__(self, every_n_epochs: int = 5, at_end: bool = True, history_file: str = "metrics_history.jsonl",
-                 best_checkpoint: str | None = "best.ckpt", best_monitor: str = "metrics/fd_domain", **options):
+                 best_checkpoint: str | None = None, best_monitor: str = "metrics/fd_domain", **options):
         """every_n_epochs: evaluate after every k-th epoch (0: only at the end); best_checkpoint: file name of
         the state with the lowest `best_monitor` so far, in the run's checkpoint directory (null: none);
         `options`: MetricSuite's (families, spaces, n_samples, ...)."""
@@ -141,7 +142,7 @@ class MetricsCallback(L.Callback):
             log.info("metrics: %s %.4g is the lowest so far: saved %s", self.best_monitor, value, path)
 
     def state_dict(self) -> dict:
-        return {"best": self.best}
+        return {"best": self.best} if self.best_checkpoint else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best")
