@@ -17,6 +17,7 @@ from ganlab.metrics.protocol import Batch, Context, Family
 from ganlab.metrics.report import Result
 
 FD_PANEL = "Fréchet distance (domain features)"
+EQUAL_N_PANEL = "FD / real-vs-real floor at equal n"
 
 
 def fd_and_kid(ctx: Context, fake: Tensor, ref: FrechetReference, real: Tensor, fd_name: str, kid_name: str,
@@ -65,7 +66,7 @@ class DomainDistance(Family):
             fd, floor, n = equal_n(self.ref, samples["feat"], self.held, self.equal_n_draws, self.ctx.seed)
             out += [Result("metrics/fd_domain_equal_n", fd, n, self.ref.n, better="lower"),
                     Result("metrics/fd_domain_ratio", ratio(fd, floor), n, self.ref.n,
-                           panel="FD / real-vs-real floor at equal n", headline=True, better="lower")]
+                           panel=EQUAL_N_PANEL, headline=True, better="lower")]
             if n < len(self.held):  # at the held-out split's own size the floor is fd_domain_real
                 out.append(Result("metrics/fd_domain_real_equal_n", floor, n_real=n))
         return out

@@ -15,12 +15,10 @@ import math
 from torch import Tensor
 
 from ganlab.errors import GanlabError
-from ganlab.metrics.families.domain import equal_n, ratio
+from ganlab.metrics.families.domain import EQUAL_N_PANEL, equal_n, ratio
 from ganlab.metrics.frechet import FrechetReference
 from ganlab.metrics.protocol import Batch, Context, Family, GeneratorInfo
 from ganlab.metrics.report import Result
-
-PANEL = "FD / real-vs-real floor at equal n"
 
 
 class FrechetAcrossSpaces(Family):
@@ -39,14 +37,18 @@ class FrechetAcrossSpaces(Family):
     def prepare(self, ctx: Context) -> None:
         self.ctx, self.nets, self.refs, self.held = ctx, {}, {}, {}
         for s in self.seeds:
-            net = ctx.spaces["domain"].build(ctx, seed=s).to(ctx.device)
-            self.nets[s] = net
-            self.refs[s] = FrechetReference(ctx.embed(net, ctx.ref_images)[0])
-            self.held[s] = ctx.embed(net, ctx.holdout[0])[0]
+            if s == ctx.seed:  # the suite's own domain space: its network and real features are already there
+                space = ctx.space("domain")
+                self.nets[s], real, held = space.net, space.real, space.of("holdout")[0]
+            else:
+                self.nets[s] = ctx.spaces["domain"].build(ctx, seed=s).to(ctx.device)
+                real, held = ctx.embed(self.nets[s], ctx.ref_images)[0], ctx.embed(self.nets[s], ctx.holdout[0])[0]
+            self.refs[s], self.held[s] = FrechetReference(real), held
         ctx.settings["fd_spaces"] = {"seeds": self.seeds, "draws": self.draws}
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
-        return {f"feat{s}": net(batch.images)[0] for s, net in self.nets.items()}
+        return {f"feat{s}": batch.features("domain")[0] if s == self.ctx.seed else net(batch.images)[0]
+                for s, net in self.nets.items()}
 
     def results(self, samples: dict[str, Tensor]) -> list[Result]:
         per_space, n = {}, 0
@@ -59,6 +61,6 @@ class FrechetAcrossSpaces(Family):
             return []
         geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         m = self.refs[self.seeds[0]].n
-        return [Result("metrics/fd_ratio_spaces", geo, n, m, panel=PANEL, headline=True, better="lower"),
+        return [Result("metrics/fd_ratio_spaces", geo, n, m, panel=EQUAL_N_PANEL, headline=True, better="lower"),
                 Result("metrics/fd_ratio_spaces_min", min(ratios), n, m),
                 Result("metrics/fd_ratio_spaces_max", max(ratios), n, m)]
