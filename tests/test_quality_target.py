@@ -117,10 +117,44 @@ def test_a_run_that_kept_best_ckpt_shows_that_state_beside_its_last():
 
 
 def test_only_the_latest_record_of_a_reused_run_folder_is_measured_again(tmp_path):
-    from target import runs_on_disk
+    from run import runs_on_disk
     for name in ("s1", "s2"):
         (tmp_path / name / "checkpoints").mkdir(parents=True)
     (tmp_path / "s1" / "checkpoints" / "last.ckpt").touch()
     old, new = record(run_dir=str(tmp_path / "s1")), record(run_dir=str(tmp_path / "s1"), kimg=66)
     gone = record(run_dir=str(tmp_path / "s2"))  # its checkpoints were deleted
     assert runs_on_disk([old, gone, new]) == [new]
+
+
+def test_the_five_space_row_names_the_number_of_spaces_the_record_was_measured_in():
+    """A smoke evaluation reads two spaces: its row says so instead of the ladder's five."""
+    two = record(fd_ratio_spaces=3.0, fd_ratio_spaces_range=[2.0, 4.0], fd_spaces_n=2)
+    assert "FD <= 2 x floor (equal n, mean of 2 spaces)" in failed(two)
+    assert "FD <= 2 x floor (equal n, mean of 5 spaces)" in failed(record(fd_ratio_spaces=3.0,
+                                                                           fd_ratio_spaces_range=[2.0, 4.0]))
+
+
+def test_the_budget_table_counts_the_targets_each_variant_meets():
+    from budget import table
+    good = record(variant="preset", img_per_s=410.0, fd_ratio_spaces=1.5, fd_ratio_spaces_range=[1.2, 1.9])
+    worse = record(variant="w24", seed=2, img_per_s=500.0, recall=0.85, fd_ratio_spaces=6.0,
+                   fd_ratio_spaces_range=[3.0, 9.0])
+    lines = table([worse, good]).splitlines()
+    assert lines[2].startswith("| preset | 1 | 290 | 410 | 1.5x [1.2, 1.9] | 0.93 |") and lines[2].endswith("| 11/11 |")
+    assert lines[3].startswith("| w24 | 2 | 290 | 500 | 6.0x [3.0, 9.0] | 0.85 |") and lines[3].endswith("| 9/11 |")
+    assert "w24: model.generator.width=24 model.discriminator.width=24" in lines[-1]
+
+
+def test_measuring_the_discriminator_again_reads_only_the_latest_run_of_a_folder(tmp_path, monkeypatch):
+    """run.py --measure-d: a folder reused by a later run of the row holds that run's checkpoint, so the earlier
+    record of the folder is left unmeasured instead of being given the later run's discriminator."""
+    import run
+    (tmp_path / "r_s1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r_s1" / "checkpoints" / "last.ckpt").touch()
+    old = {"row": "r", "seed": 1, "run_dir": str(tmp_path / "r_s1"), "kimg": 120.0}
+    new = dict(old, kimg=346.0)
+    gone = {"row": "g", "seed": 1, "run_dir": str(tmp_path / "g_s1"), "kimg": 120.0}
+    monkeypatch.setattr(run, "measure_discriminator", lambda r: {"ModerateDemented": r["kimg"]})
+    run.add_discriminator_figures([old, gone, new])
+    assert "d_overfit_class" not in old and "d_overfit_class" not in gone
+    assert new["d_overfit_class"] == {"ModerateDemented": 346.0}

@@ -199,6 +199,7 @@ def summarise(run_dir: Path, class_names: list[str], ckpt: str = "last") -> dict
     # like with like (session 19): at the held-out split's n, geometric mean over SPACE_SEEDS' feature spaces
     out["fd_ratio_spaces"] = metric(prop, "metrics/fd_ratio_spaces")
     out["fd_ratio_spaces_range"] = [metric(prop, f"metrics/fd_ratio_spaces_{k}") for k in ("min", "max")]
+    out["fd_spaces_n"] = len(prop.get("settings", {}).get("fd_spaces", {}).get("seeds", [])) or None
     return out
 
 
@@ -263,6 +264,13 @@ def images_shown(run_dir: Path, ckpt: str = "last") -> int:
     return state["callbacks"]["Throughput"]["batches"] * cfg.data.batch_size * devices
 
 
+def runs_on_disk(records: list[dict]) -> list[dict]:
+    """The records whose checkpoints are still there: a run folder is reused by the next run of the same row (or
+    preset) and seed, so only the latest record of a folder describes what is in it."""
+    return [r for i, r in enumerate(records) if all(x["run_dir"] != r["run_dir"] for x in records[i + 1:])
+            and (Path(r["run_dir"]) / "checkpoints" / "last.ckpt").is_file()]
+
+
 def measure_discriminator(record: dict) -> dict | None:
     """For a run recorded before ganlab.audit asked the discriminator: its per-class r_v (the audit's
     `discriminator_overfit`: same data, 512 samples at the audit's seed), added to the run's audit.json.
@@ -277,6 +285,14 @@ def measure_discriminator(record: dict) -> dict | None:
     audit["discriminator"] = checkpoint_discriminator_overfit(ckpt, 512, record["seed"])
     audit_file.write_text(json.dumps(audit, indent=2) + "\n")
     return {c: e["r_v"] for c, e in audit["discriminator"].items()}
+
+
+def add_discriminator_figures(records: list[dict]) -> None:
+    """measure_discriminator for the recorded runs that lack it, each folder's latest run only (runs_on_disk)."""
+    for record in runs_on_disk(records):
+        if record.get("d_overfit_class") is None:
+            record["d_overfit_class"] = measure_discriminator(record)
+            print(record["row"], record["seed"], record["d_overfit_class"], flush=True)
 
 
 def device_label(gpu: bool) -> str:
@@ -431,10 +447,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown row(s) {unknown}; known: {', '.join(ROWS)}")
     if args.measure_d:
-        for record in done:
-            if record.get("d_overfit_class") is None:
-                record["d_overfit_class"] = measure_discriminator(record)
-                print(record["row"], record["seed"], record["d_overfit_class"], flush=True)
+        add_discriminator_figures(done)
         results.write_text("".join(json.dumps(r) + "\n" for r in done))
     for row in [r for r in args.rows.split(",") if r]:
         for seed in [int(s) for s in args.seeds.split(",")]:

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, device_label, evaluate_best, evaluate_run, fmt,  # noqa: E402
-                 images_shown, places, processor)  # noqa: E402
+                 images_shown, places, processor, runs_on_disk)  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -69,7 +69,7 @@ def checks(f: dict) -> list[tuple[str, str, bool | None]]:
         out.append(("FD <= 2 x floor", f"{fmt(f['fd_ratio'], '.1f')}x", None if f["fd_ratio"] is None else f["fd_ratio"] <= 2))
     else:  # like with like: at the floor's n, geometric mean over the domain classifiers' spaces [min, max]
         low, high = f.get("fd_ratio_spaces_range") or (None, None)
-        out.append((f"FD <= 2 x floor (equal n, mean of {len(SPACE_SEEDS)} spaces)",
+        out.append((f"FD <= 2 x floor (equal n, mean of {f.get('fd_spaces_n') or len(SPACE_SEEDS)} spaces)",
                     f"{fmt(spaces, '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}]", spaces <= 2))
         out.append(("(FD/floor as recorded before: 1024 vs 306 images, space 0)", f"{fmt(f['fd_ratio'], '.1f')}x", None))
     for key in ("recall", "coverage"):
@@ -121,13 +121,6 @@ def markdown(records: list[dict]) -> str:
     targets = [[ok for name, (_, ok) in t.items() if not name.startswith("(")] for t in table]
     lines += ["", "Targets met per seed: " + ", ".join(f"{sum(map(bool, t))}/{len(t)}" for t in targets) + "."]
     return "\n".join(lines)
-
-
-def runs_on_disk(records: list[dict]) -> list[dict]:
-    """The records whose checkpoints are still there: a run folder is reused by the next run of the same preset
-    and seed, so only the latest record of a folder describes what is in it."""
-    return [r for i, r in enumerate(records) if all(x["run_dir"] != r["run_dir"] for x in records[i + 1:])
-            and (Path(r["run_dir"]) / "checkpoints" / "last.ckpt").is_file()]
 
 
 def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:

@@ -1,0 +1,110 @@
+"""At the preset's 10-minute budget, which network and batch size get furthest?
+
+    python experiments/quality/budget.py --variants preset,w24 --seeds 1,2   # train, evaluate, record
+    python experiments/quality/budget.py                                     # the README table from results/
+    python experiments/quality/budget.py --smoke                             # seconds; tiny networks, a temp dir
+
+The ladder compares techniques at equal images shown (kimg); the issue's target is set in minutes. Every row
+of the ladder used G and D of width 32 and batch 64, and on the 2-core CPUs the 10 minutes end at 140-350
+kimg, far short of where the figures stop improving (README: FD/floor falls from ~15x at ~140 kimg to ~6x at
+346, equal n, five spaces). A smaller network trains more images in the same minutes, a larger one learns
+more from each. Each variant is the preset as a user types it (`experiment=brainsim_quality`, its 10-minute
+`trainer.max_time`) plus the overrides in VARIANTS, measured by the ladder's evaluation (run.py
+`evaluate_run`) and checked against issue 12's targets (target.py `checks`). A benchmark, not a test:
+results/budget.jsonl and the README's budget block.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+from readme_block import check_block, write_block  # noqa: E402
+from run import QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, places, processor  # noqa: E402
+from target import PRESET, checks, preset_sha  # noqa: E402
+
+# name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
+# towards 4x4), so a layer's cost grows with its square.
+VARIANTS: dict[str, list[str]] = {
+    "preset": [],
+    "w24": ["model.generator.width=24", "model.discriminator.width=24"],
+    "w48": ["model.generator.width=48", "model.discriminator.width=48"],
+    "d24": ["model.discriminator.width=24"],
+    "b128": ["data.batch_size=128"],
+}
+
+
+def run(variant: str, seed: int, args, out_root: Path) -> dict:
+    run_dir = out_root / f"budget_{variant}_s{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted earlier attempt
+    extra = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"] if args.smoke else []
+    train = [PRESET, *QUIET, *extra, *VARIANTS[variant], f"seed={seed}", f"hydra.run.dir={run_dir}"]
+    print(f"[{time.strftime('%H:%M:%S')}] {variant}: python -m ganlab.train {' '.join(train[:-1])}", flush=True)
+    start = time.time()
+    subprocess.run([sys.executable, "-m", "ganlab.train", *train], check=True, cwd=ROOT)
+    wall = time.time() - start
+    figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
+    return {"variant": variant, "overrides": VARIANTS[variant], "seed": seed, "preset_sha": preset_sha(),
+            "cpu": processor(), "wall_s": round(wall, 1), "kimg": round(images_shown(run_dir) / 1000, 1),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
+
+
+def table(records: list[dict]) -> str:
+    lines = ["| variant | seed | kimg | img/s | FD/floor equal n, 5 spaces [min, max] | recall | coverage | "
+             "SSIM div (real) | rare KID (2 x common) | audit <p1 / <p5 | targets met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS
+                                            else len(VARIANTS), r["variant"], r["seed"])):
+        low, high = r.get("fd_ratio_spaces_range") or (None, None)
+        common = [v for c, v in r["kid_class"].items() if c != RARE and v is not None]
+        met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {fmt(r['kimg'], '.0f')} | {fmt(r.get('img_per_s'), '.0f')} | "
+            f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | "
+            f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "
+            f"{fmt(r['ssim_div'], '.3f')} ({fmt(r['ssim_div_real'], '.3f')}) | "
+            f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(2 * sum(common) / len(common) if common else None, '.2f')}) | "
+            f"{fmt(r['audit_p1'], '.1%')} / {fmt(r['audit_p5'], '.1%')} | {sum(map(bool, met))}/{len(met)} |")
+    cpus = sorted({r.get("cpu") or "?" for r in records})
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
+    lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training, then the ladder's evaluation. "
+              "Overrides: " + "; ".join(f"{v}: {' '.join(VARIANTS[v]) or '(none)'}" for v in variants) +
+              ". `python experiments/quality/budget.py --variants V --seeds S` (results/budget.jsonl)."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="", help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v] or (["preset", "w24"] if args.smoke else [])
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"error: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    out_root, results, records = places(args.smoke, "budget.jsonl")
+    readme = HERE / "README.md"
+    if not args.smoke:
+        check_block(readme, "budget")
+    for seed in [int(s) for s in args.seeds.split(",") if s]:  # seed-major: each seed's variants side by side
+        for variant in variants:
+            record = run(variant, seed, args, out_root)
+            records.append(record)
+            with open(results, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+    text = table(records)
+    print(text)
+    if not args.smoke:
+        write_block(readme, "budget", text)
+
+
+if __name__ == "__main__":
+    main()
