@@ -139,9 +139,12 @@ def test_the_budget_table_counts_the_targets_each_variant_meets():
     good = record(variant="preset", img_per_s=410.0, fd_ratio_spaces=1.5, fd_ratio_spaces_range=[1.2, 1.9])
     worse = record(variant="w24", seed=2, img_per_s=500.0, recall=0.85, fd_ratio_spaces=6.0,
                    fd_ratio_spaces_range=[3.0, 9.0])
-    lines = table([worse, good]).splitlines()
-    assert lines[2].startswith("| preset | 1 | 290 | 410 | 1.5x [1.2, 1.9] | 0.93 |") and lines[2].endswith("| 11/11 |")
-    assert lines[3].startswith("| w24 | 2 | 290 | 500 | 6.0x [3.0, 9.0] | 0.85 |") and lines[3].endswith("| 9/11 |")
+    paired = record(variant="w24", img_per_s=500.0, fd_ratio_spaces=3.0, fd_ratio_spaces_range=[2.0, 4.0])
+    lines = table([worse, good, paired]).splitlines()
+    assert lines[2].startswith("| preset | 1 | 290 | 410 | 1.5x [1.2, 1.9] | – | 0.93 |") and lines[2].endswith("| 11/11 |")
+    assert lines[3].startswith("| w24 | 1 | 290 | 500 | 3.0x [2.0, 4.0] | 2.00 | 0.93 |")
+    assert lines[4].startswith("| w24 | 2 | 290 | 500 | 6.0x [3.0, 9.0] | – | 0.85 |") and lines[4].endswith("| 9/11 |")
+    assert lines[5].startswith("| w24 / preset, geometric mean over 1 seed(s) | | | | | 2.00 (2.00-2.00) |")
     assert "w24: model.generator.width=24 model.discriminator.width=24" in lines[-1]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -56,22 +57,42 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
+def paired_fd(records: list[dict]) -> dict[str, list[float]]:
+    """Per variant, its five-space FD/floor over the preset's on each seed both ran (the latest run of each):
+    seeds differ more than most settings do (README), so a variant is read against the same seed."""
+    latest = {(r["variant"], r["seed"]): r.get("fd_ratio_spaces") for r in records}
+    out: dict[str, list[float]] = {}
+    for (variant, seed), fd in latest.items():
+        base = latest.get(("preset", seed))
+        if variant != "preset" and fd and base:
+            out.setdefault(variant, []).append(fd / base)
+    return out
+
+
 def table(records: list[dict]) -> str:
-    lines = ["| variant | seed | kimg | img/s | FD/floor equal n, 5 spaces [min, max] | recall | coverage | "
-             "SSIM div (real) | rare KID (2 x common) | audit <p1 / <p5 | targets met |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    paired = paired_fd(records)
+    base = {r["seed"]: r.get("fd_ratio_spaces") for r in records if r["variant"] == "preset"}
+    lines = ["| variant | seed | kimg | img/s | FD/floor equal n, 5 spaces [min, max] | FD / preset's, same seed | "
+             "recall | coverage | SSIM div (real) | rare KID (2 x common) | audit <p1 / <p5 | targets met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS
                                             else len(VARIANTS), r["variant"], r["seed"])):
         low, high = r.get("fd_ratio_spaces_range") or (None, None)
+        fd, ref = r.get("fd_ratio_spaces"), base.get(r["seed"])
+        vs = "–" if r["variant"] == "preset" or not fd or not ref else f"{fd / ref:.2f}"
         common = [v for c, v in r["kid_class"].items() if c != RARE and v is not None]
         met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
         lines.append(
             f"| {r['variant']} | {r['seed']} | {fmt(r['kimg'], '.0f')} | {fmt(r.get('img_per_s'), '.0f')} | "
-            f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | "
+            f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | {vs} | "
             f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "
             f"{fmt(r['ssim_div'], '.3f')} ({fmt(r['ssim_div_real'], '.3f')}) | "
             f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(2 * sum(common) / len(common) if common else None, '.2f')}) | "
             f"{fmt(r['audit_p1'], '.1%')} / {fmt(r['audit_p5'], '.1%')} | {sum(map(bool, met))}/{len(met)} |")
+    for variant, ratios in paired.items():
+        geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+        lines.append(f"| {variant} / preset, geometric mean over {len(ratios)} seed(s) | | | | | {geo:.2f} "
+                     f"({min(ratios):.2f}-{max(ratios):.2f}) | | | | | | |")
     cpus = sorted({r.get("cpu") or "?" for r in records})
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
     lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training, then the ladder's evaluation. "
