@@ -64,7 +64,7 @@ def test_presets_cover_the_datasets():
 def test_quality_preset_is_the_ladder_setting_with_a_ten_minute_budget():
     cfg = compose_train(["experiment=brainsim_quality"])
     assert cfg.data.image_size == 64 and dict(cfg.data.imbalance) == {"ModerateDemented": 0.06}
-    assert cfg.data.balanced_sampling and cfg.model.generator.conditioning == "cbn"
+    assert cfg.data.balanced_sampling and cfg.data.batch_size == 128 and cfg.model.generator.conditioning == "cbn"
     assert cfg.model.loss._target_.endswith("HingeLoss") and cfg.trainer.max_time == "00:00:10:00"
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.strategy.channels_last
     assert cfg.model.augment_p == 1.0 and cfg.model.translation_ratio == 0.0625 and cfg.model.diffaugment == "translation"

@@ -37,7 +37,8 @@ VARIANTS: dict[str, list[str]] = {
     "w24": ["model.generator.width=24", "model.discriminator.width=24"],
     "w48": ["model.generator.width=48", "model.discriminator.width=48"],
     "d24": ["model.discriminator.width=24"],
-    "b128": ["data.batch_size=128"],
+    "b128": ["data.batch_size=128"],  # the preset's batch since session 20 (64 before)
+    "b64": ["data.batch_size=64"],
 }
 
 
@@ -60,10 +61,10 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
 def paired_fd(records: list[dict]) -> dict[str, list[float]]:
     """Per variant, its five-space FD/floor over the preset's on each seed both ran (the latest run of each):
     seeds differ more than most settings do (README), so a variant is read against the same seed."""
-    latest = {(r["variant"], r["seed"]): r.get("fd_ratio_spaces") for r in records}
+    latest = {(r["variant"], r["seed"], r.get("preset_sha")): r.get("fd_ratio_spaces") for r in records}
     out: dict[str, list[float]] = {}
-    for (variant, seed), fd in latest.items():
-        base = latest.get(("preset", seed))
+    for (variant, seed, sha), fd in latest.items():
+        base = latest.get(("preset", seed, sha))
         if variant != "preset" and fd and base:
             out.setdefault(variant, []).append(fd / base)
     return out
@@ -71,14 +72,14 @@ def paired_fd(records: list[dict]) -> dict[str, list[float]]:
 
 def table(records: list[dict]) -> str:
     paired = paired_fd(records)
-    base = {r["seed"]: r.get("fd_ratio_spaces") for r in records if r["variant"] == "preset"}
+    base = {(r["seed"], r.get("preset_sha")): r.get("fd_ratio_spaces") for r in records if r["variant"] == "preset"}
     lines = ["| variant | seed | kimg | img/s | FD/floor equal n, 5 spaces [min, max] | FD / preset's, same seed | "
              "recall | coverage | SSIM div (real) | rare KID (2 x common) | audit <p1 / <p5 | targets met |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS
                                             else len(VARIANTS), r["variant"], r["seed"])):
         low, high = r.get("fd_ratio_spaces_range") or (None, None)
-        fd, ref = r.get("fd_ratio_spaces"), base.get(r["seed"])
+        fd, ref = r.get("fd_ratio_spaces"), base.get((r["seed"], r.get("preset_sha")))
         vs = "–" if r["variant"] == "preset" or not fd or not ref else f"{fd / ref:.2f}"
         common = [v for c, v in r["kid_class"].items() if c != RARE and v is not None]
         met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
@@ -95,7 +96,9 @@ def table(records: list[dict]) -> str:
                      f"({min(ratios):.2f}-{max(ratios):.2f}) | | | | | | |")
     cpus = sorted({r.get("cpu") or "?" for r in records})
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
-    lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training, then the ladder's evaluation. "
+    shas = sorted({r.get("preset_sha") or "?" for r in records})
+    lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training, then the ladder's evaluation; "
+              f"preset file {' / '.join(shas)} (a variant is compared with the preset of its own version). "
               "Overrides: " + "; ".join(f"{v}: {' '.join(VARIANTS[v]) or '(none)'}" for v in variants) +
               ". `python experiments/quality/budget.py --variants V --seeds S` (results/budget.jsonl)."]
     return "\n".join(lines)
