@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, places, processor  # noqa: E402
+from run import QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, keep, places, processor  # noqa: E402
 from target import PRESET  # noqa: E402
 
 
@@ -99,10 +99,7 @@ def main() -> None:
     if not args.smoke:
         check_block(readme, "best_vs_last")
     for seed in [int(s) for s in args.seeds.split(",") if s]:
-        record = run(seed, args, out_root)
-        records.append(record)
-        with open(results, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        keep(run(seed, args, out_root), records, results)
     text = table(records)
     print(text)
     if not args.smoke:

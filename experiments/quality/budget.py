@@ -16,7 +16,6 @@ results/budget.jsonl and the README's budget block.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, places, processor  # noqa: E402
+from run import QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, keep, places, processor  # noqa: E402
 from target import PRESET, checks, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
@@ -120,10 +119,7 @@ def main() -> None:
         check_block(readme, "budget")
     for seed in [int(s) for s in args.seeds.split(",") if s]:  # seed-major: each seed's variants side by side
         for variant in variants:
-            record = run(variant, seed, args, out_root)
-            records.append(record)
-            with open(results, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            keep(run(variant, seed, args, out_root), records, results)
     text = table(records)
     print(text)
     if not args.smoke:

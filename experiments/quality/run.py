@@ -414,6 +414,13 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def keep(record: dict, records: list[dict], results: Path) -> None:
+    """A finished run's record: into `records` and, at once, a line of the results file (a later crash keeps it)."""
+    records.append(record)
+    with open(results, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def places(smoke: bool, name: str) -> tuple[Path, Path, list[dict]]:
     """(run folder root, results file, its records): outputs/ and results/, or a temp dir for --smoke."""
     if smoke:
@@ -460,9 +467,7 @@ def main() -> None:
             grid = out_root / f"{row}_s{seed}" / "samples" / "final.png"
             if not args.smoke and seed == 1 and not args.gpu and grid.is_file():
                 shutil.copyfile(grid, HERE / "results" / f"{row}_grid.png")
-            done.append(record)
-            with open(results, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            keep(record, done, results)
             print(json.dumps(record, indent=1), flush=True)
     if done:
         markdown = table(done)

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, device_label, evaluate_best, evaluate_run, fmt,  # noqa: E402
-                 images_shown, places, processor, runs_on_disk)  # noqa: E402
+                 images_shown, keep, places, processor, runs_on_disk)  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -166,10 +166,7 @@ def main() -> None:
                 r["best"] = evaluate_best(Path(r["run_dir"]), r["seed"], [], args.smoke)
                 results.write_text("".join(json.dumps(x) + "\n" for x in records))
     for seed in [] if args.reevaluate or args.add_best else [int(s) for s in args.seeds.split(",")]:
-        record = run_preset(seed, sha, args, out_root)
-        records.append(record)
-        with open(results, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        keep(run_preset(seed, sha, args, out_root), records, results)
     current = [r for r in records if r.get("preset_sha") == sha and not r.get("excluded")]
     excluded = [r for r in records if r.get("preset_sha") == sha and r.get("excluded")]
     text = markdown(current)
