@@ -16,11 +16,11 @@ results/budget.jsonl and the README's budget block.
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import subprocess
 import sys
 import time
+from statistics import geometric_mean
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,40 +57,50 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
+def preset_fd(records: list[dict]) -> dict[tuple, float | None]:
+    """The preset's five-space FD/floor per (seed, preset version): its latest run of each."""
+    return {(r["seed"], r.get("preset_sha")): r.get("fd_ratio_spaces") for r in records if r["variant"] == "preset"}
+
+
+def ratio_to_preset(r: dict, base: dict[tuple, float | None]) -> float | None:
+    """A variant's FD/floor over the preset's on the same seed and preset version: seeds differ more than most
+    settings do (README), so a variant is read against the same seed. None for the preset itself or without a pair."""
+    fd, ref = r.get("fd_ratio_spaces"), base.get((r["seed"], r.get("preset_sha")))
+    return fd / ref if r["variant"] != "preset" and fd and ref else None
+
+
 def paired_fd(records: list[dict]) -> dict[str, list[float]]:
-    """Per variant, its five-space FD/floor over the preset's on each seed both ran (the latest run of each):
-    seeds differ more than most settings do (README), so a variant is read against the same seed."""
-    latest = {(r["variant"], r["seed"], r.get("preset_sha")): r.get("fd_ratio_spaces") for r in records}
+    """Per variant, ratio_to_preset of its latest run on each seed that has a pair."""
+    base = preset_fd(records)
+    latest = {(r["variant"], r["seed"], r.get("preset_sha")): r for r in records}
     out: dict[str, list[float]] = {}
-    for (variant, seed, sha), fd in latest.items():
-        base = latest.get(("preset", seed, sha))
-        if variant != "preset" and fd and base:
-            out.setdefault(variant, []).append(fd / base)
+    for r in latest.values():
+        ratio = ratio_to_preset(r, base)
+        if ratio:
+            out.setdefault(r["variant"], []).append(ratio)
     return out
 
 
 def table(records: list[dict]) -> str:
-    paired = paired_fd(records)
-    base = {(r["seed"], r.get("preset_sha")): r.get("fd_ratio_spaces") for r in records if r["variant"] == "preset"}
+    base = preset_fd(records)
     lines = ["| variant | seed | kimg | img/s | FD/floor equal n, 5 spaces [min, max] | FD / preset's, same seed | "
              "recall | coverage | SSIM div (real) | rare KID (2 x common) | audit <p1 / <p5 | targets met |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS
                                             else len(VARIANTS), r["variant"], r["seed"])):
         low, high = r.get("fd_ratio_spaces_range") or (None, None)
-        fd, ref = r.get("fd_ratio_spaces"), base.get((r["seed"], r.get("preset_sha")))
-        vs = "–" if r["variant"] == "preset" or not fd or not ref else f"{fd / ref:.2f}"
         common = [v for c, v in r["kid_class"].items() if c != RARE and v is not None]
         met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
         lines.append(
             f"| {r['variant']} | {r['seed']} | {fmt(r['kimg'], '.0f')} | {fmt(r.get('img_per_s'), '.0f')} | "
-            f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | {vs} | "
+            f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | "
+            f"{fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "
             f"{fmt(r['ssim_div'], '.3f')} ({fmt(r['ssim_div_real'], '.3f')}) | "
             f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(2 * sum(common) / len(common) if common else None, '.2f')}) | "
             f"{fmt(r['audit_p1'], '.1%')} / {fmt(r['audit_p5'], '.1%')} | {sum(map(bool, met))}/{len(met)} |")
-    for variant, ratios in paired.items():
-        geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    for variant, ratios in paired_fd(records).items():
+        geo = geometric_mean(ratios)
         lines.append(f"| {variant} / preset, geometric mean over {len(ratios)} seed(s) | | | | | {geo:.2f} "
                      f"({min(ratios):.2f}-{max(ratios):.2f}) | | | | | | |")
     cpus = sorted({r.get("cpu") or "?" for r in records})
