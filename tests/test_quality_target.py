@@ -1,6 +1,7 @@
 """experiments/quality/target.py: each of issue 12's targets is checked as the issue states it."""
 from __future__ import annotations
 
+import json
 import sys
 
 from conftest import REPO
@@ -147,6 +148,26 @@ def test_the_budget_table_counts_the_targets_each_variant_meets():
     assert lines[5].startswith("| w24 / preset, geometric mean over 1 seed(s) | | | | | 2.00 (2.00-2.00) |")
     assert "w24: model.generator.width=24 model.discriminator.width=24" in lines[-1]
 
+
+def test_the_budget_pairs_a_variant_with_target_py_runs_of_its_own_preset_version(tmp_path, monkeypatch):
+    """target.py runs the preset as typed with the same evaluation: its CPU runs stand in for the variant
+    "preset" of their version; GPU and excluded runs do not."""
+    import budget
+    results = tmp_path / "results"
+    results.mkdir()
+    typed = [record(preset_sha="new", fd_ratio_spaces=2.0), record(preset_sha="new", seed=2, fd_ratio_spaces=9.0,
+                                                                   excluded="killed"),
+             record(preset_sha="new", seed=3, device="gpu", fd_ratio_spaces=1.0)]
+    (results / "target.jsonl").write_text("".join(json.dumps(r) + "\n" for r in typed))
+    monkeypatch.setattr(budget, "HERE", tmp_path)
+    variant = [record(variant="lr4", preset_sha=sha, seed=seed, fd_ratio_spaces=1.0)
+               for sha, seed in [("new", 1), ("old", 1), ("new", 2)]]
+    presets = budget.preset_runs_of_target(variant)
+    assert [(r["variant"], r["seed"], r["source"]) for r in presets] == [("preset", 1, "target.py")]
+    assert budget.preset_runs_of_target([dict(v, cpu="another CPU") for v in variant]) == []
+    lines = budget.table(variant + presets).splitlines()
+    assert lines[2].startswith("| preset (target.py) | 1 |")
+    assert any(x.startswith("| lr4 / preset, geometric mean over 1 seed(s) | | | | | 0.50 (0.50-0.50) |") for x in lines)
 
 def test_measuring_the_discriminator_again_reads_only_the_latest_run_of_a_folder(tmp_path, monkeypatch):
     """run.py --measure-d: a folder reused by a later run of the row holds that run's checkpoint, so the earlier

@@ -16,6 +16,7 @@ results/budget.jsonl and the README's budget block.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,8 @@ VARIANTS: dict[str, list[str]] = {
     "d24": ["model.discriminator.width=24"],
     "b128": ["data.batch_size=128"],  # the preset's batch since session 20 (64 before)
     "b64": ["data.batch_size=64"],
+    "b256": ["data.batch_size=256"],
+    "lr4": ["model.lr_g=4.0e-4", "model.lr_d=4.0e-4"],  # both rates x2 with the batch's x2 (linear scaling)
 }
 
 
@@ -57,22 +60,38 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
+def preset_runs_of_target(records: list[dict]) -> list[dict]:
+    """target.py's runs of the preset as typed, on a CPU and preset version that `records` hold: the same command
+    and evaluation as the variant "preset", so they serve as its runs (marked source "target.py") and a new preset
+    version needs no second run per seed."""
+    path = HERE / "results" / "target.jsonl"
+    typed = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    wanted = {version(r) for r in records}
+    return [dict(r, variant="preset", source="target.py") for r in typed
+            if not r.get("excluded") and str(r.get("device", "cpu")).startswith("cpu") and version(r) in wanted]
+
+
+def version(r: dict) -> tuple:
+    """What a variant's run is compared within: its preset file and machine (the 10 minutes' kimg is the CPU's)."""
+    return r.get("preset_sha"), r.get("cpu")
+
+
 def preset_fd(records: list[dict]) -> dict[tuple, float | None]:
-    """The preset's five-space FD/floor per (seed, preset version): its latest run of each."""
-    return {(r["seed"], r.get("preset_sha")): r.get("fd_ratio_spaces") for r in records if r["variant"] == "preset"}
+    """The preset's five-space FD/floor per (seed, version): its latest run of each."""
+    return {(r["seed"], *version(r)): r.get("fd_ratio_spaces") for r in records if r["variant"] == "preset"}
 
 
 def ratio_to_preset(r: dict, base: dict[tuple, float | None]) -> float | None:
-    """A variant's FD/floor over the preset's on the same seed and preset version: seeds differ more than most
+    """A variant's FD/floor over the preset's on the same seed, preset version and CPU: seeds differ more than most
     settings do (README), so a variant is read against the same seed. None for the preset itself or without a pair."""
-    fd, ref = r.get("fd_ratio_spaces"), base.get((r["seed"], r.get("preset_sha")))
+    fd, ref = r.get("fd_ratio_spaces"), base.get((r["seed"], *version(r)))
     return fd / ref if r["variant"] != "preset" and fd and ref else None
 
 
 def paired_fd(records: list[dict]) -> dict[str, list[float]]:
     """Per variant, ratio_to_preset of its latest run on each seed that has a pair."""
     base = preset_fd(records)
-    latest = {(r["variant"], r["seed"], r.get("preset_sha")): r for r in records}
+    latest = {(r["variant"], r["seed"], *version(r)): r for r in records}
     out: dict[str, list[float]] = {}
     for r in latest.values():
         ratio = ratio_to_preset(r, base)
@@ -92,7 +111,7 @@ def table(records: list[dict]) -> str:
         common = [v for c, v in r["kid_class"].items() if c != RARE and v is not None]
         met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
         lines.append(
-            f"| {r['variant']} | {r['seed']} | {fmt(r['kimg'], '.0f')} | {fmt(r.get('img_per_s'), '.0f')} | "
+            f"| {r['variant']}{' (target.py)' if r.get('source') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | {fmt(r.get('img_per_s'), '.0f')} | "
             f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | "
             f"{fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "
@@ -107,7 +126,7 @@ def table(records: list[dict]) -> str:
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
     shas = sorted({r.get("preset_sha") or "?" for r in records})
     lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training, then the ladder's evaluation; "
-              f"preset file {' / '.join(shas)} (a variant is compared with the preset of its own version). "
+              f"preset file {' / '.join(shas)} (a variant is compared with the preset of its own version and CPU). "
               "Overrides: " + "; ".join(f"{v}: {' '.join(VARIANTS[v]) or '(none)'}" for v in variants) +
               ". `python experiments/quality/budget.py --variants V --seeds S` (results/budget.jsonl)."]
     return "\n".join(lines)
@@ -130,7 +149,7 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",") if s]:  # seed-major: each seed's variants side by side
         for variant in variants:
             keep(run(variant, seed, args, out_root), records, results)
-    text = table(records)
+    text = table(([] if args.smoke else preset_runs_of_target(records)) + records)  # budget's own runs win a pair
     print(text)
     if not args.smoke:
         write_block(readme, "budget", text)
