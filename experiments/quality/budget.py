@@ -41,6 +41,7 @@ VARIANTS: dict[str, list[str]] = {
     "b64": ["data.batch_size=64"],
     "b256": ["data.batch_size=256"],
     "lr4": ["model.lr_g=4.0e-4", "model.lr_d=4.0e-4"],  # both rates x2 with the batch's x2 (linear scaling)
+    "g4": ["model.lr_g=4.0e-4"],  # G's rate alone x2 (the ladder's TTUR, D faster, was a negative)
 }
 
 
