@@ -169,6 +169,7 @@ def test_the_budget_pairs_a_variant_with_target_py_runs_of_its_own_preset_versio
     assert lines[2].startswith("| preset (target.py) | 1 |")
     assert any(x.startswith("| lr4 / preset, geometric mean over 1 seed(s) | | | | | 0.50 (0.50-0.50) |") for x in lines)
 
+
 def test_measuring_the_discriminator_again_reads_only_the_latest_run_of_a_folder(tmp_path, monkeypatch):
     """run.py --measure-d: a folder reused by a later run of the row holds that run's checkpoint, so the earlier
     record of the folder is left unmeasured instead of being given the later run's discriminator."""

@@ -16,7 +16,6 @@ results/budget.jsonl and the README's budget block.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, keep, places, processor  # noqa: E402
+from run import (QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, keep, places, processor,  # noqa: E402
+                 read_records)
 from target import PRESET, checks, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
@@ -65,8 +65,7 @@ def preset_runs_of_target(records: list[dict]) -> list[dict]:
     """target.py's runs of the preset as typed, on a CPU and preset version that `records` hold: the same command
     and evaluation as the variant "preset", so they serve as its runs (marked source "target.py") and a new preset
     version needs no second run per seed."""
-    path = HERE / "results" / "target.jsonl"
-    typed = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    typed = read_records(HERE / "results" / "target.jsonl")
     wanted = {version(r) for r in records}
     return [dict(r, variant="preset", source="target.py") for r in typed
             if not r.get("excluded") and str(r.get("device", "cpu")).startswith("cpu") and version(r) in wanted]
@@ -112,7 +111,8 @@ def table(records: list[dict]) -> str:
         common = [v for c, v in r["kid_class"].items() if c != RARE and v is not None]
         met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
         lines.append(
-            f"| {r['variant']}{' (target.py)' if r.get('source') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | {fmt(r.get('img_per_s'), '.0f')} | "
+            f"| {r['variant']}{' (target.py)' if r.get('source') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | "
+            f"{fmt(r.get('img_per_s'), '.0f')} | "
             f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | "
             f"{fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "

@@ -430,7 +430,12 @@ def places(smoke: bool, name: str) -> tuple[Path, Path, list[dict]]:
         out_root = ROOT / "outputs" / "experiments" / "quality"
         results = HERE / "results" / name
     results.parent.mkdir(parents=True, exist_ok=True)
-    return out_root, results, [json.loads(x) for x in results.read_text().splitlines()] if results.is_file() else []
+    return out_root, results, read_records(results)
+
+
+def read_records(path: Path) -> list[dict]:
+    """One record per line of a results file; none when it does not exist yet."""
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
 
 
 def main() -> None:
