@@ -438,6 +438,11 @@ def read_records(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
 
 
+def write_records(path: Path, records: list[dict]) -> None:
+    """The results file rewritten from `records` (after figures were added to recorded runs)."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="", help=f"comma-separated, from: {', '.join(ROWS)}")
@@ -460,7 +465,7 @@ def main() -> None:
         sys.exit(f"error: unknown row(s) {unknown}; known: {', '.join(ROWS)}")
     if args.measure_d:
         add_discriminator_figures(done)
-        results.write_text("".join(json.dumps(r) + "\n" for r in done))
+        write_records(results, done)
     for row in [r for r in args.rows.split(",") if r]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             device = device_label(args.gpu)

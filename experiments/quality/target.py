@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, device_label, evaluate_best, evaluate_run, fmt,  # noqa: E402
-                 images_shown, keep, places, processor, runs_on_disk)  # noqa: E402
+                 images_shown, keep, places, processor, runs_on_disk, write_records)  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -159,12 +158,12 @@ def main() -> None:
     if args.reevaluate:
         for r in on_disk:
             r.update(evaluate_run(Path(r["run_dir"]), r["seed"], [], args.smoke))
-        results.write_text("".join(json.dumps(r) + "\n" for r in records))
+        write_records(results, records)
     if args.add_best:
         for r in on_disk:
             if "best" not in r and (Path(r["run_dir"]) / "checkpoints" / "best.ckpt").is_file():
                 r["best"] = evaluate_best(Path(r["run_dir"]), r["seed"], [], args.smoke)
-                results.write_text("".join(json.dumps(x) + "\n" for x in records))
+                write_records(results, records)
     for seed in [] if args.reevaluate or args.add_best else [int(s) for s in args.seeds.split(",")]:
         keep(run_preset(seed, sha, args, out_root), records, results)
     current = [r for r in records if r.get("preset_sha") == sha and not r.get("excluded")]
