@@ -42,6 +42,9 @@ VARIANTS: dict[str, list[str]] = {
     "b256": ["data.batch_size=256"],
     "lr4": ["model.lr_g=4.0e-4", "model.lr_d=4.0e-4"],  # both rates x2 with the batch's x2 (linear scaling)
     "g4": ["model.lr_g=4.0e-4"],  # G's rate alone x2 (the ladder's TTUR, D faster, was a negative)
+    # lr4 with both rates falling linearly to 0 over the budget's second half: lr4's rare-KID gain, with the
+    # late-run swings that the larger rates bring settled before the budget stops
+    "lr4d": ["model.lr_g=4.0e-4", "model.lr_d=4.0e-4", "model.lr_decay_start=0.5"],
 }
 
 
