@@ -45,6 +45,9 @@ VARIANTS: dict[str, list[str]] = {
     # lr4 with both rates falling linearly to 0 over the budget's second half: lr4's rare-KID gain, with the
     # late-run swings that the larger rates bring settled before the budget stops
     "lr4d": ["model.lr_g=4.0e-4", "model.lr_d=4.0e-4", "model.lr_decay_start=0.5"],
+    # Adam's first moment off and a shorter second (StyleGAN2's 0, 0.99; BigGAN/SNGAN's hinge runs use beta1 0)
+    # instead of DCGAN's 0.5, 0.999: less momentum to carry G and D past each other's moves
+    "beta0": ["model.betas=[0.0,0.99]"],
 }
 
 

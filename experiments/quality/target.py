@@ -63,6 +63,12 @@ def checks(f: dict) -> list[tuple[str, str, bool | None]]:
     if floor is not None:  # not one of the issue's targets: the rare class's own real-vs-real KID, for reading
         out.append(("(rare KID vs its real-vs-real floor)", f"{fmt(rare, '.2f')} vs {fmt(floor, '.2f')}",
                     None if rare is None else rare <= 2 * max(floor, 0.0)))
+    new = f.get("kid_new_class")
+    if new:  # not the issue's figure as recorded: the same KIDs against new renders of each class (class_kid.py)
+        common = [v for c, v in new.items() if c != RARE]
+        bound = 2 * sum(common) / len(common)
+        out.append(("(rare KID <= 2 x common mean, against new renders, x100)",
+                    f"{fmt(100 * new[RARE], '.1f')} vs {fmt(100 * bound, '.1f')}", new[RARE] <= bound))
     spaces = f.get("fd_ratio_spaces")
     if spaces is None:  # records before session 19: 1024 generated images against the 306-image floor, one space
         out.append(("FD <= 2 x floor", f"{fmt(f['fd_ratio'], '.1f')}x", None if f["fd_ratio"] is None else f["fd_ratio"] <= 2))
