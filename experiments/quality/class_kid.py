@@ -104,9 +104,10 @@ def table(records: list[dict]) -> str:
     for r in last.values():
         k = r["kid"]
         per = lambda f: " / ".join(fmt(100 * v[f], ".2f") for v in k.values())  # noqa: E731
-        rare = k.get(RARE, {})
-        lines.append(f"| {Path(r['run']).name} | {per('generated')} | {per('real_draw')} | "
-                     f"{' / '.join(fmt(100 * rare[f], '.2f') for f in ('generated', 'training_images', 'generated_vs_training')) if rare else '–'} | "
+        rare = k.get(RARE)
+        rare_cells = " / ".join(fmt(100 * rare[f], ".2f") for f in ("generated", "training_images",
+                                                                    "generated_vs_training")) if rare else "–"
+        lines.append(f"| {Path(r['run']).name} | {per('generated')} | {per('real_draw')} | {rare_cells} | "
                      f"{fmt(rare_over_common(k, 'generated'), '.1f')} |")
     spaces = "/".join(sorted({str(len(r["spaces"])) for r in last.values()}))
     n = "/".join(sorted({str(r["per_class"]) for r in last.values()}))
