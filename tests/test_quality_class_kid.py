@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import sys
 
-import pytest
 import torch
 from conftest import REPO
 
 sys.path[:0] = [str(REPO / "experiments" / "quality"), str(REPO / "experiments")]
-from class_kid import class_figures, rare_over_common  # noqa: E402
+from class_kid import class_figures  # noqa: E402
 
 
 def features(n: int, centre: float, seed: int) -> torch.Tensor:
@@ -25,11 +24,3 @@ def test_a_generator_that_repeats_its_training_images_scores_them_not_the_class(
     assert drawn["generated"] < copied["generated"]  # against new renders, the one that draws the class wins
     assert abs(drawn["generated"] - drawn["real_draw"]) < 0.5 * copied["generated"]
     assert copied["training_images"] > 2 * drawn["generated"]
-
-
-def test_rare_over_common_divides_the_rare_class_by_the_mean_of_the_others():
-    kids = {"NonDemented": {"generated": 0.1}, "MildDemented": {"generated": 0.3},
-            "ModerateDemented": {"generated": 0.6}}
-    assert rare_over_common(kids, "generated") == pytest.approx(3.0)
-    assert rare_over_common({"NonDemented": {"generated": -0.01}, "ModerateDemented": {"generated": 0.6}},
-                            "generated") is None

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from conftest import REPO
 
 sys.path[:0] = [str(REPO / "experiments" / "quality"), str(REPO / "experiments")]
-from target import checks, markdown  # noqa: E402
+from target import checks, markdown, rare_over_common  # noqa: E402
 
 CLASSES = ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"]
 
@@ -74,6 +76,9 @@ def test_the_rare_kid_against_new_renders_is_shown_but_not_counted_as_a_target()
     text = markdown([drawn, missed, record(seed=3)])
     assert "| (rare KID <= 2 x common mean, against new renders, x100) | 3.9 vs 4.0 ✓ | 5.0 vs 4.0 ✗ | – |" in text
     assert "Targets met per seed: 11/11, 11/11, 11/11." in text
+    assert rare_over_common(dict(zip(CLASSES, [0.1, 0.3, 0.2, 0.6]))) == pytest.approx(3.0)
+    no_ratio = record(kid_new_class=dict(zip(CLASSES, [-0.01, 0.0, 0.01, 0.05])))  # common mean 0: no bound
+    assert rare_over_common(no_ratio["kid_new_class"]) is None and failed(no_ratio) == set()
 
 
 def test_the_table_names_the_machine_when_its_runs_come_from_several():

@@ -38,6 +38,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from fd_floor import render_pool, suite_for  # noqa: E402
 from readme_block import check_block, write_block  # noqa: E402
 from run import RARE, fmt, read_records, runs_on_disk, write_records  # noqa: E402
+from target import rare_over_common  # noqa: E402
 from ganlab.checkpoint import load_gan  # noqa: E402
 from ganlab.metrics.kid import kernel_distance  # noqa: E402
 from ganlab.run_data import holdout_split, prepared_datamodule, training_data  # noqa: E402
@@ -89,12 +90,6 @@ def measure(run_dir: Path, per_class: int, render_seed: int, pools: dict, pool_r
             "kid": mean, "spaces": per_space}
 
 
-def rare_over_common(kids: dict, figure: str) -> float | None:
-    common = [v[figure] for name, v in kids.items() if name != RARE]
-    base = statistics.mean(common) if common else None
-    return kids[RARE][figure] / base if RARE in kids and base and base > 0 else None
-
-
 def table(records: list[dict]) -> str:
     """The README block: the last record of each run, in the order first measured (KIDs x 100)."""
     last = {r["run"]: r for r in records}
@@ -108,7 +103,7 @@ def table(records: list[dict]) -> str:
         rare_cells = " / ".join(fmt(100 * rare[f], ".2f") for f in ("generated", "training_images",
                                                                     "generated_vs_training")) if rare else "–"
         lines.append(f"| {Path(r['run']).name} | {per('generated')} | {per('real_draw')} | {rare_cells} | "
-                     f"{fmt(rare_over_common(k, 'generated'), '.1f')} |")
+                     f"{fmt(rare_over_common({c: v['generated'] for c, v in k.items()}), '.1f')} |")
     spaces = "/".join(sorted({str(len(r["spaces"])) for r in last.values()}))
     n = "/".join(sorted({str(r["per_class"]) for r in last.values()}))
     lines += ["", f"Classes in the order {' / '.join(next(iter(last.values()))['kid']) if last else ''}; mean over "

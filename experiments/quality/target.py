@@ -46,6 +46,13 @@ def preset_sha() -> str:
     return hashlib.sha256(PRESET_FILE.read_bytes()).hexdigest()[:10]
 
 
+def rare_over_common(kids: dict[str, float]) -> float | None:
+    """The rare class's KID over the common classes' mean; None when that mean is not above 0 (no ratio)."""
+    common = [v for c, v in kids.items() if c != RARE and v is not None]
+    base = sum(common) / len(common) if common else None
+    return kids[RARE] / base if kids.get(RARE) is not None and base and base > 0 else None
+
+
 def checks(f: dict) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for each of the issue's targets; met is None when a figure is missing."""
     out = []
@@ -65,10 +72,10 @@ def checks(f: dict) -> list[tuple[str, str, bool | None]]:
                     None if rare is None else rare <= 2 * max(floor, 0.0)))
     new = f.get("kid_new_class")
     if new:  # not the issue's figure as recorded: the same KIDs against new renders of each class (class_kid.py)
-        common = [v for c, v in new.items() if c != RARE]
-        bound = 2 * sum(common) / len(common)
+        ratio = rare_over_common(new)
         out.append(("(rare KID <= 2 x common mean, against new renders, x100)",
-                    f"{fmt(100 * new[RARE], '.1f')} vs {fmt(100 * bound, '.1f')}", new[RARE] <= bound))
+                    f"{fmt(100 * new[RARE], '.1f')} vs {fmt(200 * (new[RARE] / ratio) if ratio else None, '.1f')}",
+                    None if ratio is None else ratio <= 2))
     spaces = f.get("fd_ratio_spaces")
     if spaces is None:  # records before session 19: 1024 generated images against the 306-image floor, one space
         out.append(("FD <= 2 x floor", f"{fmt(f['fd_ratio'], '.1f')}x", None if f["fd_ratio"] is None else f["fd_ratio"] <= 2))
