@@ -28,7 +28,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, keep, places, processor,  # noqa: E402
                  read_records)
-from target import PRESET, checks, preset_sha  # noqa: E402
+from target import PRESET, checks, common_mean, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
 # towards 4x4), so a layer's cost grows with its square.
@@ -114,7 +114,7 @@ def table(records: list[dict]) -> str:
     for r in sorted(records, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS
                                             else len(VARIANTS), r["variant"], r["seed"])):
         low, high = r.get("fd_ratio_spaces_range") or (None, None)
-        common = [v for c, v in r["kid_class"].items() if c != RARE and v is not None]
+        common = common_mean(r["kid_class"])
         met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
         lines.append(
             f"| {r['variant']}{' (target.py)' if r.get('source') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | "
@@ -123,7 +123,7 @@ def table(records: list[dict]) -> str:
             f"{fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "
             f"{fmt(r['ssim_div'], '.3f')} ({fmt(r['ssim_div_real'], '.3f')}) | "
-            f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(2 * sum(common) / len(common) if common else None, '.2f')}) | "
+            f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(2 * common if common is not None else None, '.2f')}) | "
             f"{fmt(r['audit_p1'], '.1%')} / {fmt(r['audit_p5'], '.1%')} | {sum(map(bool, met))}/{len(met)} |")
     for variant, ratios in paired_fd(records).items():
         geo = geometric_mean(ratios)

@@ -25,7 +25,6 @@ still there (each folder's latest run) and lack the figures also get them in the
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from fd_floor import render_pool, suite_for  # noqa: E402
 from readme_block import check_block, write_block  # noqa: E402
-from run import RARE, fmt, read_records, runs_on_disk, write_records  # noqa: E402
+from run import RARE, fmt, keep, read_records, runs_on_disk, write_records  # noqa: E402
 from target import rare_over_common  # noqa: E402
 from ganlab.checkpoint import load_gan  # noqa: E402
 from ganlab.metrics.kid import kernel_distance  # noqa: E402
@@ -136,8 +135,7 @@ def main() -> None:
         def one(run_dir: Path) -> dict:
             r = measure(run_dir, args.per_class, args.render_seed, pools, Path(tmp), seeds)
             print(table([r]).splitlines()[2], flush=True)
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(r) + "\n")
+            keep(r, [], args.out)
             return r
 
         for run_dir in args.runs:

@@ -46,10 +46,15 @@ def preset_sha() -> str:
     return hashlib.sha256(PRESET_FILE.read_bytes()).hexdigest()[:10]
 
 
+def common_mean(kids: dict[str, float | None]) -> float | None:
+    """The mean per-class KID of the classes other than the rare one (those measured); None without any."""
+    common = [v for c, v in kids.items() if c != RARE and v is not None]
+    return sum(common) / len(common) if common else None
+
+
 def rare_over_common(kids: dict[str, float]) -> float | None:
     """The rare class's KID over the common classes' mean; None when that mean is not above 0 (no ratio)."""
-    common = [v for c, v in kids.items() if c != RARE and v is not None]
-    base = sum(common) / len(common) if common else None
+    base = common_mean(kids)
     return kids[RARE] / base if kids.get(RARE) is not None and base and base > 0 else None
 
 
@@ -61,9 +66,8 @@ def checks(f: dict) -> list[tuple[str, str, bool | None]]:
         ok = None if acc is None or judge is None else acc >= 0.9 * judge
         out.append((f"cond acc {c} >= 0.9 x judge", f"{fmt(acc, '.2f')} vs {fmt(judge and 0.9 * judge, '.2f')}", ok))
     kids = f["kid_class"]
-    common = [v for c, v in kids.items() if c != RARE and v is not None]
-    rare = kids.get(RARE)
-    bound = 2 * sum(common) / len(common) if common else None
+    rare, common = kids.get(RARE), common_mean(kids)
+    bound = 2 * common if common is not None else None
     out.append(("rare KID <= 2 x common mean", f"{fmt(rare, '.2f')} vs {fmt(bound, '.2f')}",
                 None if rare is None or bound is None else rare <= bound))
     floor = (f.get("kid_real_class") or {}).get(RARE)
