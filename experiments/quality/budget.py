@@ -48,20 +48,28 @@ VARIANTS: dict[str, list[str]] = {
     # Adam's first moment off and a shorter second (StyleGAN2's 0, 0.99; BigGAN/SNGAN's hinge runs use beta1 0)
     # instead of DCGAN's 0.5, 0.999: less momentum to carry G and D past each other's moves
     "beta0": ["model.betas=[0.0,0.99]"],
+    # the preset as typed, plus five more EMAs of its generator for ema_length.py to evaluate; its own figures are
+    # the preset's (the model's EMA), trained a little slower for the tracks' updates
+    "tracks": ["callbacks.ema_tracks.half_lives_kimg=[10,30]", "callbacks.ema_tracks.sigma_rels=[0.04,0.15,0.25]"],
+    # the same with shorter averages, around the best of "tracks" on seed 1 (10 kimg, sigma 0.04)
+    "tracks_short": ["callbacks.ema_tracks.half_lives_kimg=[5,10]", "callbacks.ema_tracks.sigma_rels=[0.02,0.04,0.06]"],
 }
+# --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
+SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
+SMOKE_DATA = [o for o in SMOKE_EXTRA if o.startswith("data.")]
 
 
 def run(variant: str, seed: int, args, out_root: Path) -> dict:
     run_dir = out_root / f"budget_{variant}_s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
-    extra = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"] if args.smoke else []
+    extra = SMOKE_EXTRA if args.smoke else []
     train = [PRESET, *QUIET, *extra, *VARIANTS[variant], f"seed={seed}", f"hydra.run.dir={run_dir}"]
     print(f"[{time.strftime('%H:%M:%S')}] {variant}: python -m ganlab.train {' '.join(train[:-1])}", flush=True)
     start = time.time()
     subprocess.run([sys.executable, "-m", "ganlab.train", *train], check=True, cwd=ROOT)
     wall = time.time() - start
-    figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
+    figures = evaluate_run(run_dir, seed, SMOKE_DATA if args.smoke else [], args.smoke)
     return {"variant": variant, "overrides": VARIANTS[variant], "seed": seed, "preset_sha": preset_sha(),
             "cpu": processor(), "wall_s": round(wall, 1), "kimg": round(images_shown(run_dir) / 1000, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}

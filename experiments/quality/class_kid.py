@@ -55,9 +55,10 @@ def class_figures(new: torch.Tensor, new_other: torch.Tensor, train: torch.Tenso
 
 
 def measure(run_dir: Path, per_class: int, render_seed: int, pools: dict, pool_root: Path,
-            space_seeds: tuple[int, ...]) -> dict:
-    """The run's figures; `pools` keeps the new renders per image size for the next run."""
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+            space_seeds: tuple[int, ...], ckpt_name: str = "last") -> dict:
+    """The figures of the run's checkpoints/<ckpt_name>.ckpt; `pools` keeps the new renders per image size for the
+    next run."""
+    ckpt = run_dir / "checkpoints" / f"{ckpt_name}.ckpt"
     module, _ = load_gan(ckpt)
     data_cfg, _ = training_data(ckpt)
     datamodule = prepared_datamodule(data_cfg)
@@ -84,14 +85,15 @@ def measure(run_dir: Path, per_class: int, render_seed: int, pools: dict, pool_r
                                           train_feats[train.labels.cpu() == c], embed(fake), seed=space_seed)
         per_space[str(space_seed)] = figures
     mean = {name: {f: statistics.mean(s[name][f] for s in per_space.values()) for f in FIGURES} for name in names}
-    return {"run": str(run_dir.resolve()), "per_class": per_class, "render_seed": render_seed,
+    return {"run": str(run_dir.resolve()), **({"ckpt": ckpt_name} if ckpt_name != "last" else {}),
+            "per_class": per_class, "render_seed": render_seed,
             "n_train": {name: int((train.labels == c).sum()) for c, name in enumerate(names)},
             "kid": mean, "spaces": per_space}
 
 
 def table(records: list[dict]) -> str:
     """The README block: the last record of each run, in the order first measured (KIDs x 100)."""
-    last = {r["run"]: r for r in records}
+    last = {(r["run"], r.get("ckpt", "last")): r for r in records}
     lines = ["| run | generated vs new renders (per class, x100) | real draw vs new renders | rare: generated / its "
              "training images / generated vs them | rare / common mean, generated |",
              "|---|---|---|---|---|"]
@@ -101,7 +103,8 @@ def table(records: list[dict]) -> str:
         rare = k.get(RARE)
         rare_cells = " / ".join(fmt(100 * rare[f], ".2f") for f in ("generated", "training_images",
                                                                     "generated_vs_training")) if rare else "–"
-        lines.append(f"| {Path(r['run']).name} | {per('generated')} | {per('real_draw')} | {rare_cells} | "
+        name = Path(r["run"]).name + (f" ({r['ckpt']})" if "ckpt" in r else "")
+        lines.append(f"| {name} | {per('generated')} | {per('real_draw')} | {rare_cells} | "
                      f"{fmt(rare_over_common({c: v['generated'] for c, v in k.items()}), '.1f')} |")
     spaces = "/".join(sorted({str(len(r["spaces"])) for r in last.values()}))
     n = "/".join(sorted({str(r["per_class"]) for r in last.values()}))
@@ -121,25 +124,27 @@ def main() -> None:
     parser.add_argument("--render-seed", type=int, default=9000)
     parser.add_argument("--space-seeds", default="0,1,2", help="domain classifier seeds, the ladder's (0) first")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "class_kid.jsonl")
+    parser.add_argument("--ckpt", default="last",
+                        help="the runs' checkpoints/<ckpt>.ckpt, e.g. ema10kimg (ema_length.py)")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="whose class_kid block to rewrite")
     args = parser.parse_args()
     check_block(args.readme, "class_kid")
-    missing = [str(r) for r in args.runs if not (r / "checkpoints" / "last.ckpt").is_file()]
+    missing = [str(r) for r in args.runs if not (r / "checkpoints" / f"{args.ckpt}.ckpt").is_file()]
     if missing:
-        sys.exit(f"error: no checkpoints/last.ckpt in {', '.join(missing)}")
+        sys.exit(f"error: no checkpoints/{args.ckpt}.ckpt in {', '.join(missing)}")
     torch.set_grad_enabled(False)
     seeds = tuple(int(x) for x in args.space_seeds.split(","))
     results = [HERE / "results" / name for name in ("target.jsonl", "budget.jsonl")] if args.record else []
     pools: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        def one(run_dir: Path) -> dict:
-            r = measure(run_dir, args.per_class, args.render_seed, pools, Path(tmp), seeds)
+        def one(run_dir: Path, ckpt_name: str = "last") -> dict:
+            r = measure(run_dir, args.per_class, args.render_seed, pools, Path(tmp), seeds, ckpt_name)
             print(table([r]).splitlines()[2], flush=True)
             keep(r, [], args.out)
             return r
 
         for run_dir in args.runs:
-            one(run_dir)
+            one(run_dir, args.ckpt)
         for path in results:
             records = read_records(path)
             for record in runs_on_disk(records):

@@ -20,6 +20,27 @@ def warmup_ema_fn(decay: float):
     return ema_update
 
 
+@torch.no_grad()
+def step_average(average: nn.Module, current: nn.Module, avg_fn, n_averaged: torch.Tensor,
+                 beta: float | None = None) -> None:
+    """One EMA step of `average` towards `current` over parameters and buffers: floating-point tensors by
+    `avg_fn(averaged, current, n_averaged)` (warmup_ema_fn's decay) or, given `beta`, average = beta x average +
+    (1 - beta) x current; integer buffers (BatchNorm's step counter) are copied."""
+    averaged = [*average.parameters(), *average.buffers()]
+    currents = [*current.parameters(), *current.buffers()]
+    for is_float in (True, False):
+        pairs = [(a, c) for a, c in zip(averaged, currents) if a.is_floating_point() == is_float]
+        if not pairs:
+            continue
+        a, c = [a for a, _ in pairs], [c for _, c in pairs]
+        if beta is None:
+            avg_fn(a, c, n_averaged)
+        elif is_float:
+            torch._foreach_lerp_(a, c, 1.0 - beta)
+        else:
+            torch._foreach_copy_(a, c)
+
+
 def make_ema(generator: nn.Module, decay: float) -> AveragedModel:
     """A frozen copy of `generator` that `update_parameters(generator)` moves towards it (buffers too)."""
     ema = AveragedModel(generator, multi_avg_fn=warmup_ema_fn(decay), use_buffers=True)

@@ -30,7 +30,7 @@ from ganlab.models.ada import AdaptiveAugment, multi_process
 from ganlab.models.cdcgan import enable_cond_weight
 from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
-from ganlab.models.ema import ema_beta, make_ema
+from ganlab.models.ema import ema_beta, make_ema, step_average
 from ganlab.models.lr_decay import decay_factor, no_budget, step_progress, time_progress
 from ganlab.models.losses import GANLoss, NonSaturatingLoss, lecam_penalty, r1_penalty, wgan_gradient_penalty
 from ganlab.models.standing_stats import recompute_batchnorm
@@ -533,23 +533,12 @@ class GANModule(L.LightningModule):
         (or, given `beta`, average = beta * average + (1 - beta) * current)."""
         ema = self.generator_ema
         self._standing = None
-        averaged = [*ema.module.parameters(), *ema.module.buffers()]
-        current = [*self.generator.parameters(), *self.generator.buffers()]
         if not self._ema_started:
-            torch._foreach_copy_(averaged, current)
+            torch._foreach_copy_([*ema.module.parameters(), *ema.module.buffers()],
+                                 [*self.generator.parameters(), *self.generator.buffers()])
             self._ema_started = True
         else:
-            for is_float in (True, False):
-                pairs = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point() == is_float]
-                if not pairs:
-                    continue
-                a, c = [a for a, _ in pairs], [c for _, c in pairs]
-                if beta is None:
-                    ema.multi_avg_fn(a, c, ema.n_averaged)
-                elif is_float:
-                    torch._foreach_lerp_(a, c, 1.0 - beta)
-                else:
-                    torch._foreach_copy_(a, c)
+            step_average(ema.module, self.generator, ema.multi_avg_fn, ema.n_averaged, beta)
         ema.n_averaged += 1
 
     def cond_weight(self, images_seen: int) -> float:
