@@ -114,6 +114,20 @@ def paired_fd(records: list[dict]) -> dict[str, list[float]]:
     return out
 
 
+def cells(r: dict) -> dict[str, str]:
+    """A run's figures as table cells (this table's and ema_length.py's)."""
+    low, high = r.get("fd_ratio_spaces_range") or (None, None)
+    common = common_mean(r["kid_class"])
+    bound = None if common is None else 2 * common
+    met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
+    return {"fd": f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}]",
+            "recall": fmt(r["recall"], ".2f"), "coverage": fmt(r["coverage"], ".2f"),
+            "ssim": f"{fmt(r['ssim_div'], '.3f')} ({fmt(r['ssim_div_real'], '.3f')})",
+            "rare_kid": f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(bound, '.2f')})",
+            "audit": f"{fmt(r['audit_p1'], '.1%')} / {fmt(r['audit_p5'], '.1%')}",
+            "met": f"{sum(map(bool, met))}/{len(met)}"}
+
+
 def table(records: list[dict]) -> str:
     base = preset_fd(records)
     lines = ["| variant | seed | kimg | img/s | FD/floor equal n, 5 spaces [min, max] | FD / preset's, same seed | "
@@ -121,18 +135,11 @@ def table(records: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS
                                             else len(VARIANTS), r["variant"], r["seed"])):
-        low, high = r.get("fd_ratio_spaces_range") or (None, None)
-        common = common_mean(r["kid_class"])
-        met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
+        c = cells(r)
         lines.append(
             f"| {r['variant']}{' (target.py)' if r.get('source') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | "
-            f"{fmt(r.get('img_per_s'), '.0f')} | "
-            f"{fmt(r.get('fd_ratio_spaces'), '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | "
-            f"{fmt(ratio_to_preset(r, base), '.2f')} | "
-            f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "
-            f"{fmt(r['ssim_div'], '.3f')} ({fmt(r['ssim_div_real'], '.3f')}) | "
-            f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(2 * common if common is not None else None, '.2f')}) | "
-            f"{fmt(r['audit_p1'], '.1%')} / {fmt(r['audit_p5'], '.1%')} | {sum(map(bool, met))}/{len(met)} |")
+            f"{fmt(r.get('img_per_s'), '.0f')} | {c['fd']} | {fmt(ratio_to_preset(r, base), '.2f')} | "
+            f"{c['recall']} | {c['coverage']} | {c['ssim']} | {c['rare_kid']} | {c['audit']} | {c['met']} |")
     for variant, ratios in paired_fd(records).items():
         geo = geometric_mean(ratios)
         lines.append(f"| {variant} / preset, geometric mean over {len(ratios)} seed(s) | | | | | {geo:.2f} "

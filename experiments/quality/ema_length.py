@@ -33,7 +33,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import budget  # noqa: E402
 from readme_block import check_block, write_block  # noqa: E402
 from run import RARE, evaluate_run, fmt, keep, places, processor  # noqa: E402
-from target import checks, common_mean, preset_sha  # noqa: E402
+from target import preset_sha  # noqa: E402
 from ganlab.callbacks.ema_tracks import EMATracks  # noqa: E402
 from ganlab.checkpoint import read_checkpoint  # noqa: E402
 
@@ -110,21 +110,15 @@ def table(rows: list[dict]) -> str:
     model_fd = {r["run_dir"]: r.get("fd_ratio_spaces") for r in rows if r["track"] == MODEL}
     ratios: dict[str, list[float]] = {}
     for r in sorted(rows, key=lambda r: (r["seed"], r["run_dir"], track_order(r["track"]))):
-        low, high = r.get("fd_ratio_spaces_range") or (None, None)
         fd, ref = r.get("fd_ratio_spaces"), model_fd.get(r["run_dir"])
         ratio = fd / ref if fd and ref and r["track"] != MODEL else None
         if ratio:
             ratios.setdefault(r["track"], []).append(ratio)
-        common = common_mean(r["kid_class"])
-        met = [ok for name, _, ok in checks(r) if not name.startswith("(")]
+        c = budget.cells(r)
         lines.append(
-            f"| {r['seed']} | {r['track']} | "
-            f"{fmt(fd, '.1f')}x [{fmt(low, '.1f')}, {fmt(high, '.1f')}] | {fmt(ratio, '.2f')} | "
-            f"{fmt(r['recall'], '.2f')} | {fmt(r['coverage'], '.2f')} | "
-            f"{fmt(r['ssim_div'], '.3f')} ({fmt(r['ssim_div_real'], '.3f')}) | "
-            f"{fmt(r['kid_class'].get(RARE), '.2f')} ({fmt(2 * common if common is not None else None, '.2f')}) | "
-            f"{fmt(r['cond_acc_class'].get(RARE), '.2f')} | "
-            f"{fmt(r['audit_p1'], '.1%')} / {fmt(r['audit_p5'], '.1%')} | {sum(map(bool, met))}/{len(met)} |")
+            f"| {r['seed']} | {r['track']} | {c['fd']} | {fmt(ratio, '.2f')} | {c['recall']} | {c['coverage']} | "
+            f"{c['ssim']} | {c['rare_kid']} | {fmt(r['cond_acc_class'].get(RARE), '.2f')} | {c['audit']} | "
+            f"{c['met']} |")
     for name, values in sorted(ratios.items(), key=lambda kv: track_order(kv[0])):
         lines.append(f"| geometric mean over {len(values)} run(s) | {name} | | {geometric_mean(values):.2f} "
                      f"({min(values):.2f}-{max(values):.2f}) | | | | | | | |")
