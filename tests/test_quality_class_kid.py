@@ -7,7 +7,7 @@ import torch
 from conftest import REPO
 
 sys.path[:0] = [str(REPO / "experiments" / "quality"), str(REPO / "experiments")]
-from class_kid import class_figures  # noqa: E402
+from class_kid import class_figures, judged_shares  # noqa: E402
 
 
 def features(n: int, centre: float, seed: int) -> torch.Tensor:
@@ -24,3 +24,8 @@ def test_a_generator_that_repeats_its_training_images_scores_them_not_the_class(
     assert drawn["generated"] < copied["generated"]  # against new renders, the one that draws the class wins
     assert abs(drawn["generated"] - drawn["real_draw"]) < 0.5 * copied["generated"]
     assert copied["training_images"] > 2 * drawn["generated"]
+
+
+def test_judged_shares_count_where_the_classifier_puts_each_image():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 1.0], [0.0, 1.0, 3.0], [0.0, 5.0, 0.0]])
+    assert judged_shares(logits, 4) == [0.25, 0.5, 0.25, 0.0]  # a class no image goes to has a share of 0

@@ -11,7 +11,8 @@ in the feature space of each domain classifier (`--space-seeds`, the ladder's 0 
 - real draw: a second, disjoint set of new renders against the first (a perfect generator's figure);
 - generated vs training images: the ladder's comparison, for reading beside the others.
 KID is the unbiased estimator (ganlab.metrics.kid), so its expectation does not depend on n; each figure is the
-mean over the feature spaces.
+mean over the feature spaces. Beside the KIDs, where the domain classifier puts each class's samples and its new
+renders (`judged`: the share given to each class, mean over the spaces): which class a class's samples drift to.
 
     python experiments/quality/class_kid.py <run dir> [<run dir> ...] [--per-class 500] [--render-seed 9000]
     python experiments/quality/class_kid.py --record             # target.py's and budget.py's runs lacking it
@@ -54,6 +55,12 @@ def class_figures(new: torch.Tensor, new_other: torch.Tensor, train: torch.Tenso
             "real_draw": kid(new, new_other, 2), "generated_vs_training": kid(train, generated, 3)}
 
 
+def judged_shares(logits: torch.Tensor, n_classes: int) -> list[float]:
+    """The share of images the classifier gives to each class (argmax of its logits)."""
+    counts = torch.bincount(logits.argmax(1), minlength=n_classes).float()
+    return (counts / counts.sum()).tolist()
+
+
 def measure(run_dir: Path, per_class: int, render_seed: int, pools: dict, pool_root: Path,
             space_seeds: tuple[int, ...], ckpt_name: str = "last") -> dict:
     """The figures of the run's checkpoints/<ckpt_name>.ckpt; `pools` keeps the new renders per image size for the
@@ -68,25 +75,31 @@ def measure(run_dir: Path, per_class: int, render_seed: int, pools: dict, pool_r
     if size not in pools:
         pools[size] = render_pool(size, 2 * per_class, render_seed, pool_root / str(size))
     pool = pools[size]
-    per_space = {}
+    per_space, judged_per_space = {}, []
     for space_seed in space_seeds:
         suite = suite_for(ckpt, space_seed)
         suite.prepare(train.images, train.labels, names, holdout=(holdout.images, holdout.labels), generator=module)
         space = suite.ctx.space("domain")
-        embed = lambda images: suite.ctx.embed(space.net, images)[0]  # noqa: E731
         train_feats = space.of("train")[0]
-        figures = {}
+        figures, judged = {}, {}
         for c, name in enumerate(names):
             g = torch.Generator().manual_seed(1000 + c)  # the same latents in every space and run
             z = torch.randn(per_class, module.latent_dim, generator=g)
             fake = torch.cat([module.sample(len(chunk), labels=torch.full((len(chunk),), c), z=chunk)
                               for chunk in z.split(256)])
-            figures[name] = class_figures(embed(pool[c][:per_class]), embed(pool[c][per_class:]),
-                                          train_feats[train.labels.cpu() == c], embed(fake), seed=space_seed)
+            (new, new_logits), (new_other, _), (generated, logits) = (
+                suite.ctx.embed(space.net, images) for images in (pool[c][:per_class], pool[c][per_class:], fake))
+            figures[name] = class_figures(new, new_other, train_feats[train.labels.cpu() == c], generated,
+                                          seed=space_seed)
+            judged[name] = {"generated": judged_shares(logits, len(names)),
+                            "new_renders": judged_shares(new_logits, len(names))}
         per_space[str(space_seed)] = figures
+        judged_per_space.append(judged)
     mean = {name: {f: statistics.mean(s[name][f] for s in per_space.values()) for f in FIGURES} for name in names}
+    judged = {name: {kind: [statistics.mean(j[name][kind][k] for j in judged_per_space) for k in range(len(names))]
+                     for kind in ("generated", "new_renders")} for name in names}
     return {"run": str(run_dir.resolve()), **({"ckpt": ckpt_name} if ckpt_name != "last" else {}),
-            "per_class": per_class, "render_seed": render_seed,
+            "per_class": per_class, "render_seed": render_seed, "judged": judged,
             "n_train": {name: int((train.labels == c).sum()) for c, name in enumerate(names)},
             "kid": mean, "spaces": per_space}
 
