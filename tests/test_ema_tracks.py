@@ -30,7 +30,7 @@ def feed(callback: EMATracks, values, batch: int = 4) -> torch.nn.Module:
 
 
 def weight(callback: EMATracks, name: str) -> float:
-    return callback.tracks[name].module.weight.item()
+    return callback.tracks[name].weight.item()
 
 
 def test_a_half_life_track_is_the_models_ema_with_that_half_life(tmp_path):
@@ -39,8 +39,8 @@ def test_a_half_life_track_is_the_models_ema_with_that_half_life(tmp_path):
     tracks = EMATracks(half_lives_kimg=[0.02], sigma_rels=[0.1])
     fit(module, tiny_loader(n=32, batch_size=4), tmp_path, callbacks=[tracks], max_epochs=2)
     model_ema = module.generator_ema.module.state_dict()
-    track = tracks.tracks["0.02kimg"].module.state_dict()
-    other = tracks.tracks["sigma0.1"].module.state_dict()
+    track = tracks.tracks["0.02kimg"].state_dict()
+    other = tracks.tracks["sigma0.1"].state_dict()
     floats = [k for k, v in model_ema.items() if v.is_floating_point()]
     assert all(torch.allclose(track[k], model_ema[k], atol=1e-6) for k in floats)
     assert any(not torch.allclose(other[k], model_ema[k], atol=1e-4) for k in floats)  # another averaging differs

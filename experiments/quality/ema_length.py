@@ -32,14 +32,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 import budget  # noqa: E402
 from readme_block import check_block, write_block  # noqa: E402
-from run import RARE, evaluate_run, fmt, keep, places, processor  # noqa: E402
+from run import RARE, evaluate_run, fmt, keep, places, processor, with_ema_generator  # noqa: E402
 from target import preset_sha  # noqa: E402
 from ganlab.callbacks.ema_tracks import EMATracks  # noqa: E402
 from ganlab.checkpoint import read_checkpoint  # noqa: E402
 
 TRACKS_KEY = EMATracks.__qualname__  # Lightning's key for the callback's state in checkpoint["callbacks"]
-
-
 MODEL = "model"  # the track name of the model's own EMA in the table
 
 
@@ -57,14 +55,8 @@ def track_checkpoint(ckpt: dict, name: str) -> dict:
     tracks = ckpt["callbacks"][TRACKS_KEY]["tracks"]
     if name not in tracks:
         raise KeyError(f"no EMA track {name!r} in this checkpoint (it has {sorted(tracks)})")
-    state = dict(ckpt["state_dict"])
-    for key, tensor in tracks[name].items():
-        full = "generator_ema.module." + key
-        if full not in state:
-            raise KeyError(f"track {name!r} has {key}, which the run's EMA generator does not")
-        state[full] = tensor.clone()
     callbacks = {k: v for k, v in ckpt["callbacks"].items() if k != TRACKS_KEY}
-    return {**ckpt, "state_dict": state, "callbacks": callbacks}
+    return {**with_ema_generator(ckpt, tracks[name]), "callbacks": callbacks}
 
 
 def evaluate_tracks(run_dir: Path, seed: int, smoke: bool) -> list[dict]:

@@ -253,6 +253,18 @@ def evaluate_best(run_dir: Path, seed: int, data: list[str], smoke: bool = False
     return evaluate_run(run_dir, seed, data, smoke, ckpt="best")
 
 
+def with_ema_generator(ckpt: dict, tensors: dict) -> dict:
+    """A copy of checkpoint `ckpt` whose EMA generator holds `tensors` (by its parameter and buffer names), so that
+    evaluate, generate and audit sample another generator through the run's own config."""
+    state = dict(ckpt["state_dict"])
+    for key, tensor in tensors.items():
+        full = "generator_ema.module." + key
+        if full not in state:
+            raise KeyError(f"{key}: the checkpoint's EMA generator has no such tensor")
+        state[full] = tensor.detach().clone()
+    return {**ckpt, "state_dict": state}
+
+
 def images_shown(run_dir: Path, ckpt: str = "last") -> int:
     """Real images D saw up to checkpoints/<ckpt>.ckpt: batches trained (the Throughput callback's count) x batch
     size x processes."""

@@ -25,7 +25,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
-from run import evaluate_checkpoint  # noqa: E402
+from run import evaluate_checkpoint, with_ema_generator  # noqa: E402
 from ganlab.checkpoint import load_gan, read_checkpoint  # noqa: E402
 from ganlab.models.standing_stats import recompute_batchnorm  # noqa: E402
 
@@ -69,10 +69,7 @@ def variant_checkpoint(ckpt_path: Path, variant: str, batches: int) -> dict:
     if variant != "raw":
         recompute_batchnorm(net, module.latent_dim, module.num_classes,
                             batches=batches, batch_size=64, seed=0)
-    ckpt = read_checkpoint(ckpt_path)
-    for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
-        ckpt["state_dict"]["generator_ema.module." + name] = tensor.detach().clone()
-    return ckpt
+    return with_ema_generator(read_checkpoint(ckpt_path), dict([*net.named_parameters(), *net.named_buffers()]))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ restored on resume. experiments/quality/ema_length.py evaluates each as the run'
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 
-from ganlab.models.ema import make_ema, step_average
+from ganlab.models.ema import step_average
 
 
 def gamma_of_sigma_rel(sigma_rel: float) -> float:
@@ -51,7 +53,7 @@ class EMATracks(L.Callback):
                              "e.g. [0.05, 0.1]")
         self.half_lives_kimg, self.sigma_rels = half_lives, sigmas
         self.gammas = {f"sigma{s:g}": gamma_of_sigma_rel(s) for s in sigmas}
-        self.tracks: dict[str, torch.optim.swa_utils.AveragedModel] = {}
+        self.tracks: dict[str, nn.Module] = {}  # name: a frozen copy of G holding that average
         self.updates = 0  # updates so far (the first is the copy)
         self.batch_images = 0  # images per batch, all processes: fixes the half-life tracks' decays
         self._restored: dict | None = None
@@ -73,10 +75,10 @@ class EMATracks(L.Callback):
             return
         generator = pl_module.generator
         if not self.tracks:
-            self.tracks = {name: make_ema(generator, 0.5) for name in self.names()}  # the decay is set per step
+            self.tracks = {name: copy.deepcopy(generator).requires_grad_(False) for name in self.names()}
             if self._restored is not None:
                 for name, track in self.tracks.items():
-                    track.module.load_state_dict(self._restored["tracks"][name])
+                    track.load_state_dict(self._restored["tracks"][name])
                 self._restored = None
             else:  # a fresh run: each track starts as a copy of G after its first step
                 real = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -85,16 +87,16 @@ class EMATracks(L.Callback):
                 return
         for name, decay in self.decays().items():
             track = self.tracks[name]
-            step_average(track.module, generator, None, None, beta=decay)
+            step_average(track, generator, None, None, beta=decay)
             if getattr(generator, "cond_weight", None) is not None:  # the conditioning schedule's value itself
-                track.module.cond_weight.copy_(generator.cond_weight)
+                track.cond_weight.copy_(generator.cond_weight)
         self.updates += 1
 
     def state_dict(self) -> dict:
         if not self.tracks:
             return {}
         return {"batch_images": self.batch_images, "updates": self.updates,
-                "tracks": {name: track.module.state_dict() for name, track in self.tracks.items()}}
+                "tracks": {name: track.state_dict() for name, track in self.tracks.items()}}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not state_dict or not self.names():
