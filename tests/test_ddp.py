@@ -146,3 +146,17 @@ def test_ddp_resume_continues_every_ranks_noise_bit_exactly(run_cli, tmp_path):
     assert resumed["global_step"] == expected["global_step"] == 2 * first["global_step"] > 0
     assert differences(expected["state_dict"], resumed["state_dict"], "state_dict") == []
     assert differences(expected["optimizer_states"], resumed["optimizer_states"], "optimizer_states") == []
+
+
+@pytest.mark.slow
+def test_ddp_adc_with_its_weight_at_zero_keeps_replicas_identical(run_cli, cli_env, tmp_path):
+    """ADC-GAN under a conditioning transition that starts at weight 0: D's class head is in every step's graph
+    (DDP reduces a gradient for each parameter), and both ranks end with the same weights, the head's included."""
+    run = tmp_path / "run"
+    assert_ok(run_cli("ganlab.train", *TINY, "model=cdcgan", "model.adc_weight=1", "model.cond_start_kimg=0",
+                      "model.cond_end_kimg=1000", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                      "trainer.limit_train_batches=3", "logger=none", "metrics=none",
+                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
+                      f"hydra.run.dir={run}", env=cli_env))
+    digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert "discriminator.class_head.weight" in digests[0] and digests[0] == digests[1]

@@ -1,6 +1,6 @@
 """Small-data GAN techniques (issue 12's quality ladder), each off by default: ADA, LeCam, minibatch
 stddev, lazy R1, EMA half-life in kimg, unconditional -> conditional transition, mode seeking, ordinal
-class embeddings, class-weighted losses. Each test shows the option does what it claims."""
+class embeddings, class-weighted losses (ADC-GAN's own tests: test_adc.py). Each test shows the option does what it claims."""
 from __future__ import annotations
 
 import math
@@ -538,7 +538,7 @@ def test_lr_decay_is_checked_and_needs_a_budget(tmp_path):
 # ----------------------------------------------------------------------------- all together
 ALL_ON = dict(diffaugment="translation,color,cutout", ada_target=0.6, ada_kimg=0.5, ada_interval=1, lecam_weight=0.3,
               r1_gamma=1.0, r1_interval=2, ema_kimg=0.1, ema_rampup=0.05, cond_start_kimg=0, cond_end_kimg=0.05,
-              mode_seeking=1.0, class_weights=[1.0, 1.0, 2.0], loss=HingeLoss())
+              mode_seeking=1.0, class_weights=[1.0, 1.0, 2.0], adc_weight=1.0, loss=HingeLoss())
 
 
 def test_all_techniques_together_train_under_bf16(tmp_path):
@@ -558,6 +558,7 @@ def test_techniques_resume_exactly_from_a_checkpoint(tmp_path):
         g = ConditionalDCGANGenerator(NUM_CLASSES, LATENT, 32, 1, width=4, embed_dim=4, conditioning="cbn")
         d = ConditionalDCGANDiscriminator(NUM_CLASSES, 32, 1, width=4, mbstd_group=4)
         module = gm.GANModule(g, d, num_classes=NUM_CLASSES, **{**ALL_ON, "ada_interval": 3})
+        module.ada.p.fill_(0.5)
         ckpt = ResumableCheckpoint(dirpath=tmp_path / root, save_last=True, keep_last=0)
         trainer = L.Trainer(max_epochs=epochs, callbacks=[ckpt, ReseedRNG()], logger=False, enable_progress_bar=False,
                             enable_model_summary=False, accelerator="cpu", deterministic=True,
@@ -570,7 +571,8 @@ def test_techniques_resume_exactly_from_a_checkpoint(tmp_path):
     resumed = run(2, ckpt_path=str(tmp_path / "b" / "last.ckpt"), root="b")
     assert straight.keys() == resumed.keys()
     assert [k for k in straight if not torch.equal(straight[k], resumed[k])] == []
-    assert straight["ada.p"] > 0 and straight["lecam_updates"] == 10 and straight["ada.stats"][1] > 0
+    assert straight["ada.p"] != 0.5 and straight["lecam_updates"] == 10 and straight["ada.stats"][1] > 0
+    assert "discriminator.class_head.weight" in straight
 
 
 def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key():
@@ -584,9 +586,11 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
                                           "model.class_weights=inverse", "model.discriminator.mbstd_group=4",
                                           "model.generator.ordinal=true", "model.discriminator.texture_width=8",
                                           "model.few_shot_policy='brightness,contrast'",
-                                          "model.few_shot_ada_target=0.6", "model.standing_stats=8"])
+                                          "model.few_shot_ada_target=0.6", "model.standing_stats=8",
+                                          "model.adc_weight=1"])
         bad = compose("train", overrides=["model=cdcgan", *TINY, "model.lecam_decay=1.5"])
     assert module.ada is None and not hasattr(module, "lecam_anchors") and module.generator.cond_weight is None
+    assert module.discriminator.class_head is None
     assert module.few_shot_ops == () and not hasattr(module, "few_shot_class") and module.few_shot_ada is None
     assert module.hparams.standing_stats == 0 and module.sampling_generator() is module.generator_ema.module
     assert isinstance(module.discriminator.mbstd, torch.nn.Identity) and module.discriminator.texture is None
@@ -594,7 +598,7 @@ def test_every_technique_key_is_in_the_config_off_and_a_bad_value_names_the_key(
     assert embeddings and all(type(m) is torch.nn.Embedding for m in embeddings)  # none ordinal by default
     on_module = instantiate(on.model)
     assert on_module.ada is not None and on_module.discriminator.ordinal and on_module.hparams.r1_interval == 16
-    assert isinstance(on_module.discriminator.texture, TextureBranch)
+    assert isinstance(on_module.discriminator.texture, TextureBranch) and on_module.discriminator.class_head is not None
     assert on_module.few_shot_ops == ("brightness", "contrast") and on_module.hparams.few_shot_images == 100
     assert on_module.few_shot_ada.classes == 4 and on_module.few_shot_ada.target == 0.6
     assert on_module.sampling_generator() is not on_module.generator_ema.module  # the standing-statistics copy

@@ -53,6 +53,12 @@ VARIANTS: dict[str, list[str]] = {
     "tracks": ["callbacks.ema_tracks.half_lives_kimg=[10,30]", "callbacks.ema_tracks.sigma_rels=[0.04,0.15,0.25]"],
     # the same with shorter averages, around the best of "tracks" on seed 1 (10 kimg, sigma 0.04)
     "tracks_short": ["callbacks.ema_tracks.half_lives_kimg=[5,10]", "callbacks.ema_tracks.sigma_rels=[0.02,0.04,0.06]"],
+    # Collapse by Conditioning (ladder row bf16_tr16_ct, session 9, batch 64 at 346 kimg: FD lower and NonDemented's
+    # accuracy higher on both seeds, the audit a little worse): unconditional for 25 kimg, conditioning blended in by 100
+    "ct": ["model.cond_start_kimg=25", "model.cond_end_kimg=100"],
+    # ADC-GAN (Hou et al. 2022) at the paper's weight: D's classifier tells real class k from generated class k,
+    # aimed at generated NonDemented drifting to VeryMild (class_kid.py's judged shares, session 23)
+    "adc": ["model.adc_weight=1.0"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]

@@ -18,6 +18,11 @@ but one term and a rare class borrows what its neighbours learn.
 class-average scale and shift, D drops its projection term / label maps), at 1 the networks are fully
 conditional. It is not saved (the training module sets it every step); without it, as in a network
 loaded for sampling, the networks are fully conditional.
+
+`enable_class_head()` gives the discriminator ADC-GAN's auxiliary discriminative classifier (Hou et al.,
+ICML 2022): a linear head on D's pooled features over 2K classes, "real image of class k" and "generated
+image of class k" (`forward(..., classes=True)` returns its logits too). The training module adds it when
+`model.adc_weight` > 0; see ganlab.models.losses.adc_discriminator_term.
 """
 from __future__ import annotations
 
@@ -165,13 +170,28 @@ class ConditionalDCGANDiscriminator(DCGANDiscriminator):
                          mbstd_group=mbstd_group, texture_width=texture_width,
                          label_channels=num_classes if conditioning == "concat" else 0)
         self.register_buffer("cond_weight", None, persistent=False)  # see enable_cond_weight
+        self.spectral_norm = spectral_norm
         if conditioning == "projection":
             embed = class_embedding(num_classes, self.feature_dim, ordinal)
             init_class_table(embed, 0.0, 0.02)
             self.embed = _sn(embed) if spectral_norm else embed
+        self.class_head = None  # see enable_class_head
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def enable_class_head(self) -> None:
+        """Add ADC-GAN's classifier: logit 2k = real image of class k, 2k + 1 = generated image of class k.
+        Built after the rest, so the rest's initial weights do not depend on it."""
+        if self.class_head is None:
+            head = nn.Linear(self.feature_dim, 2 * self.num_classes)
+            nn.init.normal_(head.weight, 0.0, 0.02)
+            nn.init.zeros_(head.bias)
+            self.class_head = (_sn(head) if self.spectral_norm else head).to(next(self.parameters()).device)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, classes: bool = False):
+        """D's logit per image; with `classes=True`, also the class head's (N, 2K) logits."""
         labels = check_labels(labels, x.shape[0])
+        if classes and self.class_head is None:
+            raise ValueError("classes=True needs the class head (enable_class_head; model.adc_weight > 0)")
+        image = x
         if self.conditioning == "concat":
             if self.ordinal:  # thermometer code: class c lights maps 0..c
                 maps = (labels[:, None] >= torch.arange(self.num_classes, device=labels.device)).to(x.dtype)
@@ -181,11 +201,12 @@ class ConditionalDCGANDiscriminator(DCGANDiscriminator):
                 maps = self.cond_weight.to(x.dtype) * maps
             maps = maps[:, :, None, None]
             x = torch.cat([x, maps.expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
-            return super().forward(x)
         h = self.features(x)
-        logit = self.head(self.mbstd(h)).flatten() + self.texture_logit(x)
+        logit = self.head(self.mbstd(h)).flatten() + self.texture_logit(image)
         pooled = h.sum(dim=(2, 3))
-        projection = (self.embed(labels) * pooled).sum(dim=1)
-        if self.cond_weight is not None:
-            projection = self.cond_weight.to(projection.dtype) * projection
-        return logit + projection
+        if self.conditioning == "projection":
+            projection = (self.embed(labels) * pooled).sum(dim=1)
+            if self.cond_weight is not None:
+                projection = self.cond_weight.to(projection.dtype) * projection
+            logit = logit + projection
+        return (logit, self.class_head(pooled)) if classes else logit

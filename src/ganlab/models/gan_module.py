@@ -32,7 +32,8 @@ from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema, step_average
 from ganlab.models.lr_decay import decay_factor, no_budget, step_progress, time_progress
-from ganlab.models.losses import GANLoss, NonSaturatingLoss, lecam_penalty, r1_penalty, wgan_gradient_penalty
+from ganlab.models.losses import (GANLoss, NonSaturatingLoss, adc_discriminator_term, adc_generator_term,
+                                  lecam_penalty, r1_penalty, wgan_gradient_penalty)
 from ganlab.models.standing_stats import recompute_batchnorm
 
 CLASS_WEIGHTINGS = ("inverse", "inverse_sqrt")
@@ -142,6 +143,14 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
                              f"(one per class), one of {CLASS_WEIGHTINGS}, or null")
 
 
+def check_adc(adc_weight, num_classes, discriminator) -> None:
+    if not (number(adc_weight) and adc_weight >= 0):
+        raise ValueError(f"adc_weight={adc_weight!r}: expected a number >= 0 (0: off; ADC-GAN's paper 1.0)")
+    if adc_weight and not (num_classes and hasattr(discriminator, "enable_class_head")):
+        raise ValueError("adc_weight needs a conditional model (model=cdcgan): its classifier tells real from "
+                         "generated images of each class")
+
+
 def weights_from_counts(counts: Sequence[int], how: str) -> torch.Tensor:
     """Per-class loss weights from training-set counts: inverse frequency N / (K n_c) (mean 1 over the
     training images), or its square root."""
@@ -212,6 +221,7 @@ class GANModule(L.LightningModule):
         few_shot_ada_target: float | None = None,
         standing_stats: int = 0,
         lr_decay_start: float | None = None,
+        adc_weight: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -228,6 +238,7 @@ class GANModule(L.LightningModule):
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
                          class_weights, augment_p, translation_ratio, standing_stats, lr_decay_start)
+        check_adc(adc_weight, num_classes, discriminator)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -246,6 +257,10 @@ class GANModule(L.LightningModule):
         if cond_start_kimg is not None:
             enable_cond_weight(generator)
             enable_cond_weight(discriminator)
+        self._cond_now = 1.0  # the conditioning weight of this batch (cond_start_kimg); it also scales ADC's terms
+        self._adc_logs: dict[str, torch.Tensor] = {}  # ADC's terms of the last D and G steps, for the logs
+        if adc_weight:
+            discriminator.enable_class_head()
         if class_weights is not None:  # "inverse"/"inverse_sqrt" are filled in from the data at fit start
             self.register_buffer("class_weight", torch.as_tensor(
                 class_weights if not isinstance(class_weights, str) else [1.0] * num_classes, dtype=torch.float32))
@@ -459,9 +474,18 @@ class GANModule(L.LightningModule):
         generator, discriminator = self._train_nets
         with torch.no_grad():
             fake = generator(self.noise(real.shape[0]), y)
-        real_logits = discriminator(self.augment(real, y), y)
-        fake_logits = discriminator(self.augment(fake, y), y)
+        adc = self.hparams.adc_weight * self._cond_now  # 0 at the start of a conditioning transition
+        if self.hparams.adc_weight:  # the head is used at weight 0 too: DDP expects every parameter in the graph
+            real_logits, real_classes = discriminator(self.augment(real, y), y, classes=True)
+            fake_logits, fake_classes = discriminator(self.augment(fake, y), y, classes=True)
+        else:
+            real_logits = discriminator(self.augment(real, y), y)
+            fake_logits = discriminator(self.augment(fake, y), y)
         loss = self.loss.discriminator(real_logits, fake_logits, **self.weight_kwargs(y))
+        if self.hparams.adc_weight:
+            term = adc_discriminator_term(real_classes, fake_classes, y)
+            loss = loss + adc * term
+            self._adc_logs["train/adc_d"] = term.detach()
         if self.ada is not None:
             self.ada.accumulate(real_logits)
         if self.few_shot_ada is not None:
@@ -510,8 +534,16 @@ class GANModule(L.LightningModule):
         else:
             z = self.noise(batch_size)
         fake = generator(z, y)
-        fake_logits = discriminator(self.augment(fake, y), y)
+        adc = self.hparams.adc_weight * self._cond_now
+        if self.hparams.adc_weight:
+            fake_logits, fake_classes = discriminator(self.augment(fake, y), y, classes=True)
+        else:
+            fake_logits = discriminator(self.augment(fake, y), y)
         loss = self.loss.generator(fake_logits, **self.weight_kwargs(y))
+        if self.hparams.adc_weight:
+            term = adc_generator_term(fake_classes, y)
+            loss = loss + adc * term
+            self._adc_logs["train/adc_g"] = term.detach()
         if ms_weight and half:
             loss = loss + ms_weight * mode_seeking_term(fake, z, half)
         opt_g.zero_grad(set_to_none=True)
@@ -554,6 +586,7 @@ class GANModule(L.LightningModule):
             nets.append(self.generator_ema.module)
         for net in nets:
             net.cond_weight.fill_(weight)
+        self._cond_now = weight
 
     def training_step(self, batch, batch_idx):
         real, labels = batch
@@ -583,6 +616,7 @@ class GANModule(L.LightningModule):
             for c, name in self.few_shot_names:
                 extra.update({f"train/few_shot_p/{name}": self.few_shot_ada.p[c],
                               f"train/few_shot_rt/{name}": self.few_shot_ada.rt[c]})
+        extra.update(self._adc_logs)
         if self.hparams.lecam_weight:
             extra.update({"train/lecam_anchor_real": self.lecam_anchors[0],
                           "train/lecam_anchor_fake": self.lecam_anchors[1]})

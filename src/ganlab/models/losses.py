@@ -117,3 +117,16 @@ def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchor_r
     of D(fake) and D(fake) up towards the EMA of D(real), one-sided, in float32."""
     return (F.relu(real_logits.float() - anchor_fake).pow(2).mean()
             + F.relu(anchor_real - fake_logits.float()).pow(2).mean())
+
+
+def adc_discriminator_term(real_classes: torch.Tensor, fake_classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ADC-GAN's classifier loss for D (Hou et al. 2022) on real and generated images of the same labels:
+    cross-entropy over 2K classes, a real image of class k being class 2k and a generated one 2k + 1 (float32)."""
+    return F.cross_entropy(real_classes.float(), 2 * labels) + F.cross_entropy(fake_classes.float(), 2 * labels + 1)
+
+
+def adc_generator_term(fake_classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ADC-GAN's term for G: -log p(real, k) + log p(generated, k) for an image generated as class k. Its optimum
+    is G's class-k images distributed as the real class k, not the images easiest to classify (AC-GAN's bias)."""
+    logits = fake_classes.float()
+    return F.cross_entropy(logits, 2 * labels) - F.cross_entropy(logits, 2 * labels + 1)

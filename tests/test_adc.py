@@ -1,0 +1,100 @@
+"""ADC-GAN (model.adc_weight): D's classifier over "real class k" / "generated class k", and G's term."""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+import ganlab.models.gan_module as gm
+from ganlab.models.cdcgan import ConditionalDCGANDiscriminator
+from ganlab.models.losses import adc_discriminator_term, adc_generator_term
+from test_models import NUM_CLASSES, fit, make_module, snapshot, tiny_loader
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+K = NUM_CLASSES
+
+
+def logits_for(labels: torch.Tensor, real: float, generated: float) -> torch.Tensor:
+    """(N, 2K) class-head logits: `real` at 2k, `generated` at 2k + 1 for each image's label k, 0 elsewhere."""
+    out = torch.zeros(len(labels), 2 * K)
+    out[torch.arange(len(labels)), 2 * labels] = real
+    out[torch.arange(len(labels)), 2 * labels + 1] = generated
+    return out
+
+
+def test_generator_term_is_zero_when_the_classifier_cannot_tell_generated_k_from_real_k():
+    labels = torch.tensor([0, 1, 2, 1])
+    # however (un)sure the classifier is of class k itself, G gains nothing once its images pass as real k:
+    # AC-GAN's term would still push them towards the easiest-to-classify images
+    for level in (-5.0, 0.0, 5.0):
+        assert adc_generator_term(logits_for(labels, level, level), labels).item() == pytest.approx(0.0, abs=1e-6)
+    assert adc_generator_term(logits_for(labels, 3.0, 0.0), labels) < 0  # taken for real k: G's loss falls
+    assert adc_generator_term(logits_for(labels, 0.0, 3.0), labels) > 0  # caught as generated k: it rises
+    assert adc_generator_term(logits_for(labels, 0.0, 3.0), labels).item() == pytest.approx(3.0)
+
+
+def test_discriminator_term_is_the_cross_entropy_of_real_k_and_generated_k():
+    labels = torch.tensor([0, 1, 2])
+    uniform = torch.zeros(3, 2 * K)
+    assert adc_discriminator_term(uniform, uniform, labels).item() == pytest.approx(2 * math.log(2 * K))
+    right = adc_discriminator_term(logits_for(labels, 20.0, 0.0), logits_for(labels, 0.0, 20.0), labels)
+    swapped = adc_discriminator_term(logits_for(labels, 0.0, 20.0), logits_for(labels, 20.0, 0.0), labels)
+    assert right.item() < 1e-6 and swapped.item() > 39
+
+
+@pytest.mark.parametrize("conditioning", ["projection", "concat"])
+def test_class_head_adds_logits_and_leaves_d_as_it_was(conditioning):
+    x, labels = torch.randn(5, 1, 32, 32), torch.tensor([0, 1, 2, 0, 1])
+
+    def build() -> ConditionalDCGANDiscriminator:
+        torch.manual_seed(0)
+        return ConditionalDCGANDiscriminator(K, 32, 1, width=4, conditioning=conditioning).eval()
+
+    plain, headed = build(), build()
+    headed.enable_class_head()
+    with pytest.raises(ValueError, match="needs the class head"):
+        plain(x, labels, classes=True)
+    logit, classes = headed(x, labels, classes=True)
+    assert torch.equal(logit, plain(x, labels)) and torch.equal(headed(x, labels), logit)
+    assert classes.shape == (5, 2 * K) and classes.abs().sum() > 0
+
+
+def test_training_with_adc_teaches_d_real_k_from_generated_k_and_moves_g(tmp_path):
+    def run(weight: float):
+        L.seed_everything(0)
+        module = make_module("cdcgan", adc_weight=weight, lr_d=2e-3)
+        L.seed_everything(1)  # the same noise with and without the head (its initialisation draws numbers)
+        before = snapshot(module)
+        trainer = fit(module, tiny_loader(n=48), tmp_path, max_epochs=8)  # 6 batches an epoch
+        return module, before, trainer
+
+    module, before, trainer = run(1.0)
+    head = module.discriminator.class_head
+    assert not torch.equal(before["discriminator.class_head.weight"], head.weight)
+    assert float(trainer.callback_metrics["train/adc_d"]) < 0.5 * 2 * math.log(2 * K)  # from chance, 3.58
+    assert "train/adc_g" in trainer.callback_metrics
+    off, _, off_trainer = run(0.0)
+    assert off.discriminator.class_head is None and "train/adc_d" not in off_trainer.callback_metrics
+    assert not torch.equal(off.generator.to_image[0].weight, module.generator.to_image[0].weight)
+
+
+def test_adc_follows_the_conditioning_weight(tmp_path):
+    """At conditioning weight 0 (before cond_start_kimg) ADC adds nothing: training is the same as without it."""
+    def run(weight: float) -> dict:
+        L.seed_everything(0)
+        module = make_module("cdcgan", adc_weight=weight, cond_start_kimg=10, cond_end_kimg=20)
+        L.seed_everything(1)
+        fit(module, tiny_loader(), tmp_path)
+        return snapshot(module)
+
+    off, on = run(0.0), run(1.0)
+    assert [n for n in off if not torch.equal(off[n], on[n])] == []
+
+
+def test_bad_adc_settings_name_the_key():
+    with pytest.raises(ValueError, match="adc_weight=-1"):
+        make_module("cdcgan", adc_weight=-1)
+    with pytest.raises(ValueError, match="adc_weight needs a conditional model"):
+        make_module("dcgan", adc_weight=1.0)
