@@ -1,4 +1,5 @@
-"""ADC-GAN (model.adc_weight): D's classifier over "real class k" / "generated class k", and G's term."""
+"""ADC-GAN (model.adc_weight): D's classifier over "real class k" / "generated class k", and G's term;
+model.adc_few_shot=false leaves the few-shot classes out of both."""
 from __future__ import annotations
 
 import math
@@ -42,6 +43,43 @@ def test_discriminator_term_is_the_cross_entropy_of_real_k_and_generated_k():
     right = adc_discriminator_term(logits_for(labels, 20.0, 0.0), logits_for(labels, 0.0, 20.0), labels)
     swapped = adc_discriminator_term(logits_for(labels, 0.0, 20.0), logits_for(labels, 20.0, 0.0), labels)
     assert right.item() < 1e-6 and swapped.item() > 39
+
+
+def test_a_mask_leaves_images_out_and_keeps_the_others_weights():
+    labels = torch.tensor([0, 1, 2, 1])
+    caught = logits_for(labels, 0.0, 0.0)
+    caught[2, 5] = 3.0  # the third image (class 2) caught as generated class 2; the others pass
+    keep = torch.tensor([True, True, False, True])
+    assert adc_generator_term(caught, labels).item() == pytest.approx(3.0 / 4, abs=1e-4)
+    assert adc_generator_term(caught, labels, keep).item() == pytest.approx(0.0, abs=1e-6)
+    real, fake = torch.randn(4, 2 * K), torch.randn(4, 2 * K)
+    every = torch.ones(4, dtype=torch.bool)
+    assert torch.equal(adc_discriminator_term(real, fake, labels, every), adc_discriminator_term(real, fake, labels))
+    per_image = [adc_discriminator_term(real[i:i + 1], fake[i:i + 1], labels[i:i + 1]) for i in range(4)]
+    assert adc_discriminator_term(real, fake, labels, keep).item() == pytest.approx(
+        (per_image[0] + per_image[1] + per_image[3]).item() / 4, rel=1e-5)  # still / 4: kept images weigh as before
+
+
+def test_adc_few_shot_false_leaves_the_few_shot_classes_to_the_projection(tmp_path, monkeypatch):
+    def run(weight: float, counts: dict[str, int], **kwargs):
+        L.seed_everything(0)
+        module = make_module("cdcgan", adc_weight=weight, few_shot_images=10, **kwargs)
+        monkeypatch.setattr(module, "training_counts", lambda setting: counts)  # what a ganlab datamodule gives
+        L.seed_everything(1)
+        fit(module, tiny_loader(), tmp_path)
+        return module, snapshot(module)
+
+    _, off = run(0.0, {"a": 40, "b": 5, "c": 40})
+    # every class few-shot: the head takes part but its terms are 0, so training is the same as without ADC
+    all_few, kept_out = run(1.0, {"a": 5, "b": 5, "c": 5}, adc_few_shot=False)
+    assert all_few.few_shot_class.tolist() == [True, True, True]
+    assert [n for n in off if not torch.equal(off[n], kept_out[n])] == []
+    assert torch.equal(kept_out["discriminator.class_head.weight"], all_few.discriminator.class_head.weight)
+    one_few, partly = run(1.0, {"a": 40, "b": 5, "c": 40}, adc_few_shot=False)
+    assert one_few.adc_mask(torch.tensor([0, 1, 2, 1])).tolist() == [True, False, True, False]
+    assert not torch.equal(off["generator.to_image.0.weight"], partly["generator.to_image.0.weight"])
+    default, _ = run(1.0, {"a": 40, "b": 5, "c": 40})
+    assert default.adc_mask(torch.tensor([0, 1])) is None and not hasattr(default, "few_shot_class")
 
 
 @pytest.mark.parametrize("conditioning", ["projection", "concat"])
@@ -98,3 +136,7 @@ def test_bad_adc_settings_name_the_key():
         make_module("cdcgan", adc_weight=-1)
     with pytest.raises(ValueError, match="adc_weight needs a conditional model"):
         make_module("dcgan", adc_weight=1.0)
+    with pytest.raises(ValueError, match="adc_few_shot=false but adc_weight is 0"):
+        make_module("cdcgan", adc_few_shot=False)
+    with pytest.raises(ValueError, match="adc_few_shot='no'"):
+        make_module("cdcgan", adc_weight=1.0, adc_few_shot="no")

@@ -59,6 +59,16 @@ VARIANTS: dict[str, list[str]] = {
     # ADC-GAN (Hou et al. 2022) at the paper's weight: D's classifier tells real class k from generated class k,
     # aimed at generated NonDemented drifting to VeryMild (class_kid.py's judged shares, session 23)
     "adc": ["model.adc_weight=1.0"],
+    # adc at under a third of the weight: adc's gain on the common classes, with less of the rare class's copying
+    # (its generated ModerateDemented sat closer to its 22 training images than to new renders on every seed)
+    "adc03": ["model.adc_weight=0.3"],
+    # adc with the rare class (22 images, at most few_shot_images) left to D's projection: adc's gain on the common
+    # classes without its classifier's copy of the rare class
+    "adc_common": ["model.adc_weight=1.0", "model.adc_few_shot=false"],
+    # adc_common, the rare class's images (real and generated) also mirrored and tilted for D (the ladder's
+    # bf16_tr16_fewshot_geo, session 14: D's memory of the 22 images halved, nothing leaked into G): adc_common still
+    # drew the rare class further from new renders and nearer its training images than the preset
+    "adc_common_geo": ["model.adc_weight=1.0", "model.adc_few_shot=false", "model.few_shot_policy='flip,rotation'"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]

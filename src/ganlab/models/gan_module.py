@@ -143,9 +143,14 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
                              f"(one per class), one of {CLASS_WEIGHTINGS}, or null")
 
 
-def check_adc(adc_weight, num_classes, discriminator) -> None:
+def check_adc(adc_weight, num_classes, discriminator, adc_few_shot=True) -> None:
     if not (number(adc_weight) and adc_weight >= 0):
         raise ValueError(f"adc_weight={adc_weight!r}: expected a number >= 0 (0: off; ADC-GAN's paper 1.0)")
+    if not isinstance(adc_few_shot, bool):
+        raise ValueError(f"adc_few_shot={adc_few_shot!r}: expected true or false")
+    if not adc_few_shot and not adc_weight:
+        raise ValueError("adc_few_shot=false but adc_weight is 0: it leaves ADC's terms off the few-shot classes; "
+                         "set model.adc_weight too, e.g. 1.0")
     if adc_weight and not (num_classes and hasattr(discriminator, "enable_class_head")):
         raise ValueError("adc_weight needs a conditional model (model=cdcgan): its classifier tells real from "
                          "generated images of each class")
@@ -222,6 +227,7 @@ class GANModule(L.LightningModule):
         standing_stats: int = 0,
         lr_decay_start: float | None = None,
         adc_weight: float = 0.0,
+        adc_few_shot: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -238,13 +244,13 @@ class GANModule(L.LightningModule):
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
                          class_weights, augment_p, translation_ratio, standing_stats, lr_decay_start)
-        check_adc(adc_weight, num_classes, discriminator)
+        check_adc(adc_weight, num_classes, discriminator, adc_few_shot)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
                     if ada_target else None)
         self.few_shot_ops = check_few_shot(num_classes, few_shot_policy, few_shot_images, few_shot_ada_target)
-        if self.few_shot_ops:  # which classes count as few-shot is filled in from the data at fit start
+        if self.needs_few_shot_classes:  # which classes count as few-shot is filled in from the data at fit start
             self.register_buffer("few_shot_class", torch.zeros(num_classes, dtype=torch.bool))
         self.few_shot_ada = (AdaptiveAugment(self.few_shot_ops, few_shot_ada_target, ada_kimg, ada_interval,
                                              self.translation_ratio, classes=num_classes)
@@ -382,8 +388,8 @@ class GANModule(L.LightningModule):
         how = self.hparams.class_weights
         if isinstance(how, str):
             self.class_weight.copy_(weights_from_counts(self.training_class_counts(), how))
-        if self.few_shot_ops:
-            self.mark_few_shot_classes(self.training_counts("few_shot_policy"))
+        if self.needs_few_shot_classes:
+            self.mark_few_shot_classes(self.training_counts("few_shot_policy" if self.few_shot_ops else "adc_few_shot"))
 
     def on_train_start(self) -> None:
         # here, not at fit start: the batches per epoch (the epoch budget) are known once the data is set up
@@ -391,17 +397,31 @@ class GANModule(L.LightningModule):
         if start is not None and step_progress(self.trainer, 0, 1) is None and time_progress(self.trainer) is None:
             raise GanlabError(no_budget(start))
 
+    @property
+    def needs_few_shot_classes(self) -> bool:
+        return bool(self.few_shot_ops) or (bool(self.hparams.adc_weight) and not self.hparams.adc_few_shot)
+
     def mark_few_shot_classes(self, counts: dict[str, int]) -> None:
         """Mark the classes with at most few_shot_images training images (counts: class name -> images)."""
         limit = self.hparams.few_shot_images
         self.few_shot_class.copy_(torch.as_tensor([0 < n <= limit for n in counts.values()]))
         self.few_shot_names = [(c, name) for c, (name, n) in enumerate(counts.items()) if 0 < n <= limit]
         chosen = [f"{name} ({counts[name]} images)" for _, name in self.few_shot_names]
-        if chosen:
-            rank_zero_info(f"few_shot_policy {','.join(self.few_shot_ops)} on {', '.join(chosen)}")
-        else:
-            rank_zero_warn(f"few_shot_policy: no class has at most few_shot_images={limit} training images "
-                           f"({counts}), so it augments nothing")
+        uses = {}  # setting: what it does to the few-shot classes
+        if self.few_shot_ops:
+            uses["few_shot_policy"] = f"{','.join(self.few_shot_ops)} on"
+        if self.hparams.adc_weight and not self.hparams.adc_few_shot:
+            uses["adc_few_shot=false"] = "no ADC terms for"
+        for setting, does in uses.items():
+            if chosen:
+                rank_zero_info(f"{setting}: {does} {', '.join(chosen)}")
+            else:
+                rank_zero_warn(f"{setting}: no class has at most few_shot_images={limit} training images ({counts}), "
+                               "so it changes nothing")
+
+    def adc_mask(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """The images whose ADC terms count: all (None), or with adc_few_shot=false those not of a few-shot class."""
+        return ~self.few_shot_class[labels] if self.hparams.adc_weight and not self.hparams.adc_few_shot else None
 
     def training_counts(self, setting: str) -> dict[str, int]:
         """The training split's images per class, from the datamodule `setting` needs them for."""
@@ -483,7 +503,7 @@ class GANModule(L.LightningModule):
             fake_logits = discriminator(self.augment(fake, y), y)
         loss = self.loss.discriminator(real_logits, fake_logits, **self.weight_kwargs(y))
         if self.hparams.adc_weight:
-            term = adc_discriminator_term(real_classes, fake_classes, y)
+            term = adc_discriminator_term(real_classes, fake_classes, y, self.adc_mask(y))
             loss = loss + adc * term
             self._adc_logs["train/adc_d"] = term.detach()
         if self.ada is not None:
@@ -541,7 +561,7 @@ class GANModule(L.LightningModule):
             fake_logits = discriminator(self.augment(fake, y), y)
         loss = self.loss.generator(fake_logits, **self.weight_kwargs(y))
         if self.hparams.adc_weight:
-            term = adc_generator_term(fake_classes, y)
+            term = adc_generator_term(fake_classes, y, self.adc_mask(y))
             loss = loss + adc * term
             self._adc_logs["train/adc_g"] = term.detach()
         if ms_weight and half:

@@ -119,14 +119,28 @@ def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchor_r
             + F.relu(anchor_real - fake_logits.float()).pow(2).mean())
 
 
-def adc_discriminator_term(real_classes: torch.Tensor, fake_classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _masked_mean(per_image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The batch mean of a per-image term, counting only the images where mask is true (still divided by the
+    whole batch, so an image that counts weighs the same with and without the mask)."""
+    return per_image.mean() if mask is None else (per_image * mask).sum() / per_image.shape[0]
+
+
+def adc_discriminator_term(real_classes: torch.Tensor, fake_classes: torch.Tensor, labels: torch.Tensor,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
     """ADC-GAN's classifier loss for D (Hou et al. 2022) on real and generated images of the same labels:
-    cross-entropy over 2K classes, a real image of class k being class 2k and a generated one 2k + 1 (float32)."""
-    return F.cross_entropy(real_classes.float(), 2 * labels) + F.cross_entropy(fake_classes.float(), 2 * labels + 1)
+    cross-entropy over 2K classes, a real image of class k being class 2k and a generated one 2k + 1 (float32).
+    `mask` (per image, bool): the images that count; None, all."""
+    per_image = (F.cross_entropy(real_classes.float(), 2 * labels, reduction="none")
+                 + F.cross_entropy(fake_classes.float(), 2 * labels + 1, reduction="none"))
+    return _masked_mean(per_image, mask)
 
 
-def adc_generator_term(fake_classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def adc_generator_term(fake_classes: torch.Tensor, labels: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """ADC-GAN's term for G: -log p(real, k) + log p(generated, k) for an image generated as class k. Its optimum
-    is G's class-k images distributed as the real class k, not the images easiest to classify (AC-GAN's bias)."""
+    is G's class-k images distributed as the real class k, not the images easiest to classify (AC-GAN's bias).
+    `mask` as in adc_discriminator_term."""
     logits = fake_classes.float()
-    return F.cross_entropy(logits, 2 * labels) - F.cross_entropy(logits, 2 * labels + 1)
+    per_image = (F.cross_entropy(logits, 2 * labels, reduction="none")
+                 - F.cross_entropy(logits, 2 * labels + 1, reduction="none"))
+    return _masked_mean(per_image, mask)
