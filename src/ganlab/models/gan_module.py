@@ -398,8 +398,12 @@ class GANModule(L.LightningModule):
             raise GanlabError(no_budget(start))
 
     @property
+    def adc_leaves_out_few_shot(self) -> bool:
+        return bool(self.hparams.adc_weight) and not self.hparams.adc_few_shot
+
+    @property
     def needs_few_shot_classes(self) -> bool:
-        return bool(self.few_shot_ops) or (bool(self.hparams.adc_weight) and not self.hparams.adc_few_shot)
+        return bool(self.few_shot_ops) or self.adc_leaves_out_few_shot
 
     def mark_few_shot_classes(self, counts: dict[str, int]) -> None:
         """Mark the classes with at most few_shot_images training images (counts: class name -> images)."""
@@ -410,7 +414,7 @@ class GANModule(L.LightningModule):
         uses = {}  # setting: what it does to the few-shot classes
         if self.few_shot_ops:
             uses["few_shot_policy"] = f"{','.join(self.few_shot_ops)} on"
-        if self.hparams.adc_weight and not self.hparams.adc_few_shot:
+        if self.adc_leaves_out_few_shot:
             uses["adc_few_shot=false"] = "no ADC terms for"
         for setting, does in uses.items():
             if chosen:
@@ -421,7 +425,7 @@ class GANModule(L.LightningModule):
 
     def adc_mask(self, labels: torch.Tensor) -> torch.Tensor | None:
         """The images whose ADC terms count: all (None), or with adc_few_shot=false those not of a few-shot class."""
-        return ~self.few_shot_class[labels] if self.hparams.adc_weight and not self.hparams.adc_few_shot else None
+        return ~self.few_shot_class[labels] if self.adc_leaves_out_few_shot else None
 
     def training_counts(self, setting: str) -> dict[str, int]:
         """The training split's images per class, from the datamodule `setting` needs them for."""

@@ -121,7 +121,8 @@ def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchor_r
 
 def _masked_mean(per_image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The batch mean of a per-image term, counting only the images where mask is true (still divided by the
-    whole batch, so an image that counts weighs the same with and without the mask)."""
+    whole batch, so an image that counts weighs the same with and without the mask; `mean`'s weights would
+    renormalise over the kept images instead)."""
     return per_image.mean() if mask is None else (per_image * mask).sum() / per_image.shape[0]
 
 
