@@ -89,6 +89,29 @@ def test_the_table_names_the_machine_when_its_runs_come_from_several():
     assert "| target | seed 1 (Intel Xeon) | seed 2 (AMD EPYC) | seed 3 (CPU not recorded) |" in mixed
 
 
+def test_a_gpu_run_is_labelled_with_its_gpu_and_its_shorter_budget():
+    """The GPU preset's runs sit beside the CPU preset's: the column says which GPU, and a budget not the preset's."""
+    text = markdown([record(), record(device="cuda", gpu="NVIDIA H200", max_time="00:00:03:00", kimg=1102)])
+    assert "| target | seed 1 | seed 1 (NVIDIA H200, 00:00:03:00) |" in text
+    assert "| training: minutes / kimg | 10.0 / 290 | 10.0 / 1102 |" in text
+
+
+def test_the_gpu_preset_has_its_own_hash_that_follows_both_files(tmp_path, monkeypatch):
+    """A GPU record stays in the table only while neither the preset nor the GPU preset built on it changed."""
+    import target
+    cpu, gpu = tmp_path / "cpu.yaml", tmp_path / "gpu.yaml"
+    cpu.write_text("a: 1\n")
+    gpu.write_text("b: 1\n")
+    monkeypatch.setattr(target, "PRESET_FILE", cpu)
+    monkeypatch.setattr(target, "GPU_PRESET_FILE", gpu)
+    before_cpu, before_gpu = target.preset_sha(), target.preset_sha(gpu=True)
+    assert before_cpu != before_gpu
+    gpu.write_text("b: 2\n")
+    assert target.preset_sha() == before_cpu and target.preset_sha(gpu=True) != before_gpu
+    cpu.write_text("a: 2\n")
+    assert target.preset_sha() != before_cpu
+
+
 def test_ladder_table_gives_a_ci_for_one_seed_and_each_seed_for_more():
     from run import table
     one = record(row="r", kimg=120.0, wall_s=300, fd_ratio=3.0, fd=0.3, fd_floor=0.1, fd_ci=[0.2, 0.5],

@@ -70,6 +70,23 @@ def test_quality_preset_is_the_ladder_setting_with_a_ten_minute_budget():
     assert cfg.model.augment_p == 1.0 and cfg.model.translation_ratio == 0.0625 and cfg.model.diffaugment == "translation"
 
 
+def test_gpu_quality_preset_is_the_quality_preset_on_a_gpu_with_the_per_epoch_work_spread_out():
+    """Only how it runs differs: trainer=gpu, and checkpoints, grids and metrics less often (an epoch of this
+    setting is ~11 batches, a fraction of a second on a GPU)."""
+    gpu = OmegaConf.to_container(compose_train(["experiment=brainsim_quality_gpu"]))
+    cpu = OmegaConf.to_container(compose_train(["experiment=brainsim_quality", "trainer=gpu"]))
+    assert gpu["trainer"]["accelerator"] == "gpu" and gpu["trainer"]["strategy"]["data_on_device"]
+    spread = {("callbacks", "checkpoint", "every_n_epochs"): 50, ("callbacks", "samples", "every_n_epochs"): 50,
+              ("metrics", "every_n_epochs"): 500, ("group",): "brainsim_quality_gpu"}
+    for keys, value in spread.items():
+        g, c = gpu, cpu
+        for k in keys[:-1]:
+            g, c = g[k], c[k]
+        assert g[keys[-1]] == value and c[keys[-1]] != value
+        g[keys[-1]] = c[keys[-1]]
+    assert gpu == cpu
+
+
 def test_alzheimer_gpu_preset_carries_the_ladders_translation():
     cfg = compose_train(["experiment=alzheimer_cdcgan"])
     assert cfg.data.balanced_sampling and cfg.data.image_size == 64

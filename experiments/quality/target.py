@@ -2,7 +2,8 @@
 
     python experiments/quality/target.py                 # train the preset (10 min), evaluate, check
     python experiments/quality/target.py --seeds 1,2     # one line per seed in results/target.jsonl
-    python experiments/quality/target.py --gpu           # the same preset with trainer=gpu
+    python experiments/quality/target.py --gpu           # the GPU preset (experiment=brainsim_quality_gpu)
+    python experiments/quality/target.py --gpu --max-time 00:00:03:00   # a shorter budget, recorded with the run
     python experiments/quality/target.py --smoke         # seconds; tiny networks, into a temp dir
     python experiments/quality/target.py --reevaluate    # the recorded runs again, with the current metrics
     python experiments/quality/target.py --add-best      # best.ckpt of recorded runs that kept one, if not yet measured
@@ -40,10 +41,15 @@ from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, device_label, evaluate_b
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
+# the same preset on one GPU: trainer=gpu and the per-epoch work spread out, nothing else
+GPU_PRESET = "experiment=brainsim_quality_gpu"
+GPU_PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality_gpu.yaml"
 
 
-def preset_sha() -> str:
-    return hashlib.sha256(PRESET_FILE.read_bytes()).hexdigest()[:10]
+def preset_sha(gpu: bool = False) -> str:
+    """The preset files' hash: brainsim_quality's, and for the GPU preset that file's too (it builds on it)."""
+    data = PRESET_FILE.read_bytes() + (GPU_PRESET_FILE.read_bytes() if gpu else b"")
+    return hashlib.sha256(data).hexdigest()[:10]
 
 
 def common_mean(kids: dict[str, float | None]) -> float | None:
@@ -115,7 +121,7 @@ def markdown(records: list[dict]) -> str:
     def label(r):  # the GPU, and which CPU when the records come from several (their throughput differs ~2x)
         seed = f"seed {r['seed']}{' best.ckpt' if r.get('is_best') else ''}"
         if r["device"] == "cuda":
-            return f"{seed} (GPU)"
+            return f"{seed} ({r.get('gpu') or 'GPU'}{', ' + r['max_time'] if r.get('max_time') else ''})"
         if len(machines) > 1:
             return f"{seed} ({r.get('cpu') or 'CPU not recorded'})"
         return seed
@@ -139,20 +145,27 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def gpu_name() -> str:
+    import torch
+    return torch.cuda.get_device_name(0)
+
+
 def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:
     run_dir = out_root / f"preset_{sha}_s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
-             if args.smoke else []) + (["trainer=gpu"] if args.gpu else [])
-    train = [PRESET, *QUIET, *extra, f"seed={seed}", f"hydra.run.dir={run_dir}"]
+             if args.smoke else []) + ([f"trainer.max_time={args.max_time}"] if args.max_time else [])
+    preset = GPU_PRESET if args.gpu else PRESET
+    train = [preset, *QUIET, *extra, f"seed={seed}", f"hydra.run.dir={run_dir}"]
     print(f"[{time.strftime('%H:%M:%S')}] python -m ganlab.train {' '.join(train[:-1])}", flush=True)
     start = time.time()
     subprocess.run([sys.executable, "-m", "ganlab.train", *train], check=True, cwd=ROOT)
     wall = time.time() - start
     figures = evaluate_run(run_dir, seed, [o for o in extra if o.startswith("data.")], args.smoke)
     kimg = images_shown(run_dir) / 1000
-    return {"seed": seed, "command": f"python -m ganlab.train {PRESET}", "preset_sha": sha,
+    return {"seed": seed, "command": f"python -m ganlab.train {preset}", "preset_sha": sha,
+            **({"max_time": args.max_time} if args.max_time else {}), **({"gpu": gpu_name()} if args.gpu else {}),
             "device": device_label(args.gpu), "cpu": processor(), "wall_s": round(wall, 1),
             "kimg": round(kimg, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
             "run_dir": str(run_dir), **figures}
@@ -161,7 +174,8 @@ def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1")
-    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="the GPU preset, experiment=brainsim_quality_gpu")
+    parser.add_argument("--max-time", help="a budget other than the preset's 10 min, as DD:HH:MM:SS (recorded)")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--reevaluate", action="store_true",
                         help="re-measure the recorded runs (their checkpoints) with the current metrics; no training")
@@ -171,6 +185,7 @@ def main() -> None:
     os.chdir(ROOT)
     out_root, results, records = places(args.smoke, "target.jsonl")
     sha = preset_sha()
+    shas = {sha, preset_sha(gpu=True)}  # the table: the CPU preset's runs and the GPU preset's, as they are now
     on_disk = runs_on_disk(records)
     if args.reevaluate:
         for r in on_disk:
@@ -182,13 +197,13 @@ def main() -> None:
                 r["best"] = evaluate_best(Path(r["run_dir"]), r["seed"], [], args.smoke)
                 write_records(results, records)
     for seed in [] if args.reevaluate or args.add_best else [int(s) for s in args.seeds.split(",")]:
-        keep(run_preset(seed, sha, args, out_root), records, results)
-    current = [r for r in records if r.get("preset_sha") == sha and not r.get("excluded")]
-    excluded = [r for r in records if r.get("preset_sha") == sha and r.get("excluded")]
+        keep(run_preset(seed, preset_sha(args.gpu), args, out_root), records, results)
+    current = [r for r in records if r.get("preset_sha") in shas and not r.get("excluded")]
+    excluded = [r for r in records if r.get("preset_sha") in shas and r.get("excluded")]
     text = markdown(current)
     for r in excluded:
         text += f"\n\nNot in the table: seed {r['seed']} of {r['date']}, {r['excluded']}."
-    earlier = sum(r.get("preset_sha") != sha for r in records)
+    earlier = sum(r.get("preset_sha") not in shas for r in records)
     if earlier:
         text += f"\n\n({earlier} run(s) of earlier versions of the preset are in results/target.jsonl.)"
     print(text)

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# One lent GPU's checks as one command (a session gets ~15 device minutes, start-up included), run from the
+# repository root on the device machine; everything it measures lands under $OUT as a few files:
+#   env.txt     the GPU, driver, torch / Lightning / torchmetrics versions
+#   bench/      experiments/bench_throughput.py on the GPU (plain PyTorch, ganlab, ganlab + trainer=gpu fast path)
+#   cadence.txt images per second of the quality preset with trainer=gpu and the CPU preset's per-epoch work
+#               (a checkpoint and a grid after every ~11-batch epoch) against the GPU preset's spacing
+#   target.tgz  `experiments/quality/target.py --gpu --max-time $TRAIN_TIME` (the GPU preset, evaluated as the
+#               CPU preset is) and `class_kid.py --record` (each class against new renders, into the run's
+#               record): results files, the quality README, the run's grids, metrics and evaluations (no
+#               checkpoints). Untar it over the checkout: the results files are the carried ones plus this run.
+#   compile/    the throughput bench again with torch.compile, if time is left (session 26: compile with channels_last
+#               failed in convolution_backward on torch 2.11, conf/trainer/gpu.yaml)
+# The machine has no package index: hydra-core, omegaconf, antlr4 and torch-fidelity travel as wheels in .whl/
+# (/work/.library/device/README.md). SMOKE=1 runs every stage in seconds on a CPU, to check the script.
+set -u
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
+PY=${PY:-python3}
+SMOKE=${SMOKE:-0}
+TRAIN_TIME=${TRAIN_TIME:-00:00:03:00}
+DEVICE=cuda
+[ "$SMOKE" = 1 ] && DEVICE=cpu
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+start=$(date +%s)
+say() { echo "[$(( $(date +%s) - start )) s] $*"; }
+
+if [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "installing the carried wheels failed"; exit 1; }
+  export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  nproc
+  $PY -c "import torch, lightning, torchmetrics, hydra, ganlab.train; print('torch', torch.__version__, 'cuda',
+torch.version.cuda, 'lightning', lightning.__version__, 'torchmetrics', torchmetrics.__version__, 'hydra',
+hydra.__version__, 'gpu', torch.cuda.is_available() and torch.cuda.get_device_name(0))"; } > "$OUT/env.txt" 2>&1
+status=$?
+cat "$OUT/env.txt"
+[ $status -eq 0 ] || { echo "the environment check failed"; exit 1; }
+
+say "throughput bench"
+bench=(--device $DEVICE --width 32 --batch 128 --steps 40 --warmup 5 --repeats 1 --no-metrics)
+[ "$SMOKE" = 1 ] && bench=(--device cpu --width 8 --batch 16 --size 32 --steps 2 --warmup 1 --repeats 1 --no-metrics)
+timeout 150 $PY experiments/bench_throughput.py "${bench[@]}" --out "$OUT/bench" 2>&1 | grep -v Warning
+
+say "per-epoch work: the preset with trainer=gpu as it is, 30 s"
+probe=(logger=csv metrics=none trainer.enable_progress_bar=false trainer.enable_model_summary=false
+       trainer.max_time=00:00:00:30 seed=1)
+[ "$SMOKE" = 1 ] && probe=(logger=csv metrics=none trainer.enable_progress_bar=false trainer.max_time=00:00:00:05
+                            data.image_size=32 data.per_class=40 data.batch_size=8 model.generator.width=8
+                            model.discriminator.width=8 trainer=cpu)
+trainer=gpu
+[ "$SMOKE" = 1 ] && trainer=cpu
+timeout 120 $PY -m ganlab.train experiment=brainsim_quality trainer=$trainer "${probe[@]}" \
+  hydra.run.dir=/tmp/cadence_epoch1 > /tmp/cadence.log 2>&1 || tail -5 /tmp/cadence.log
+$PY - "${probe[@]}" > "$OUT/cadence.txt" 2>&1 <<'EOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, "experiments/quality")
+from run import images_shown
+run = Path("/tmp/cadence_epoch1")
+seconds = float(next(a.split("=")[1].split(":")[-1] for a in sys.argv[1:] if a.startswith("trainer.max_time")))
+kimg = images_shown(run) / 1000
+print(f"experiment=brainsim_quality trainer=gpu, per-epoch checkpoint and grid: {kimg:.1f} kimg in "
+      f"{seconds:.0f} s of training = {1000 * kimg / seconds:.0f} images/s")
+EOF
+cat "$OUT/cadence.txt"
+
+say "the GPU preset for $TRAIN_TIME, evaluated as the CPU preset is"
+target=(--gpu --max-time "$TRAIN_TIME" --seeds 1)
+[ "$SMOKE" = 1 ] && target=(--smoke --max-time 00:00:00:10 --seeds 1)
+timeout 330 $PY experiments/quality/target.py "${target[@]}" 2>&1 | grep -v Warning | tail -40
+run_dir=$(ls -dt outputs/experiments/quality/preset_*_s1 2>/dev/null | head -1)
+[ "$SMOKE" = 1 ] && run_dir=$(ls -dt /tmp/quality_*/preset_*_s1 2>/dev/null | head -1)
+if [ -n "$run_dir" ] && [ "$SMOKE" != 1 ]; then
+  say "class_kid on $run_dir, into its target record; the target table again"
+  timeout 90 $PY experiments/quality/class_kid.py --record 2>&1 | grep -v Warning | tail -8
+  timeout 30 $PY experiments/quality/target.py --add-best 2>&1 | grep -F "(rare KID <= 2 x common mean, against"
+fi
+if [ -n "$run_dir" ]; then
+  tar czf "$OUT/target.tgz" --exclude='*.ckpt' experiments/quality/results/target.jsonl \
+    experiments/quality/results/class_kid.jsonl experiments/quality/README.md "$run_dir" 2>/dev/null
+  say "packed $run_dir (no checkpoints)"
+fi
+
+left=$(( 470 - ($(date +%s) - start) ))
+if [ "$SMOKE" != 1 ] && [ $left -gt 60 ]; then
+  say "throughput bench with torch.compile (${left} s left)"
+  timeout $left $PY experiments/bench_throughput.py "${bench[@]}" --compile --out "$OUT/compile" 2>&1 | grep -v Warning
+fi
+say "done"
