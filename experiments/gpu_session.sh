@@ -4,7 +4,7 @@
 #   env.txt     the GPU, driver, torch / Lightning / torchmetrics versions
 #   bench/      experiments/bench_throughput.py on the GPU (plain PyTorch, ganlab, ganlab + trainer=gpu fast path)
 #   cadence.txt images per second of the quality preset with trainer=gpu and the CPU preset's per-epoch work
-#               (a checkpoint and a grid after every ~11-batch epoch) against the GPU preset's spacing
+#               (a checkpoint and a grid after every ~11-batch epoch) against the GPU preset's spacing (30 s each)
 #   target.tgz  `experiments/quality/target.py --gpu --max-time $TRAIN_TIME` (the GPU preset, evaluated as the
 #               CPU preset is) and `class_kid.py --record` (each class against new renders, into the run's
 #               record): results files, the quality README, the run's grids, metrics and evaluations (no
@@ -43,27 +43,28 @@ bench=(--device $DEVICE --width 32 --batch 128 --steps 40 --warmup 5 --repeats 1
 [ "$SMOKE" = 1 ] && bench=(--device cpu --width 8 --batch 16 --size 32 --steps 2 --warmup 1 --repeats 1 --no-metrics)
 timeout 150 $PY experiments/bench_throughput.py "${bench[@]}" --out "$OUT/bench" 2>&1 | grep -v Warning
 
-say "per-epoch work: the preset with trainer=gpu as it is, 30 s"
+say "per-epoch work: the preset with trainer=gpu as it is, then the GPU preset's spacing, 30 s each"
 probe=(logger=csv metrics=none trainer.enable_progress_bar=false trainer.enable_model_summary=false
        trainer.max_time=00:00:00:30 seed=1)
 [ "$SMOKE" = 1 ] && probe=(logger=csv metrics=none trainer.enable_progress_bar=false trainer.max_time=00:00:00:05
                             data.image_size=32 data.per_class=40 data.batch_size=8 model.generator.width=8
-                            model.discriminator.width=8 trainer=cpu)
-trainer=gpu
-[ "$SMOKE" = 1 ] && trainer=cpu
-timeout 120 $PY -m ganlab.train experiment=brainsim_quality trainer=$trainer "${probe[@]}" \
-  hydra.run.dir=/tmp/cadence_epoch1 > /tmp/cadence.log 2>&1 || tail -5 /tmp/cadence.log
-$PY - "${probe[@]}" > "$OUT/cadence.txt" 2>&1 <<'EOF'
+                            model.discriminator.width=8 trainer.accelerator=cpu trainer.precision=32-true
+                            trainer.strategy.data_on_device=false)
+: > "$OUT/cadence.txt"
+for preset in "brainsim_quality trainer=gpu" brainsim_quality_gpu; do
+  run=/tmp/cadence_${preset%% *}; rm -rf "$run"
+  timeout 120 $PY -m ganlab.train experiment=$preset "${probe[@]}" hydra.run.dir=$run > $run.log 2>&1 || tail -5 $run.log
+  $PY - "$run" "$preset" "${probe[@]}" >> "$OUT/cadence.txt" 2>&1 <<'EOF'
 import sys
 from pathlib import Path
 sys.path.insert(0, "experiments/quality")
 from run import images_shown
-run = Path("/tmp/cadence_epoch1")
-seconds = float(next(a.split("=")[1].split(":")[-1] for a in sys.argv[1:] if a.startswith("trainer.max_time")))
+run, preset, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+seconds = float(next(a.split(":")[-1] for a in overrides if a.startswith("trainer.max_time")))
 kimg = images_shown(run) / 1000
-print(f"experiment=brainsim_quality trainer=gpu, per-epoch checkpoint and grid: {kimg:.1f} kimg in "
-      f"{seconds:.0f} s of training = {1000 * kimg / seconds:.0f} images/s")
+print(f"experiment={preset}: {kimg:.1f} kimg in {seconds:.0f} s of training = {1000 * kimg / seconds:.0f} images/s")
 EOF
+done
 cat "$OUT/cadence.txt"
 
 say "the GPU preset for $TRAIN_TIME, evaluated as the CPU preset is"
