@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One lent GPU's checks as one command (a session gets ~15 device minutes, start-up included), run from the
-# repository root on the device machine; everything it measures lands under $OUT as a few files:
+# A GPU machine's checks as one command (~8 minutes on an H200), run from the repository root there; everything it
+# measures lands under $OUT (default: a temp dir) as a few files:
 #   env.txt     the GPU, driver, torch / Lightning / torchmetrics versions
 #   bench/      experiments/bench_throughput.py on the GPU (plain PyTorch, ganlab, ganlab + trainer=gpu fast path)
 #   cadence.txt images per second of the quality preset with trainer=gpu and the CPU preset's per-epoch work
@@ -11,8 +11,11 @@
 #               checkpoints). Untar it over the checkout: the results files are the carried ones plus this run.
 #   compile/    the throughput bench again with torch.compile, if time is left (session 26: compile with channels_last
 #               failed in convolution_backward on torch 2.11, conf/trainer/gpu.yaml)
-# The machine has no package index: hydra-core, omegaconf, antlr4 and torch-fidelity travel as wheels in .whl/
-# (/work/.library/device/README.md). SMOKE=1 runs every stage in seconds on a CPU, to check the script.
+# Uses the machine's own torch, Lightning and torchmetrics (python3, or PY=...). On a machine without a package index,
+# bring what it lacks as wheels in .whl/ (installed into /tmp/site first), made where pip works:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#     hydra-core==1.3.2 omegaconf==2.3.0 torch-fidelity==0.3.0 && pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
+# SMOKE=1 runs every stage in seconds on a CPU, to check the script.
 set -u
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 PY=${PY:-python3}
