@@ -150,13 +150,13 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0)
 
 
-def run_preset(seed: int, sha: str, args, out_root: Path) -> dict:
+def run_preset(seed: int, args, out_root: Path) -> dict:
+    preset, sha = (GPU_PRESET if args.gpu else PRESET), preset_sha(args.gpu)
     run_dir = out_root / f"preset_{sha}_s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
              if args.smoke else []) + ([f"trainer.max_time={args.max_time}"] if args.max_time else [])
-    preset = GPU_PRESET if args.gpu else PRESET
     train = [preset, *QUIET, *extra, f"seed={seed}", f"hydra.run.dir={run_dir}"]
     print(f"[{time.strftime('%H:%M:%S')}] python -m ganlab.train {' '.join(train[:-1])}", flush=True)
     start = time.time()
@@ -184,8 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(ROOT)
     out_root, results, records = places(args.smoke, "target.jsonl")
-    sha = preset_sha()
-    shas = {sha, preset_sha(gpu=True)}  # the table: the CPU preset's runs and the GPU preset's, as they are now
+    shas = {preset_sha(), preset_sha(gpu=True)}  # the table: the CPU preset's runs and the GPU preset's, as they are now
     on_disk = runs_on_disk(records)
     if args.reevaluate:
         for r in on_disk:
@@ -197,7 +196,7 @@ def main() -> None:
                 r["best"] = evaluate_best(Path(r["run_dir"]), r["seed"], [], args.smoke)
                 write_records(results, records)
     for seed in [] if args.reevaluate or args.add_best else [int(s) for s in args.seeds.split(",")]:
-        keep(run_preset(seed, preset_sha(args.gpu), args, out_root), records, results)
+        keep(run_preset(seed, args, out_root), records, results)
     current = [r for r in records if r.get("preset_sha") in shas and not r.get("excluded")]
     excluded = [r for r in records if r.get("preset_sha") in shas and r.get("excluded")]
     text = markdown(current)
