@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -208,6 +209,28 @@ def test_the_budget_pairs_a_variant_with_target_py_runs_of_its_own_preset_versio
     lines = budget.table(variant + presets).splitlines()
     assert lines[2].startswith("| preset (target.py) | 1 |")
     assert any(x.startswith("| lr4 / preset, geometric mean over 1 seed(s) | | | | | 0.50 (0.50-0.50) |") for x in lines)
+
+
+def test_the_budget_pairs_a_longer_budget_only_with_the_preset_at_that_budget():
+    """--max-time: a slower machine's 18 minutes reach the kimg a faster one's 10 do; such a run is read against the
+    preset's run at 18 minutes on the same seed and CPU, never against its 10-minute run, and its row says so."""
+    from budget import table
+    short = record(variant="preset", fd_ratio_spaces=8.0)
+    long = record(variant="preset", max_time="00:00:18:00", fd_ratio_spaces=4.0)
+    variant = record(variant="adc03_common", max_time="00:00:18:00", fd_ratio_spaces=2.0)
+    unpaired = record(variant="adc03_common", seed=2, max_time="00:00:18:00", fd_ratio_spaces=2.0)
+    lines = table([short, long, variant, unpaired]).splitlines()
+    assert any(x.startswith("| adc03_common, 00:00:18:00 | 1 | 290 |") and "| 0.50 |" in x for x in lines)
+    assert any(x.startswith("| adc03_common, 00:00:18:00 | 2 | 290 |") and "| – |" in x for x in lines)
+    assert any(x.startswith("| adc03_common, 00:00:18:00 / preset, geometric mean over 1 seed(s) | | | | | 0.50 ")
+               for x in lines)
+
+
+def test_the_budget_refuses_a_malformed_max_time_in_one_line():
+    result = subprocess.run([sys.executable, str(REPO / "experiments" / "quality" / "budget.py"), "--variants", "preset", "--max-time", "18m"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "error: --max-time '18m': expected DD:HH:MM:SS, e.g. 00:00:18:00"
 
 
 def test_measuring_the_discriminator_again_reads_only_the_latest_run_of_a_folder(tmp_path, monkeypatch):

@@ -3,6 +3,8 @@
     python experiments/quality/budget.py --variants preset,w24 --seeds 1,2   # train, evaluate, record
     python experiments/quality/budget.py                                     # the README table from results/
     python experiments/quality/budget.py --smoke                             # seconds; tiny networks, a temp dir
+    python experiments/quality/budget.py --variants preset,adc03_common --seeds 1 --max-time 00:00:18:00
+        # a longer budget (recorded): a slower machine's runs at the kimg a faster one reaches in 10 minutes
 
 The ladder compares techniques at equal images shown (kimg); the issue's target is set in minutes. Every row
 of the ladder used G and D of width 32 and batch 64, and on the 2-core CPUs the 10 minutes end at 140-350
@@ -16,6 +18,7 @@ results/budget.jsonl and the README's budget block.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -79,10 +82,11 @@ SMOKE_DATA = [o for o in SMOKE_EXTRA if o.startswith("data.")]
 
 
 def run(variant: str, seed: int, args, out_root: Path) -> dict:
-    run_dir = out_root / f"budget_{variant}_s{seed}"
+    budget = f"_t{args.max_time.replace(':', '')}" if args.max_time else ""
+    run_dir = out_root / f"budget_{variant}_s{seed}{budget}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
-    extra = SMOKE_EXTRA if args.smoke else []
+    extra = (SMOKE_EXTRA if args.smoke else []) + ([f"trainer.max_time={args.max_time}"] if args.max_time else [])
     train = [PRESET, *QUIET, *extra, *VARIANTS[variant], f"seed={seed}", f"hydra.run.dir={run_dir}"]
     print(f"[{time.strftime('%H:%M:%S')}] {variant}: python -m ganlab.train {' '.join(train[:-1])}", flush=True)
     start = time.time()
@@ -90,7 +94,7 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
     wall = time.time() - start
     figures = evaluate_run(run_dir, seed, SMOKE_DATA if args.smoke else [], args.smoke)
     return {"variant": variant, "overrides": VARIANTS[variant], "seed": seed, "preset_sha": preset_sha(),
-            "cpu": processor(), "wall_s": round(wall, 1), "kimg": round(images_shown(run_dir) / 1000, 1),
+            **({"max_time": args.max_time} if args.max_time else {}), "cpu": processor(), "wall_s": round(wall, 1), "kimg": round(images_shown(run_dir) / 1000, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
@@ -105,8 +109,9 @@ def preset_runs_of_target(records: list[dict]) -> list[dict]:
 
 
 def version(r: dict) -> tuple:
-    """What a variant's run is compared within: its preset file and machine (the 10 minutes' kimg is the CPU's)."""
-    return r.get("preset_sha"), r.get("cpu")
+    """What a variant's run is compared within: its preset file, machine and budget (the kimg that the minutes
+    give is the CPU's)."""
+    return r.get("preset_sha"), r.get("cpu"), r.get("max_time")
 
 
 def preset_fd(records: list[dict]) -> dict[tuple, float | None]:
@@ -121,15 +126,15 @@ def ratio_to_preset(r: dict, base: dict[tuple, float | None]) -> float | None:
     return fd / ref if r["variant"] != "preset" and fd and ref else None
 
 
-def paired_fd(records: list[dict]) -> dict[str, list[float]]:
-    """Per variant, ratio_to_preset of its latest run on each seed that has a pair."""
+def paired_fd(records: list[dict]) -> dict[tuple[str, str | None], list[float]]:
+    """Per (variant, budget), ratio_to_preset of its latest run on each seed that has a pair."""
     base = preset_fd(records)
     latest = {(r["variant"], r["seed"], *version(r)): r for r in records}
-    out: dict[str, list[float]] = {}
+    out: dict[tuple[str, str | None], list[float]] = {}
     for r in latest.values():
         ratio = ratio_to_preset(r, base)
         if ratio:
-            out.setdefault(r["variant"], []).append(ratio)
+            out.setdefault((r["variant"], r.get("max_time")), []).append(ratio)
     return out
 
 
@@ -156,17 +161,18 @@ def table(records: list[dict]) -> str:
                                             else len(VARIANTS), r["variant"], r["seed"])):
         c = cells(r)
         lines.append(
-            f"| {r['variant']}{' (target.py)' if r.get('source') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | "
+            f"| {r['variant']}{' (target.py)' if r.get('source') else ''}"
+            f"{', ' + r['max_time'] if r.get('max_time') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | "
             f"{fmt(r.get('img_per_s'), '.0f')} | {c['fd']} | {fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{c['recall']} | {c['coverage']} | {c['ssim']} | {c['rare_kid']} | {c['audit']} | {c['met']} |")
-    for variant, ratios in paired_fd(records).items():
+    for (variant, max_time), ratios in paired_fd(records).items():
         geo = geometric_mean(ratios)
-        lines.append(f"| {variant} / preset, geometric mean over {len(ratios)} seed(s) | | | | | {geo:.2f} "
-                     f"({min(ratios):.2f}-{max(ratios):.2f}) | | | | | | |")
+        lines.append(f"| {variant}{', ' + max_time if max_time else ''} / preset, geometric mean over "
+                     f"{len(ratios)} seed(s) | | | | | {geo:.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | | | | | | |")
     cpus = sorted({r.get("cpu") or "?" for r in records})
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
     shas = sorted({r.get("preset_sha") or "?" for r in records})
-    lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training, then the ladder's evaluation; "
+    lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training (or the budget a row names), then the ladder's evaluation; "
               f"preset file {' / '.join(shas)} (a variant is compared with the preset of its own version and CPU). "
               "Overrides: " + "; ".join(f"{v}: {' '.join(VARIANTS[v]) or '(none)'}" for v in variants) +
               ". `python experiments/quality/budget.py --variants V --seeds S` (results/budget.jsonl)."]
@@ -177,9 +183,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="", help=f"comma-separated, from: {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="1")
+    parser.add_argument("--max-time", help="a budget other than the preset's 10 min, as DD:HH:MM:SS (recorded; "
+                        "compared only with the preset's runs at the same budget)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v] or (["preset", "w24"] if args.smoke else [])
+    if args.max_time and not re.fullmatch(r"\d{2}:\d{2}:\d{2}:\d{2}", args.max_time):
+        sys.exit(f"error: --max-time {args.max_time!r}: expected DD:HH:MM:SS, e.g. 00:00:18:00")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"error: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
