@@ -172,3 +172,14 @@ def test_summary_names_configs_by_what_the_sweep_varied(tmp_path):
     (row,) = csv.DictReader(open(tmp_path / "summary.csv"))
     assert (row["config"], row["n"], float(row["train/loss_d_mean"])) == ("(shared overrides only)", "3", 2.0)
     assert "Overrides shared by all jobs: `data.image_size=32`" in (tmp_path / "summary.md").read_text()
+
+
+def test_make_trains_demo_is_the_cdcgan_with_its_epochs_and_a_time_cap_within_part_1s_five_minutes():
+    """`make train` must fit 5 minutes with set-up (~1.5-2 min) on 2 cores: the demo's 40 epochs stop at a cap of
+    at most 3 minutes of training on a machine too slow to finish them sooner."""
+    text = (REPO / "Makefile").read_text()
+    demo = text.split("DEMO   ?=", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ").split()
+    cfg = compose_train(demo)
+    days, hours, minutes, seconds = map(int, cfg.trainer.max_time.split(":"))
+    assert cfg.model.generator.conditioning == "cbn" and cfg.trainer.max_epochs == 40
+    assert days == hours == 0 and 0 < 60 * minutes + seconds <= 180

@@ -12,6 +12,7 @@ command's, on whatever the machine was doing (recorded beside it), so read it as
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT / "experiments")]
+from bench_throughput import cpu_name  # noqa: E402
 from readme_block import write_block  # noqa: E402
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -56,6 +58,10 @@ VARIANTS: dict[str, list[str]] = {
     # every image shifted, but by at most 1/16 of the image (the quality preset's setting since session 6)
     "cl_e40_tr16": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed",
                     "model.translation_ratio=0.0625", "trainer.strategy.channels_last=true"],
+    # the shipped demo (Makefile DEMO since session 27): cl_e40_p025 stopped at 2 min 40 s of training if the 40
+    # epochs take longer, so that `make train` keeps its 5 minutes with set-up on a slower 2-core machine
+    "cl_e40_p025_cap": ["model=cdcgan", "trainer.max_epochs=40", "trainer.precision=bf16-mixed",
+                        "model.augment_p=0.25", "trainer.strategy.channels_last=true", "trainer.max_time=00:00:02:40"],
 }
 
 
@@ -67,7 +73,14 @@ def figures(run_dir: Path) -> dict:
             "recall": g("metrics/recall"), "coverage": g("metrics/coverage"), "precision": g("metrics/precision"),
             "ssim_div": g("ssim/diversity"), "ssim_div_real": g("ssim/diversity_real"),
             "cond_acc": g("metrics/cond_acc"), "cond_acc_real": g("metrics/cond_acc_real"),
-            "img_per_s": g("perf/images_per_sec_mean")}
+            "img_per_s": g("perf/images_per_sec_mean"), "epochs": last_epoch(run_dir)}
+
+
+def last_epoch(run_dir: Path) -> int | None:
+    """How many epochs the run trained (a time cap may stop it before max_epochs): its CSV log's last epoch + 1."""
+    epochs = [int(row["epoch"]) for log in run_dir.rglob("metrics.csv")
+              for row in csv.DictReader(log.open()) if row.get("epoch")]
+    return max(epochs) + 1 if epochs else None
 
 
 def fmt(v, spec=".2f") -> str:
@@ -75,10 +88,12 @@ def fmt(v, spec=".2f") -> str:
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| variant | seed | overrides | train min | FD/floor | recall | coverage | SSIM div (real) | cond acc (real) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | seed | overrides | CPU | epochs | train min | FD/floor | recall | coverage | SSIM div (real) | "
+             "cond acc (real) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['variant']} | {r['seed']} | `{' '.join(r['overrides'])}` | {fmt(r['wall_s'] / 60, '.1f')} | "
+        lines.append(f"| {r['variant']} | {r['seed']} | `{' '.join(r['overrides'])}` | {r.get('cpu', '–')} | "
+                     f"{r.get('epochs') or '–'} | {fmt(r['wall_s'] / 60, '.1f')} | "
                      f"{fmt(r['fd_ratio'], '.1f')} | {fmt(r['recall'])} | {fmt(r['coverage'])} | "
                      f"{fmt(r['ssim_div'])} ({fmt(r['ssim_div_real'])}) | {fmt(r['cond_acc'])} ({fmt(r['cond_acc_real'])}) |")
     return "\n".join(lines)
@@ -106,7 +121,8 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {name}: python -m ganlab.train {' '.join(cmd[:-1])}", flush=True)
         start = time.time()
         subprocess.run([sys.executable, "-m", "ganlab.train", *cmd], check=True, cwd=ROOT)
-        record = {"variant": name, "seed": args.seed, "overrides": VARIANTS[name], "wall_s": round(time.time() - start, 1),
+        record = {"variant": name, "seed": args.seed, "overrides": VARIANTS[name], "cpu": cpu_name(),
+                  "wall_s": round(time.time() - start, 1),
                   "date": time.strftime("%Y-%m-%d %H:%M"), **figures(run_dir)}
         done.append(record)
         results.parent.mkdir(parents=True, exist_ok=True)
