@@ -11,7 +11,7 @@ ARGS   ?=
 # (~1.6x the epochs of float32 in the same ~2.3 min on these 2 CPU cores; a CPU without bf16 units
 # trains in float32, one warning, ~3.5 min), translation on a quarter of D's images so the brains keep
 # the real spread of positions (experiments/demo/README.md); DEMO= gives the plain defaults. The 2 min 40 s
-# cap keeps part 1's 5 minutes with set-up on a slower 2-core machine (it stops there after ~25 of the 40
+# cap keeps part 1's 5 minutes with set-up on a slower 2-core machine (it stops there after ~27 of the 40
 # epochs); a machine that trains the 40 epochs sooner never reaches it
 DEMO   ?= model=cdcgan trainer.precision=bf16-mixed trainer.max_epochs=40 model.augment_p=0.25 \
           trainer.strategy.channels_last=true trainer.max_time=00:00:02:40

@@ -227,7 +227,8 @@ def test_the_budget_pairs_a_longer_budget_only_with_the_preset_at_that_budget():
 
 
 def test_the_budget_refuses_a_malformed_max_time_in_one_line():
-    result = subprocess.run([sys.executable, str(REPO / "experiments" / "quality" / "budget.py"), "--variants", "preset", "--max-time", "18m"],
+    budget = REPO / "experiments" / "quality" / "budget.py"
+    result = subprocess.run([sys.executable, str(budget), "--variants", "preset", "--max-time", "18m"],
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip() == "error: --max-time '18m': expected DD:HH:MM:SS, e.g. 00:00:18:00"

@@ -94,7 +94,8 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
     wall = time.time() - start
     figures = evaluate_run(run_dir, seed, SMOKE_DATA if args.smoke else [], args.smoke)
     return {"variant": variant, "overrides": VARIANTS[variant], "seed": seed, "preset_sha": preset_sha(),
-            **({"max_time": args.max_time} if args.max_time else {}), "cpu": processor(), "wall_s": round(wall, 1), "kimg": round(images_shown(run_dir) / 1000, 1),
+            **({"max_time": args.max_time} if args.max_time else {}), "cpu": processor(), "wall_s": round(wall, 1),
+            "kimg": round(images_shown(run_dir) / 1000, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
@@ -172,8 +173,9 @@ def table(records: list[dict]) -> str:
     cpus = sorted({r.get("cpu") or "?" for r in records})
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
     shas = sorted({r.get("preset_sha") or "?" for r in records})
-    lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training (or the budget a row names), then the ladder's evaluation; "
-              f"preset file {' / '.join(shas)} (a variant is compared with the preset of its own version and CPU). "
+    lines += ["", f"2 cores of {' / '.join(cpus)}; the preset's 10 minutes of training (or the budget a row names), "
+              f"then the ladder's evaluation; preset file {' / '.join(shas)} (a variant is compared with the preset "
+              "of its own version, CPU and budget). "
               "Overrides: " + "; ".join(f"{v}: {' '.join(VARIANTS[v]) or '(none)'}" for v in variants) +
               ". `python experiments/quality/budget.py --variants V --seeds S` (results/budget.jsonl)."]
     return "\n".join(lines)
