@@ -226,9 +226,10 @@ def test_the_budget_pairs_a_longer_budget_only_with_the_preset_at_that_budget():
                for x in lines)
 
 
-def test_the_budget_refuses_a_malformed_max_time_in_one_line():
-    budget = REPO / "experiments" / "quality" / "budget.py"
-    result = subprocess.run([sys.executable, str(budget), "--variants", "preset", "--max-time", "18m"],
+@pytest.mark.parametrize("script", ["budget.py", "target.py"])
+def test_a_malformed_max_time_is_refused_in_one_line_before_any_training(script):
+    path = REPO / "experiments" / "quality" / script
+    result = subprocess.run([sys.executable, str(path), "--seeds", "1", "--max-time", "18m"],
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.strip() == "error: --max-time '18m': expected DD:HH:MM:SS, e.g. 00:00:18:00"

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT / "experiments")]
-from bench_throughput import cpu_name  # noqa: E402
+from bench_throughput import processor  # noqa: E402
 from readme_block import write_block  # noqa: E402
 
 QUIET = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -121,7 +121,7 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {name}: python -m ganlab.train {' '.join(cmd[:-1])}", flush=True)
         start = time.time()
         subprocess.run([sys.executable, "-m", "ganlab.train", *cmd], check=True, cwd=ROOT)
-        record = {"variant": name, "seed": args.seed, "overrides": VARIANTS[name], "cpu": cpu_name(),
+        record = {"variant": name, "seed": args.seed, "overrides": VARIANTS[name], "cpu": processor(),
                   "wall_s": round(time.time() - start, 1),
                   "date": time.strftime("%Y-%m-%d %H:%M"), **figures(run_dir)}
         done.append(record)

@@ -18,7 +18,6 @@ results/budget.jsonl and the README's budget block.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -29,8 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import (QUIET, RARE, ROOT, SMOKE, evaluate_run, fmt, images_shown, keep, places, processor,  # noqa: E402
-                 read_records)
+from run import (QUIET, RARE, ROOT, SMOKE, check_max_time, evaluate_run, fmt, images_shown, keep, places,  # noqa: E402
+                 processor, read_records)
 from target import PRESET, checks, common_mean, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
@@ -190,8 +189,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v] or (["preset", "w24"] if args.smoke else [])
-    if args.max_time and not re.fullmatch(r"\d{2}:\d{2}:\d{2}:\d{2}", args.max_time):
-        sys.exit(f"error: --max-time {args.max_time!r}: expected DD:HH:MM:SS, e.g. 00:00:18:00")
+    check_max_time(args.max_time)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"error: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")

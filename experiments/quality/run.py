@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -312,13 +313,17 @@ def device_label(gpu: bool) -> str:
     return "cuda" if gpu else f"cpu ({os.cpu_count()} cores)"
 
 
-def processor() -> str:
-    """The CPU's model name and whether it has bf16 units: the machines these runs land on differ (the same
-    10-min preset trained 346 kimg on one 2-core machine and 153 on another), so records say which."""
-    from bench_throughput import cpu_name  # imported here: both load torch, the training check Lightning too
-    from ganlab.training import cpu_has_bf16
+def check_max_time(value: str | None) -> None:
+    """A --max-time budget (target.py, budget.py) as Lightning reads it, DD:HH:MM:SS, or one error line."""
+    if value and not re.fullmatch(r"\d{2}:\d{2}:\d{2}:\d{2}", value):
+        sys.exit(f"error: --max-time {value!r}: expected DD:HH:MM:SS, e.g. 00:00:18:00")
 
-    return f"{cpu_name()}{', avx512_bf16' if cpu_has_bf16() else ''}"
+
+def processor() -> str:
+    """bench_throughput.processor, imported only when a run is recorded: it loads torch and Lightning."""
+    from bench_throughput import processor as name
+
+    return name()
 
 
 def run_one(row: str, seed: int, args, out_root: Path) -> dict:

@@ -36,8 +36,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
-from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, device_label, evaluate_best, evaluate_run, fmt,  # noqa: E402
-                 images_shown, keep, places, processor, runs_on_disk, write_records)  # noqa: E402
+from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, check_max_time, device_label, evaluate_best,  # noqa: E402
+                 evaluate_run, fmt, images_shown, keep, places, processor, runs_on_disk, write_records)  # noqa: E402
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -182,6 +182,7 @@ def main() -> None:
     parser.add_argument("--add-best", action="store_true",
                         help="measure best.ckpt of the recorded runs that kept one and lack its figures; no training")
     args = parser.parse_args()
+    check_max_time(args.max_time)
     os.chdir(ROOT)
     out_root, results, records = places(args.smoke, "target.jsonl")
     shas = {preset_sha(), preset_sha(gpu=True)}  # the table: the CPU preset's runs and the GPU preset's, as they are now
