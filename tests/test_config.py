@@ -109,3 +109,18 @@ def test_mistyped_numbers_are_named_before_anything_is_built(override, message):
     with pytest.raises(GanlabError) as err:
         check_argument_types(cfg[group], group)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["model=cdcgan", "data=alzheimer"], True),          # the user's sentence: the rare class is seen as often
+    (["model=cdcgan", "data=alzheimer", "data.balanced_sampling=false"], False),  # the command line wins
+    (["model=cdcgan", "data.balanced_sampling=0.5"], 0.5),
+    (["model=dcgan"], False),                             # an unconditional model learns the data's own mix
+    (["model=gan", "data=alzheimer"], False),
+    (["experiment=oasis_dcgan"], False),
+    (["experiment=brainsim_quality"], True),
+])
+def test_a_conditional_model_brings_class_balanced_sampling(overrides, expected):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert cfg.data.balanced_sampling == expected

@@ -269,6 +269,19 @@ def test_balanced_sampler_draws_classes_equally(tmp_path):
     assert rare_share(ready(ImageFolderDataModule(str(tmp_path), **kwargs))) == 0.1
 
 
+def test_balanced_sampling_leaves_balanced_classes_untouched(tmp_path):
+    for name in ("a", "b"):
+        for i in range(6):
+            save(tmp_path / name / f"{i}.png", size=(8, 8))
+    kwargs = dict(image_size=8, batch_size=4, train_split=None, test_split=None, val_fraction=0.0)
+    dm = ready(ImageFolderDataModule(str(tmp_path), balanced_sampling=True, **kwargs))
+    assert class_balanced(dm.datasets["train"], 0) is dm.datasets["train"]  # same images, same order
+    assert class_balanced(dm.datasets["train"], 0, 0.5) is dm.datasets["train"]
+    save(tmp_path / "b" / "6.png", size=(8, 8))  # one image more in one class: topped up again
+    dm = ready(ImageFolderDataModule(str(tmp_path), balanced_sampling=True, **kwargs))
+    assert torch.bincount(class_balanced(dm.datasets["train"], 0).labels).tolist() == [7, 7]
+
+
 def test_balanced_sampling_strength_between_natural_and_balanced(tmp_path):
     for name, n in (("common", 36), ("rare", 4)):
         for i in range(n):

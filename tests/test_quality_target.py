@@ -226,7 +226,7 @@ def test_the_budget_pairs_a_longer_budget_only_with_the_preset_at_that_budget():
                for x in lines)
 
 
-@pytest.mark.parametrize("script", ["budget.py", "target.py"])
+@pytest.mark.parametrize("script", ["budget.py", "target.py", "sentence.py"])
 def test_a_malformed_max_time_is_refused_in_one_line_before_any_training(script):
     path = REPO / "experiments" / "quality" / script
     result = subprocess.run([sys.executable, str(path), "--seeds", "1", "--max-time", "18m"],
@@ -248,3 +248,20 @@ def test_measuring_the_discriminator_again_reads_only_the_latest_run_of_a_folder
     run.add_discriminator_figures([old, gone, new])
     assert "d_overfit_class" not in old and "d_overfit_class" not in gone
     assert new["d_overfit_class"] == {"ModerateDemented": 346.0}
+
+
+def test_the_sentence_table_shows_each_arm_once_per_seed_with_the_latest_run():
+    """sentence.py: a rerun of an arm and seed replaces its row; the arms of a seed sit side by side, the shipped
+    sentence first."""
+    from sentence import table
+
+    def run(arm, seed, rare_acc, **changes):
+        return record(variant=arm, seed=seed, max_time="00:00:06:00", cpu="CPU", ms_div=None,
+                      cond_acc_class=dict(zip(CLASSES, [0.6, 0.5, 0.7, rare_acc])), audit_copying_z=None,
+                      fd_ratio_spaces=5.0, **changes)
+
+    records = [run("unbalanced", 1, 0.04), run("default", 1, 0.10), run("default", 1, 0.80), run("default", 2, 0.7)]
+    rows = [x for x in table(records).splitlines() if x.startswith(("| default", "| unbalanced"))]
+    assert [x.split(" | ")[:2] for x in rows] == [["| default", "1"], ["| unbalanced", "1"], ["| default", "2"]]
+    assert "0.60/0.50/0.70/0.80" in rows[0] and "0.60/0.50/0.70/0.04" in rows[1]
+    assert "0.10/0.10/0.10/0.15" in rows[0]

@@ -284,9 +284,14 @@ def class_balanced(dataset: UInt8ImageDataset, seed: int, strength: float = 1.0)
     images among 360 per class are repeated 4x instead of 16x). Each image of a class appears once or
     repeated as evenly as possible (which images get the one extra repeat is fixed by `seed`). It is
     then shuffled like any dataset, so each epoch sees every image at least once (epochs get longer),
-    and resume and DDP sharding work exactly as without balancing."""
+    and resume and DDP sharding work exactly as without balancing. When no class needs topping up it is the
+    training set itself, untouched: a class-conditional model balances by default
+    (conf/data/for_model/cdcgan.yaml) and trains on balanced data exactly as it did before."""
     classes = torch.unique(dataset.labels)
-    largest = int(torch.bincount(dataset.labels).max())
+    counts = torch.bincount(dataset.labels)[classes]
+    largest = int(counts.max())
+    if int(counts.min()) == largest:
+        return dataset
     g = torch.Generator().manual_seed(seed)
     idx = []
     for c in classes.tolist():
