@@ -28,8 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import (QUIET, RARE, ROOT, SMOKE, check_max_time, evaluate_run, fmt, images_shown, keep, places,  # noqa: E402
-                 processor, read_records)
+from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt, images_shown, keep,  # noqa: E402
+                 places, processor, read_records)
 from target import PRESET, checks, common_mean, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
@@ -81,8 +81,7 @@ SMOKE_DATA = [o for o in SMOKE_EXTRA if o.startswith("data.")]
 
 
 def run(variant: str, seed: int, args, out_root: Path) -> dict:
-    budget = f"_t{args.max_time.replace(':', '')}" if args.max_time else ""
-    run_dir = out_root / f"budget_{variant}_s{seed}{budget}"
+    run_dir = out_root / f"budget_{variant}_s{seed}{budget_tag(args.max_time)}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE_EXTRA if args.smoke else []) + ([f"trainer.max_time={args.max_time}"] if args.max_time else [])

@@ -319,6 +319,11 @@ def check_max_time(value: str | None) -> None:
         sys.exit(f"error: --max-time {value!r}: expected DD:HH:MM:SS, e.g. 00:00:18:00")
 
 
+def budget_tag(max_time: str | None) -> str:
+    """A run folder's budget suffix (budget.py, sentence.py): `_t00001800` for 00:00:18:00, none without a budget."""
+    return f"_t{max_time.replace(':', '')}" if max_time else ""
+
+
 def processor() -> str:
     """bench_throughput.processor, imported only when a run is recorded: it loads torch and Lightning."""
     from bench_throughput import processor as name

@@ -25,8 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "synthetic_utility")]
 from readme_block import check_block, write_block  # noqa: E402
-from run import (QUIET, RARE, ROOT, SMOKE, check_max_time, evaluate_run, fmt, images_shown, keep, places,  # noqa: E402
-                 processor)
+from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt, images_shown, keep,  # noqa: E402
+                 places, processor)
 
 SENTENCE = ["model=cdcgan", "data=alzheimer", "trainer.devices=2"]
 # name: overrides on top of the sentence
@@ -53,7 +53,7 @@ def copy_root(smoke: bool) -> Path:
 
 
 def run(arm: str, seed: int, args, root: Path, out_root: Path) -> dict:
-    run_dir = out_root / f"sentence_{arm}_s{seed}_t{args.max_time.replace(':', '')}"
+    run_dir = out_root / f"sentence_{arm}_s{seed}{budget_tag(args.max_time)}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = SMOKE_EXTRA if args.smoke else [f"trainer.max_time={args.max_time}"]
@@ -65,7 +65,8 @@ def run(arm: str, seed: int, args, root: Path, out_root: Path) -> dict:
     wall = time.time() - start
     figures = evaluate_run(run_dir, seed, [], args.smoke)
     return {"variant": arm, "overrides": ARMS[arm], "seed": seed, "max_time": None if args.smoke else args.max_time,
-            "scale": SMOKE_SCALE if args.smoke else SCALE, "cpu": processor(), "wall_s": round(wall, 1), "kimg": round(images_shown(run_dir) / 1000, 1),
+            "scale": SMOKE_SCALE if args.smoke else SCALE, "cpu": processor(), "wall_s": round(wall, 1),
+            "kimg": round(images_shown(run_dir) / 1000, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
 
