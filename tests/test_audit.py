@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import TINY, assert_ok
-from ganlab.audit import (copying_test, cnn_features, discriminator_overfit, distance_plot, memorisation_audit,
-                          nearest, pixel_features, save_gallery)
+from ganlab.audit import (COPYING_Z, copying_test, cnn_features, discriminator_overfit, distance_plot,
+                          memorisation_audit, nearest, pixel_features, save_gallery)
 
 
 def test_nearest_finds_the_closest_row():
@@ -65,6 +65,25 @@ def test_copying_test_compares_each_class_with_its_own_held_out_images():
     assert result["flagged"] == ["rare"] and result["per_class"]["rare"]["closer"] > 0.95
     assert result["c_t"] == pytest.approx((360 * result["per_class"]["common"]["z"]
                                           + 22 * result["per_class"]["rare"]["z"]) / 382)
+
+
+def test_a_class_with_too_few_held_out_images_is_named_as_one_the_copying_test_cannot_flag():
+    """The Kaggle copy's rare class has 3 test images: even if all 128 generated images sit on its training
+    images (every one nearer than every held-out image), z only reaches -2.95, above the -3 bound. The test says
+    so (cannot_flag, z_min) instead of passing the class silently; with 4 held-out images it can flag."""
+    names = ["common", "rare"]
+    train_labels = torch.tensor([0] * 576 + [1] * 12)
+    syn_labels = torch.tensor([0] * 128 + [1] * 128)
+    d_syn = torch.cat([torch.ones(128), torch.zeros(128)])  # the rare class: exact copies
+    for n_rare, can_flag in ((3, False), (4, True)):
+        hold_labels = torch.tensor([0] * 160 + [1] * n_rare)
+        result = copying_test(d_syn, syn_labels, torch.ones(160 + n_rare), hold_labels, train_labels, names)
+        rare = result["per_class"]["rare"]
+        assert rare["closer"] == 1.0 and rare["z"] == pytest.approx(rare["z_min"])
+        assert (rare["z_min"] < COPYING_Z) is can_flag
+        assert result["flagged"] == (["rare"] if can_flag else [])
+        assert result["cannot_flag"] == ([] if can_flag else ["rare"])
+    assert result["per_class"]["common"]["z_min"] < -10  # 128 vs 160 images: the test has room
 
 
 class LookupD(torch.nn.Module):

@@ -36,6 +36,12 @@ ARMS: dict[str, list[str]] = {
     # DiffAugment's shift at most 1/16 of the image instead of 1/8 (the quality preset's since session 6: the 1/8
     # shift hid where real brains sit and G's gathered at the centre): a candidate for cdcgan's default
     "tr16": ["model.translation_ratio=0.0625"],
+    # square-root balancing: class c gets sqrt(n_max * n_c) images (12 rare images repeated 7x instead of 48x),
+    # a candidate against the near-copies that full balancing brings on long runs
+    "sqrt": ["data.balanced_sampling=0.5"],
+    # StyleGAN's mirror augmentation on every image D sees (axial slices are left-right symmetric in
+    # distribution): twice the distinct images of the dozen-image class for D to learn
+    "flip": ["model.diffaugment='translation,flip'"],
 }
 CLASSES = ["NonDemented", "VeryMildDemented", "MildDemented", RARE]
 SCALE, SMOKE_SCALE = 0.25, 0.1
@@ -94,7 +100,8 @@ def table(records: list[dict]) -> str:
               f"copy at x{SCALE} of the real counts (training split 576/403/161/12), the budget's minutes of training "
               "(metrics=none), then the ladder's evaluation: cond acc and KID per class on 100 uniform samples per "
               "class against the training images (KID as the ladder table gives it); the judge's accuracy on the "
-              "copy's held-out real images beside it (ModerateDemented: 3 test images, read it as rough). Arms: " +
+              "copy's held-out real images beside it (ModerateDemented: 3 test images, read it as rough; they also keep "
+              "the rare data-copying z above -2.95, so it cannot flag). Arms: " +
               "; ".join(f"{a}: {' '.join(o) or '(as shipped)'}" for a, o in ARMS.items()) +
               ". `python experiments/quality/sentence.py --arms A --seeds S` (results/sentence.jsonl)."]
     return "\n".join(lines)

@@ -95,7 +95,10 @@ def copying_test(d_syn: torch.Tensor, syn_labels: torch.Tensor, d_hold: torch.Te
     (generated, held-out) pairs where the generated image is the farther from the training set (ties
     half), z = (U - mn/2) / sqrt(mn(m+n+1)/12), and `closer` = the share of pairs where it is nearer
     (0.5 for new real images). C_T = sum of z weighted by the classes' training shares (classes with
-    images in both sets). Returns {"per_class": {name: ...}, "c_t", "flagged": [names with z < COPYING_Z]}."""
+    images in both sets). `z_min` is the most extreme z the class's counts allow (every generated image nearer
+    than every held-out one): with 128 generated images and 3 held-out ones it is -2.95, so such a class can
+    never be flagged and its `closer` is the only reading. Returns {"per_class": {name: ...}, "c_t",
+    "flagged": [names with z < COPYING_Z], "cannot_flag": [names whose z_min is not below COPYING_Z]}."""
     per_class, weighted, mass = {}, 0.0, 0.0
     share = torch.bincount(train_labels, minlength=len(class_names)).double() / max(len(train_labels), 1)
     for c, name in enumerate(class_names):
@@ -107,10 +110,12 @@ def copying_test(d_syn: torch.Tensor, syn_labels: torch.Tensor, d_hold: torch.Te
         u = float(rankdata(torch.cat([a, b]).numpy())[:m].sum() - m * (m + 1) / 2)
         z = (u - m * n / 2) / float(np.sqrt(m * n * (m + n + 1) / 12))
         per_class[name] = {"n_synthetic": m, "n_holdout": n, "closer": 1 - u / (m * n), "z": z,
+                           "z_min": -float(np.sqrt(3 * m * n / (m + n + 1))),
                            "synthetic_median": float(a.median()), "holdout_median": float(b.median())}
         weighted, mass = weighted + float(share[c]) * z, mass + float(share[c])
     return {"per_class": per_class, "c_t": weighted / mass if mass else None,
-            "flagged": [name for name, e in per_class.items() if e["z"] < COPYING_Z]}
+            "flagged": [name for name, e in per_class.items() if e["z"] < COPYING_Z],
+            "cannot_flag": [name for name, e in per_class.items() if e["z_min"] >= COPYING_Z]}
 
 
 def memorisation_audit(synthetic: torch.Tensor, train: torch.Tensor, holdout: torch.Tensor,
@@ -315,6 +320,11 @@ def main(cfg: DictConfig) -> None:
                       for name, e in copying["per_class"].items())
           + (f"; C_T={copying['c_t']:+.2f}" if copying["c_t"] is not None else "")
           + (f"; FLAGGED: {', '.join(copying['flagged'])}" if copying["flagged"] else ""))
+    for name in copying.get("cannot_flag", []):
+        e = copying["per_class"][name]
+        print(f"  {name}: {e['n_holdout']} held-out images are too few for this test to flag (its z cannot go "
+              f"below {e['z_min']:+.2f}); read its share of pairs with the generated image nearer: "
+              f"{e['closer']:.2f} (0.5 for new real images, 1 when every generated image is nearer)")
     if "discriminator" in summary:
         print("discriminator overfitting per class (r_v: 0 = D scores new real images like its training images, "
               "1 = like generated ones): "
