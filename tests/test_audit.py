@@ -166,14 +166,19 @@ def test_gallery_pairs_closest_generated_with_their_training_image(tiny_data, tm
 @pytest.mark.slow
 def test_cli_audits_a_checkpoint(run_cli, cdcgan_ckpt, tmp_path):
     run = tmp_path / "audit"
-    assert_ok(run_cli("ganlab.audit", f"ckpt={cdcgan_ckpt}", "data.image_size=32", "data.per_class=24", "n=24",
-                      "classifier.epochs=1", "classifier.width=4", "c2st=true", f"hydra.run.dir={run}"))
+    result = run_cli("ganlab.audit", f"ckpt={cdcgan_ckpt}", "data.image_size=32", "data.per_class=24", "n=24",
+                     "classifier.epochs=1", "classifier.width=4", "c2st=true", f"hydra.run.dir={run}")
+    assert_ok(result)
     summary = json.loads((run / "audit.json").read_text())
     assert summary["n_synthetic"] == 24 and summary["holdout_split"] == "test" and summary["feature"] == "cnn"
     assert 0.0 <= summary["frac_below_p1"] <= summary["frac_below_p5"] <= 1.0
     copying = summary["copying"]  # cdcgan: one cell per class, each with its held-out images
     assert set(copying["per_class"]) == {"NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"}
     assert sum(e["n_synthetic"] for e in copying["per_class"].values()) == 24
+    # 6 generated images a class and a handful held out: no class could be flagged, and the audit says which
+    assert copying["cannot_flag"] == list(copying["per_class"])
+    assert all(f"  {name}: " in result.stdout and "too few for this test to flag" in result.stdout
+               for name in copying["cannot_flag"])
     assert set(summary["c2st"]) == set(copying["per_class"]) and all(0 <= a <= 1 for a in summary["c2st"].values())
     d = summary["discriminator"]  # the checkpoint's own D, per class
     assert set(d) == set(copying["per_class"]) and all(e["n_holdout"] > 0 for e in d.values())
