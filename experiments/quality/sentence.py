@@ -100,8 +100,8 @@ def table(records: list[dict]) -> str:
               f"copy at x{SCALE} of the real counts (training split 576/403/161/12), the budget's minutes of training "
               "(metrics=none), then the ladder's evaluation: cond acc and KID per class on 100 uniform samples per "
               "class against the training images (KID as the ladder table gives it); the judge's accuracy on the "
-              "copy's held-out real images beside it (ModerateDemented: 3 test images, read it as rough; they also keep "
-              "the rare data-copying z above -2.95, so it cannot flag). Arms: " +
+              "copy's held-out real images beside it (ModerateDemented: 3 test images, read it as rough; they also "
+              "keep the rare data-copying z above -2.95, so it cannot flag). Arms: " +
               "; ".join(f"{a}: {' '.join(o) or '(as shipped)'}" for a, o in ARMS.items()) +
               ". `python experiments/quality/sentence.py --arms A --seeds S` (results/sentence.jsonl)."]
     return "\n".join(lines)
