@@ -108,9 +108,10 @@ def copying_test(d_syn: torch.Tensor, syn_labels: torch.Tensor, d_hold: torch.Te
             continue
         # U from ranks (ties averaged): O(m + n) memory, where the pairwise differences would be O(m n)
         u = float(rankdata(torch.cat([a, b]).numpy())[:m].sum() - m * (m + 1) / 2)
-        z = (u - m * n / 2) / float(np.sqrt(m * n * (m + n + 1) / 12))
+        sd = float(np.sqrt(m * n * (m + n + 1) / 12))
+        z = (u - m * n / 2) / sd
         per_class[name] = {"n_synthetic": m, "n_holdout": n, "closer": 1 - u / (m * n), "z": z,
-                           "z_min": -float(np.sqrt(3 * m * n / (m + n + 1))),
+                           "z_min": -m * n / 2 / sd,  # U = 0: every generated image the nearer
                            "synthetic_median": float(a.median()), "holdout_median": float(b.median())}
         weighted, mass = weighted + float(share[c]) * z, mass + float(share[c])
     return {"per_class": per_class, "c_t": weighted / mass if mass else None,
@@ -320,7 +321,7 @@ def main(cfg: DictConfig) -> None:
                       for name, e in copying["per_class"].items())
           + (f"; C_T={copying['c_t']:+.2f}" if copying["c_t"] is not None else "")
           + (f"; FLAGGED: {', '.join(copying['flagged'])}" if copying["flagged"] else ""))
-    for name in copying.get("cannot_flag", []):
+    for name in copying["cannot_flag"]:
         e = copying["per_class"][name]
         print(f"  {name}: {e['n_holdout']} held-out images are too few for this test to flag (its z cannot go "
               f"below {e['z_min']:+.2f}); read its share of pairs with the generated image nearer: "
