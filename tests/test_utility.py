@@ -65,6 +65,28 @@ def test_regimes_build_their_training_sets():
         build_regimes(weighted={"ratio": "fill", "weight": 1.5})
 
 
+def test_per_class_mix_keeps_every_class_equally_synthetic():
+    real = UInt8ImageDataset(torch.zeros(13, 1, 1, 1, dtype=torch.uint8), torch.tensor([0] * 10 + [1] * 3))
+    synth = UInt8ImageDataset(torch.full((40, 1, 1, 1), 200, dtype=torch.uint8), torch.tensor([0, 1] * 20))
+    regimes = build_regimes(ratios=[1.0], class_ratios=[2], weighted={"ratio": "per class 2", "weight": 0.5})
+    names = [r.name for r in regimes]
+    assert names == [REAL, "real + synthetic x1", "real + synthetic per class x2",
+                     "real + synthetic per class x2 (w=0.5)", TSTR]
+    _, labels, weight, n_real, idx = training_set(regimes[2], real, synth, synth, 2, torch.Generator().manual_seed(0))
+    synthetic_counts = torch.bincount(labels[n_real:], minlength=2).tolist()
+    assert synthetic_counts == [20, 6] and weight is None and len(set(idx.tolist())) == 26
+    # the folder's mix (x1) makes the rare class mostly synthetic; per class keeps the real class shares
+    _, labels, _, _, _ = training_set(regimes[1], real, synth, synth, 2, torch.Generator().manual_seed(0))
+    assert torch.bincount(labels[13:], minlength=2)[1] > 3
+    _, _, weight, _, _ = training_set(regimes[3], real, synth, synth, 2, torch.Generator().manual_seed(0))
+    assert weight.tolist() == [1.0] * 13 + [0.5] * 26
+    with pytest.raises(GanlabError, match="class_ratios"):
+        build_regimes(class_ratios=["fill"])
+    with pytest.raises(GanlabError, match=r"per class x3 \(class 0\)"):
+        training_set(build_regimes(class_ratios=[3], real_only=False, tstr=False)[0], real, synth, synth, 2,
+                     torch.Generator())
+
+
 def test_weighted_loss_ignores_zero_weight_images(one_torch_thread):
     from ganlab.classifier import fit_classifier
 
@@ -119,15 +141,15 @@ def test_cli_runs_every_regime_on_an_external_test_set(run_cli, cdcgan_ckpt, tmp
     run = tmp_path / "bench"
     assert_ok(run_cli("ganlab.augment", f"synthetic={tmp_path / 'synth'}", "data.image_size=32", "data.per_class=24", "data.batch_size=8",
                       "data.imbalance={ModerateDemented: 0.5}", "test_data=brainsim", "test_data.per_class=10",
-                      "ratios=[0.25,fill]", "rare_ratios=[0.5,1]", "weighted={ratio: fill, weight: 0.5}",
+                      "ratios=[0.25,fill]", "rare_ratios=[0.5,1]", "class_ratios=[0.5]", "weighted={ratio: fill, weight: 0.5}",
                       "pretrain_epochs=1", "seeds=[0,1]", "classifier.epochs=1", "classifier.width=4",
                       "logger=none", f"hydra.run.dir={run}"))
     results = json.loads((run / "results.json").read_text())
     assert results["seeds"] == 2 and results["test_per_class"] == {c: 9 for c in results["class_names"]}
     assert results["baseline"] in (REAL, OVERSAMPLED) and results["minority"] == "ModerateDemented"
     assert list(results["regimes"]) == [REAL, OVERSAMPLED, "real + synthetic x0.25", "real + synthetic rare x0.5",
-                                        "real + synthetic rare x1", "real + synthetic fill",
-                                        "real + synthetic fill (w=0.5)", PRETRAIN, TSTR]
+                                        "real + synthetic rare x1", "real + synthetic per class x0.5",
+                                        "real + synthetic fill", "real + synthetic fill (w=0.5)", PRETRAIN, TSTR]
     for entry in results["regimes"].values():
         for key in ("balanced_accuracy", "minority_recall"):
             assert set(entry[key]) >= {"mean", "diff", "ci95"} and len(entry[key]["ci95"]) == 2
@@ -135,6 +157,7 @@ def test_cli_runs_every_regime_on_an_external_test_set(run_cli, cdcgan_ckpt, tmp
     n = {k: e["n_synthetic"] for k, e in results["regimes"].items()}
     assert 0 < n["real + synthetic rare x0.5"] < n["real + synthetic rare x1"] and n["real + synthetic fill"] > 0
     assert n[TSTR] == n[PRETRAIN] == 48
+    assert abs(n["real + synthetic per class x0.5"] - 2 * n["real + synthetic x0.25"]) <= 4  # rounded per class
     assert "Δ vs" in (run / "paired.md").read_text()
 
 

@@ -84,13 +84,13 @@ def disjoint_test(train: UInt8ImageDataset, test: UInt8ImageDataset, subject_of=
 def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: UInt8ImageDataset,
                   num_classes: int, *, ratios=(0.5, 1.0, "fill"), seeds=(0, 1, 2), real_only: bool = True,
                   tstr: bool = True, tstr_synthetic: UInt8ImageDataset | None = None, classifier: dict | None = None,
-                  device: str = "cpu", on_result=None, rare_ratios=(), oversampled: bool = False,
+                  device: str = "cpu", on_result=None, rare_ratios=(), class_ratios=(), oversampled: bool = False,
                   weighted: dict | None = None, pretrain_epochs: int = 0) -> list[dict]:
     """One row per (regime, seed): the regime, counts, test scores and confusion matrix (regimes: see
     ganlab.utility.regimes). A seed fixes the initialisation and the data-order generator of every
     regime (paired comparisons). `on_result(row)` is called as each finishes (for loggers)."""
-    regimes = build_regimes(ratios=ratios, rare_ratios=rare_ratios, real_only=real_only, oversampled=oversampled,
-                            weighted=weighted, pretrain_epochs=pretrain_epochs, tstr=tstr)
+    regimes = build_regimes(ratios=ratios, rare_ratios=rare_ratios, class_ratios=class_ratios, real_only=real_only,
+                            oversampled=oversampled, weighted=weighted, pretrain_epochs=pretrain_epochs, tstr=tstr)
     balanced = tstr_synthetic if tstr_synthetic is not None else synthetic
     options = dict(classifier or {})
     lam = options.get("domain_adversarial", 0.0)
@@ -268,7 +268,8 @@ def main(cfg: DictConfig) -> None:
     rows = run_benchmark(real, test, synthetic, len(names), ratios=list(cfg.ratios), seeds=list(cfg.seeds),
                          real_only=cfg.real_only, tstr=cfg.tstr, tstr_synthetic=tstr_synthetic,
                          classifier=to_plain(cfg.classifier), device=device,
-                         rare_ratios=list(cfg.get("rare_ratios") or []), oversampled=bool(cfg.get("oversampled")),
+                         rare_ratios=list(cfg.get("rare_ratios") or []),
+                         class_ratios=list(cfg.get("class_ratios") or []), oversampled=bool(cfg.get("oversampled")),
                          weighted=to_plain(cfg.weighted) if cfg.get("weighted") else None, pretrain_epochs=int(cfg.get("pretrain_epochs") or 0),
                          on_result=lambda row: (log_row(cfg.logger, row, names), append_row(out_dir, row)))
     with open(out_dir / "runs.csv", "w", newline="") as fh:

@@ -7,6 +7,9 @@ Regimes (names as they appear in the tables):
 - `real + synthetic x<r>`: round(r * N_real) synthetic images at random, keeping the folder's class mix;
 - `real + synthetic rare x<r>`: round(r * n_rare) synthetic images of the rare class only, n_rare being
   the rare class's real training count (x1 doubles the rare class);
+- `real + synthetic per class x<r>`: round(r * n_c) synthetic images of every class c, n_c its real
+  training count: each class keeps its real share of the set and the same synthetic share, so looking
+  synthetic says nothing about an image's class (with the other mixes, the rare class is mostly synthetic);
 - `real + synthetic fill`: every class topped up to the largest real class;
 - `... (w=<w>)`: the same set, each synthetic image weighted w in the loss;
 - `synthetic pre-train -> real`: pre-trained on the class-balanced synthetic set, fine-tuned on real;
@@ -31,7 +34,7 @@ BASELINES = (REAL, OVERSAMPLED)
 class Regime:
     name: str
     kind: str  # real | oversampled | mix | tstr | pretrain
-    ratio: object = None  # mix: a float (x N_real), "fill", or ("rare", r)
+    ratio: object = None  # mix: a float (x N_real), "fill", ("rare", r) or ("class", r)
     weight: float = 1.0  # loss weight of each synthetic image
     options: dict = field(default_factory=dict)  # fit_classifier overrides for this regime
 
@@ -40,7 +43,7 @@ def ratio_name(ratio) -> str:
     if ratio == "fill":
         return "fill"
     if isinstance(ratio, tuple):
-        return f"rare x{float(ratio[1]):g}"
+        return f"{'per class' if ratio[0] == 'class' else 'rare'} x{float(ratio[1]):g}"
     return f"x{float(ratio):g}"
 
 
@@ -49,24 +52,27 @@ def check_ratio(ratio, key: str = "ratios") -> None:
         raise GanlabError(f"{key}: {ratio!r} is neither a positive number (a multiple of the real count) nor 'fill'")
 
 
-def build_regimes(*, ratios=(), rare_ratios=(), real_only=True, oversampled=False, weighted=None,
+def build_regimes(*, ratios=(), rare_ratios=(), class_ratios=(), real_only=True, oversampled=False, weighted=None,
                   pretrain_epochs=0, tstr=True) -> list[Regime]:
     """The regimes in table order: baselines, mixes, down-weighted mix, pre-training, synthetic only.
     `weighted` is None or {"ratio": <ratio>, "weight": w} with 0 < w < 1."""
     for r in ratios:
         check_ratio(r)
-    for r in rare_ratios:
-        if r == "fill":
-            raise GanlabError("rare_ratios: use ratios=[fill] for fill; rare_ratios are multiples of the rare count")
-        check_ratio(r, "rare_ratios")
+    for key, listed in (("rare_ratios", rare_ratios), ("class_ratios", class_ratios)):
+        for r in listed:
+            if r == "fill":
+                raise GanlabError(f"{key}: use ratios=[fill] for fill; {key} are multiples of real counts")
+            check_ratio(r, key)
     out = ([Regime(REAL, "real")] if real_only else []) + \
         ([Regime(OVERSAMPLED, "oversampled", options={"class_balanced": False})] if oversampled else [])
     mixes = [r for r in ratios if r != "fill"] + [("rare", float(r)) for r in rare_ratios] + \
-        (["fill"] if "fill" in ratios else [])
+        [("class", float(r)) for r in class_ratios] + (["fill"] if "fill" in ratios else [])
     out += [Regime(f"real + synthetic {ratio_name(r)}", "mix", r) for r in mixes]
     if weighted:
         ratio, w = weighted.get("ratio", "fill"), weighted.get("weight")
-        ratio = ("rare", float(ratio[5:])) if isinstance(ratio, str) and ratio.startswith("rare") else ratio
+        for kind, prefix in (("rare", "rare"), ("class", "per class")):  # "rare 1" / "per class 0.5"
+            if isinstance(ratio, str) and ratio.startswith(prefix):
+                ratio = (kind, float(ratio[len(prefix):]))
         if not isinstance(ratio, tuple):
             check_ratio(ratio, "weighted.ratio")
         if not (isinstance(w, (int, float)) and 0 < w < 1):
@@ -99,6 +105,9 @@ def synthetic_subset(ratio, synth_labels: torch.Tensor, real_labels: torch.Tenso
     if ratio == "fill":
         return torch.cat([draw((synth_labels == c).nonzero().flatten(), int(real_counts.max() - real_counts[c]), g,
                                f"fill (class {c})") for c in range(num_classes)])
+    if isinstance(ratio, tuple) and ratio[0] == "class":
+        return torch.cat([draw((synth_labels == c).nonzero().flatten(), round(ratio[1] * int(real_counts[c])), g,
+                               f"per class x{ratio[1]:g} (class {c})") for c in range(num_classes)])
     if isinstance(ratio, tuple):
         rare = int(real_counts.argmin())
         return draw((synth_labels == rare).nonzero().flatten(), round(ratio[1] * int(real_counts[rare])), g,
