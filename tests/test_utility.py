@@ -80,6 +80,9 @@ def test_per_class_mix_keeps_every_class_equally_synthetic():
     assert torch.bincount(labels[13:], minlength=2)[1] > 3
     _, _, weight, _, _ = training_set(regimes[3], real, synth, synth, 2, torch.Generator().manual_seed(0))
     assert weight.tolist() == [1.0] * 13 + [0.5] * 26
+    assert build_regimes(weighted={"ratio": "rare x1", "weight": 0.5}, real_only=False, tstr=False)[0].ratio == ("rare", 1)
+    with pytest.raises(GanlabError, match="weighted.ratio: 'per class y'"):
+        build_regimes(weighted={"ratio": "per class y", "weight": 0.5})
     with pytest.raises(GanlabError, match="class_ratios"):
         build_regimes(class_ratios=["fill"])
     with pytest.raises(GanlabError, match=r"per class x3 \(class 0\)"):

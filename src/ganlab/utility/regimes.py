@@ -70,9 +70,12 @@ def build_regimes(*, ratios=(), rare_ratios=(), class_ratios=(), real_only=True,
     out += [Regime(f"real + synthetic {ratio_name(r)}", "mix", r) for r in mixes]
     if weighted:
         ratio, w = weighted.get("ratio", "fill"), weighted.get("weight")
-        for kind, prefix in (("rare", "rare"), ("class", "per class")):  # "rare 1" / "per class 0.5"
+        for kind, prefix in (("rare", "rare"), ("class", "per class")):  # "rare 1" / "per class x0.5"
             if isinstance(ratio, str) and ratio.startswith(prefix):
-                ratio = (kind, float(ratio[len(prefix):]))
+                try:
+                    ratio = (kind, float(ratio[len(prefix):].strip().removeprefix("x")))
+                except ValueError:
+                    raise GanlabError(f"weighted.ratio: {ratio!r} is not '{prefix} <multiple>', e.g. '{prefix} 1'") from None
         if not isinstance(ratio, tuple):
             check_ratio(ratio, "weighted.ratio")
         if not (isinstance(w, (int, float)) and 0 < w < 1):
