@@ -35,7 +35,7 @@ def test_experiment_smoke_run(name, script, extra, cli_env, tmp_path):
 def utility_scripts(monkeypatch) -> None:
     """Make experiments/synthetic_utility's run.py, filtered.py and oracle.py importable by name for one
     test (experiments/quality has a run.py too: whichever a worker imported first is in sys.modules)."""
-    for name in ("run", "filtered", "oracle"):
+    for name in ("run", "filtered", "oracle", "pair_runs"):
         monkeypatch.setitem(sys.modules, name, sys.modules.get(name))  # undone after the test: restored or removed
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(REPO / "experiments" / "synthetic_utility"))
@@ -67,6 +67,28 @@ def test_filtered_merges_two_sets_rows(tmp_path, monkeypatch):
         ("real only", 0), ("fill", 0), ("fill (filtered)", 0), ("real only", 1), ("fill", 1), ("fill (filtered)", 1)]
     assert [r["balanced_accuracy"] for r in rows if r["regime"] == "real only"] == [0.70, 0.72]
     assert gap == pytest.approx(0.02)
+
+
+def test_pair_runs_pairs_seeds_only_when_the_baseline_matches(monkeypatch):
+    utility_scripts(monkeypatch)
+    from pair_runs import compare
+
+    def row(regime, seed, acc, rare):
+        return {"regime": regime, "seed": seed, "balanced_accuracy": acc, "recall": [0.9, rare]}
+
+    base = [row("real only", s, 0.70 + s / 100, 0.5) for s in range(3)]
+    new = base + [row("mix", s, 0.72 + s / 100, 0.6 + s / 10) for s in range(3)]
+    old = base + [row("fill", s, 0.60 + s / 50, 0.2) for s in range(3)]
+    r = compare(new, "mix", old, "fill", minority=1)
+    # per seed: 0.12, 0.11, 0.10 (balanced accuracy); 0.4, 0.5, 0.6 (rare recall)
+    assert r["seeds"] == [0, 1, 2] and r["balanced_accuracy"]["diff"] == pytest.approx(0.11)
+    assert r["minority_recall"]["ci95"] == pytest.approx([0.5 - 4.302653 * 0.1 / 3 ** 0.5,
+                                                          0.5 + 4.302653 * 0.1 / 3 ** 0.5], rel=1e-4)
+    other = [row("real only", s, 0.70 + s / 100, 0.4 if s == 2 else 0.5) for s in range(3)] + old[3:]
+    with pytest.raises(SystemExit, match=r"differs between the runs on seed\(s\) \[2\]"):
+        compare(new, "mix", other, "fill", minority=1)
+    with pytest.raises(SystemExit, match="no regime 'x'"):
+        compare(new, "x", old, "fill", minority=1)
 
 
 def test_utility_core_runs_only_the_deciding_regimes(monkeypatch):
