@@ -14,15 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from ganlab.utility.paired import paired_ci
-
-
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from ganlab.utility.paired import by_seed, paired_ci
+from run import job_rows
 
 
 def per_seed(rows: list[dict], regime: str, path: Path) -> dict[int, dict]:
-    out = {r["seed"]: r for r in rows if r["regime"] == regime}
+    out = by_seed(rows, regime, lambda r: r)
     if not out:
         raise SystemExit(f"error: {path} has no regime {regime!r} (it has {sorted({r['regime'] for r in rows})})")
     return out
@@ -57,14 +54,14 @@ def main(argv=None) -> None:
     p.add_argument("--minority", type=int, default=None, help="class index (default: the run's results.json minority)")
     args = p.parse_args(argv)
     for path in (args.rows_a, args.rows_b):
-        if not path.is_file():
-            raise SystemExit(f"error: {path} not found (a ganlab.augment run folder's rows.jsonl)")
+        if path.name != "rows.jsonl" or not path.is_file():
+            raise SystemExit(f"error: {path} is not a ganlab.augment run folder's rows.jsonl")
     minority = args.minority
     if minority is None:
         results = json.loads((args.rows_a.parent / "results.json").read_text())
         minority = results["class_names"].index(results["minority"])
-    r = compare(read_rows(args.rows_a), args.regime_a, read_rows(args.rows_b), args.regime_b, minority, args.baseline,
-                (args.rows_a, args.rows_b))
+    r = compare(job_rows(args.rows_a.parent), args.regime_a, job_rows(args.rows_b.parent), args.regime_b, minority,
+                args.baseline, (args.rows_a, args.rows_b))
     print(f"{args.regime_a} ({args.rows_a.parent.name}) - {args.regime_b} ({args.rows_b.parent.name}), "
           f"seeds {r['seeds']}, baseline identical per seed:")
     for key in ("balanced_accuracy", "minority_recall"):
