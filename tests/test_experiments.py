@@ -159,6 +159,48 @@ def test_oracle_set_holds_new_real_images_in_generate_layout(tmp_path, monkeypat
     assert sorted(p.name for p in (tmp_path / "oracle").rglob("*")) == before
 
 
+def test_oracle_set_draws_new_images_of_an_alzheimer_copy_as_the_copy_stores_its_own(tmp_path, monkeypatch):
+    """--oracle on a run trained on an alzheimer_copy.py copy: JPEG images drawn like the copy's (the same bytes
+    save_slice gives for the stream [render_seed, class, i]), none equal to a copy image; the copy's own seed and
+    a Kaggle-layout root without copy.json (real data: nothing to draw from) are refused."""
+    import filecmp
+
+    import yaml
+
+    from ganlab.errors import GanlabError
+    from ganlab.generate import load_generated
+
+    utility_scripts(monkeypatch)
+    monkeypatch.delitem(sys.modules, "alzheimer_copy", raising=False)
+    from alzheimer_copy import save_slice, write_copy
+    from oracle import oracle_set
+
+    counts = write_copy(tmp_path / "copy", scale=0.005, size=32, seed=7)
+    assert json.loads((tmp_path / "copy" / "copy.json").read_text())["counts"] == counts
+    data = {"_target_": "ganlab.data.alzheimer.AlzheimerDataModule", "root": str(tmp_path / "copy"),
+            "image_size": 32, "channels": 1}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config_resolved.yaml").write_text(yaml.safe_dump({"data": data}))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    oracle_set(tmp_path / "new", ckpt, per_class=2, render_seed=7000)
+    names = ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"]
+    new = load_generated(tmp_path / "new", names)
+    assert new.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    save_slice(tmp_path / "expected.jpg", [7000, 3, 1], 3, 32)
+    assert filecmp.cmp(tmp_path / "new" / "ModerateDemented" / "ModerateDemented_00001.jpg",
+                       tmp_path / "expected.jpg", shallow=False)
+    copy_images = {p.read_bytes() for p in (tmp_path / "copy").rglob("*.jpg")}
+    assert not copy_images & {p.read_bytes() for p in (tmp_path / "new").rglob("*.jpg")}
+
+    with pytest.raises(GanlabError, match="training or test"):
+        oracle_set(tmp_path / "new_7", ckpt, per_class=2, render_seed=7)
+    (tmp_path / "copy" / "copy.json").unlink()
+    with pytest.raises(GanlabError, match="copy.json"):
+        oracle_set(tmp_path / "new_real_data", ckpt, per_class=2, render_seed=7000)
+    assert not (tmp_path / "new_real_data").exists()
+
+
 def test_diagnose_tells_marked_images_from_real_ones_and_judges_every_class(tiny_data, monkeypatch):
     """diagnose.py on one seed: 'synthetic' images that are the real ones with a bright corner patch are told
     apart by the C2ST in every class, while identical copies of real images are not; the balanced judge's

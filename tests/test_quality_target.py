@@ -265,3 +265,35 @@ def test_the_sentence_table_shows_each_arm_once_per_seed_with_the_latest_run():
     assert [x.split(" | ")[:2] for x in rows] == [["| default", "1"], ["| unbalanced", "1"], ["| default", "2"]]
     assert "0.60/0.50/0.70/0.80" in rows[0] and "0.60/0.50/0.70/0.04" in rows[1]
     assert "0.10/0.10/0.10/0.15" in rows[0]
+
+
+def test_the_audit_reference_flags_samples_nearer_their_training_images_than_new_real_images(tmp_path):
+    """audit_reference.py: a class whose samples all sit nearer the training images than its new real images gets a
+    strongly negative z and closer 1.0; a class drawn like its new images gets z near 0; the shares below the
+    held-out percentiles are counted per class and pooled; audits in different feature spaces are refused."""
+    import csv
+
+    from audit_reference import compare
+
+    def audit(folder, distances, p1=0.2):
+        folder.mkdir()
+        (folder / "audit.json").write_text(json.dumps({"holdout_p1": p1, "holdout_p5": 0.3, "n_train": 100,
+                                                       "n_holdout": 40, "feature": "cnn", "c2st": {CLASSES[3]: 0.9}}))
+        with open(folder / "audit.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["index", "file", "class", "distance", "nearest_train_file", "nearest_train_class"])
+            for i, (name, d) in enumerate(distances):
+                writer.writerow([i, "", name, d, "", name])
+        return folder
+
+    spread = [0.1 + 0.01 * i for i in range(40)]  # 0.10 .. 0.49
+    new = [(c, d) for c in CLASSES for d in spread]
+    samples = [(c, d) for c in CLASSES[:3] for d in spread] + [(CLASSES[3], d / 10) for d in spread]
+    result = compare(audit(tmp_path / "run", samples), audit(tmp_path / "ref", new))
+    rare, common = result["per_class"][CLASSES[3]], result["per_class"][CLASSES[0]]
+    assert rare["z"] < -5 and rare["closer"] == 1.0 and abs(common["z"]) < 0.5
+    assert rare["samples_p1"] == 1.0 and rare["new_p1"] == common["new_p1"] == common["samples_p1"] == 0.25
+    assert result["pooled"]["samples_p1"] == (3 * 10 + 40) / 160 and result["pooled"]["new_p5"] == 0.5
+    assert rare["c2st_samples"] == 0.9
+    with pytest.raises(SystemExit, match="holdout_p1"):
+        compare(tmp_path / "run", audit(tmp_path / "ref_other", new, p1=0.25))

@@ -9,6 +9,10 @@ with the generator run's data config), so that the benchmark's own augment and a
 they read a synthetic set. Every regime then shows what the best possible synthetic images could give
 on this test set and classifier: an upper bound for a generator, and a calibration of the audit (new real
 images should sit at ~1% / ~5% below the held-out 1st / 5th percentile).
+
+A Kaggle-layout copy written by alzheimer_copy.py (its root holds copy.json) is brainsim too: its new images are
+drawn the way the copy drew its own (same size, JPEG quality 90, stored as .jpg), from random streams
+`[render_seed, class, i]` that the copy's `[seed, split, class, i]` never uses.
 """
 from __future__ import annotations
 
@@ -24,8 +28,40 @@ from ganlab.errors import GanlabError
 from ganlab.generate import MANIFEST_FIELDS
 from ganlab.run_data import training_data
 
+from alzheimer_copy import COPY_INFO, save_slice
+
 # render seeds the benchmark already uses: the training data (0) and the external test set (1000)
 TAKEN_RENDER_SEEDS = {0, 1000}
+
+
+def copy_info(data: dict) -> dict | None:
+    """alzheimer_copy.py's record of how the copy at the data config's root was rendered, or None."""
+    root = data.get("root")
+    path = Path(root) / COPY_INFO if root else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+def render_brainsim_files(tmp: Path, data: dict, per_class: int, render_seed: int) -> list[str]:
+    """brainsim's own render of the data config with another seed, moved into generate's layout."""
+    render = render_brainsim(tmp / "render", image_size=data["image_size"], per_class=per_class,
+                             test_fraction=0.0, seed=render_seed, channels=data.get("channels", 1))
+    files = []
+    for name in CLASS_NAMES:
+        for i, src in enumerate(sorted((render / "train" / name).glob("*.png"))):
+            files.append(f"{name}/{name}_{i:05d}.png")
+            shutil.move(src, tmp / files[-1])
+    shutil.rmtree(render)
+    return files
+
+
+def render_copy_files(tmp: Path, info: dict, per_class: int, render_seed: int) -> list[str]:
+    """New images of an alzheimer_copy.py copy, drawn and stored as the copy drew and stored its own."""
+    files = []
+    for label, name in enumerate(CLASS_NAMES):
+        for i in range(per_class):
+            files.append(f"{name}/{name}_{i:05d}.jpg")
+            save_slice(tmp / files[-1], [render_seed, label, i], label, info["size"])
+    return files
 
 
 def oracle_set(out: Path, ckpt: Path, per_class: int, render_seed: int) -> dict[str, int]:
@@ -35,9 +71,13 @@ def oracle_set(out: Path, ckpt: Path, per_class: int, render_seed: int) -> dict[
     if trained is None:
         raise GanlabError(f"{ckpt}: no config_resolved.yaml of its run, so no data config to render like")
     data, source = trained
-    if not str(data.get("_target_", "")).endswith("BrainSimDataModule"):
-        raise GanlabError(f"--oracle renders brainsim; {ckpt} was trained on {data.get('_target_')}")
-    if render_seed in TAKEN_RENDER_SEEDS | {data.get("render_seed", 0)}:
+    brainsim = str(data.get("_target_", "")).endswith("BrainSimDataModule")
+    info = None if brainsim else copy_info(data)
+    if not brainsim and info is None:
+        raise GanlabError(f"--oracle renders brainsim or a copy written by alzheimer_copy.py (its root holds "
+                          f"{COPY_INFO}); {ckpt} was trained on {data.get('_target_')}, root {data.get('root')}")
+    taken = TAKEN_RENDER_SEEDS | {data.get("render_seed", 0)} if brainsim else {info["brainsim_seed"]}
+    if render_seed in taken:
         raise GanlabError(f"--oracle {render_seed}: that render seed draws the training or test images")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -45,17 +85,13 @@ def oracle_set(out: Path, ckpt: Path, per_class: int, render_seed: int) -> dict[
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        render = render_brainsim(tmp / "render", image_size=data["image_size"], per_class=per_class,
-                                 test_fraction=0.0, seed=render_seed, channels=data.get("channels", 1))
-        rows = []
-        for label, name in enumerate(CLASS_NAMES):
+        for name in CLASS_NAMES:
             (tmp / name).mkdir()
-            for i, src in enumerate(sorted((render / "train" / name).glob("*.png"))):
-                rel = f"{name}/{name}_{i:05d}.png"
-                shutil.move(src, tmp / rel)
-                rows.append({"file": rel, "class": name, "label": label, "seed": render_seed,
-                             "model": f"brainsim render_seed={render_seed}"})
-        shutil.rmtree(render)
+        files = (render_brainsim_files(tmp, data, per_class, render_seed) if brainsim
+                 else render_copy_files(tmp, info, per_class, render_seed))
+        model = f"brainsim render_seed={render_seed}" + ("" if brainsim else f", as the copy at {data['root']}")
+        rows = [{"file": f, "class": f.split("/")[0], "label": CLASS_NAMES.index(f.split("/")[0]),
+                 "seed": render_seed, "model": model} for f in files]
         with open(tmp / "manifest.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
