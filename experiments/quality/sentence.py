@@ -39,6 +39,9 @@ ARMS: dict[str, list[str]] = {
     # square-root balancing: class c gets sqrt(n_max * n_c) images (12 rare images repeated 7x instead of 48x),
     # a candidate against the near-copies that full balancing brings on long runs
     "sqrt": ["data.balanced_sampling=0.5"],
+    # between the two: the 12 rare images repeated ~18x per epoch instead of 48x (sqrt: 7x), against the rare
+    # samples' pull toward their training images at 24 minutes (audit_reference.py: z -3.2 / -0.4 / -2.7)
+    "b75": ["data.balanced_sampling=0.75"],
     # StyleGAN's mirror augmentation on every image D sees (axial slices are left-right symmetric in
     # distribution): twice the distinct images of the dozen-image class for D to learn
     "flip": ["model.diffaugment='translation,flip'"],
