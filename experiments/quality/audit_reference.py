@@ -153,7 +153,7 @@ def table(records: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", type=Path, help="sentence run folders (with audit/ and checkpoints/)")
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders (with audit/ and checkpoints/last.ckpt)")
     args = parser.parse_args()
     readme = HERE / "README.md"
     check_block(readme, "audit_reference")
