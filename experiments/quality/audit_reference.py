@@ -36,7 +36,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "synthetic_utilit
 from readme_block import check_block, write_block  # noqa: E402
 from run import RARE, ROOT, fmt, keep, read_records  # noqa: E402
 
-CLASSES = ["NonDemented", "VeryMildDemented", "MildDemented", RARE]
+from ganlab.data.brainsim import CLASS_NAMES as CLASSES  # noqa: E402  (both data sets are brainsim's classes)
+
 PER_CLASS, RENDER_SEED = 128, 7000  # the audit's 512 samples are 128 per class
 FEATURES = {"cnn": "audit", "pixels": "audit_pixels"}  # feature: the run's audit folder
 RESULTS = HERE / "results" / "audit_reference.jsonl"
@@ -48,12 +49,11 @@ def read_audit(folder: Path) -> tuple[dict, list[tuple[str, float]]]:
     return json.loads((folder / "audit.json").read_text()), rows
 
 
-def new_real_set(out_root: Path, ckpt: Path) -> Path:
-    """New real images of the run's data, with its data config (the audit splits the real data by it: data.seed
-    follows the run's seed), drawn once per data config and reused by every run that has it."""
+def new_real_set(out_root: Path, ckpt: Path, data: dict) -> Path:
+    """New real images of the run's data, with its data config `data` (the audit splits the real data by it:
+    data.seed follows the run's seed), drawn once per data config and reused by every run that has it."""
     from oracle import oracle_set
 
-    data = yaml.safe_load((ckpt.parents[1] / "config_resolved.yaml").read_text())["data"]
     config = hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
     name = Path(data["root"]).name if data.get("root") else data["_target_"].rsplit(".", 1)[-1]
     folder = out_root / f"new_real_{name}_r{RENDER_SEED}_{config}"
@@ -112,7 +112,7 @@ def compare(run_audit: Path, ref_audit: Path) -> dict:
 def measure(run_dir: Path, out_root: Path) -> list[dict]:
     config = yaml.safe_load((run_dir / "config_resolved.yaml").read_text())
     seed, ckpt = int(config["seed"]), run_dir / "checkpoints" / "last.ckpt"
-    new_real = new_real_set(out_root, ckpt)
+    new_real = new_real_set(out_root, ckpt, config["data"])
     records = []
     for feature, sub in FEATURES.items():
         if (run_dir / sub / "audit.csv").is_file():
