@@ -24,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "synthetic_utility")]
+from ganlab.data.brainsim import CLASS_NAMES  # noqa: E402
 from readme_block import check_block, write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt, images_shown, keep,  # noqa: E402
                  places, processor)
@@ -46,7 +47,6 @@ ARMS: dict[str, list[str]] = {
     # distribution): twice the distinct images of the dozen-image class for D to learn
     "flip": ["model.diffaugment='translation,flip'"],
 }
-CLASSES = ["NonDemented", "VeryMildDemented", "MildDemented", RARE]
 SCALE, SMOKE_SCALE = 0.25, 0.1
 SMOKE_EXTRA = [o for o in SMOKE if not o.startswith("data.per_class")] + ["trainer.max_time=00:00:00:20"]
 
@@ -80,7 +80,7 @@ def run(arm: str, seed: int, args, root: Path, out_root: Path) -> dict:
 
 
 def per_class(values: dict | None, spec: str) -> str:
-    return "/".join(fmt((values or {}).get(c), spec) for c in CLASSES)
+    return "/".join(fmt((values or {}).get(c), spec) for c in CLASS_NAMES)
 
 
 def table(records: list[dict]) -> str:
