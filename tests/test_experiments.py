@@ -89,6 +89,8 @@ def test_pair_runs_pairs_seeds_only_when_the_baseline_matches(monkeypatch):
         compare(new, "mix", other, "fill", minority=1)
     with pytest.raises(SystemExit, match="no regime 'x'"):
         compare(new, "x", old, "fill", minority=1)
+    # runs that differ on purpose in every regime (e.g. classifier.input_blur): paired without the check
+    assert compare(new, "mix", other, "fill", minority=1, baseline="none")["seeds"] == [0, 1, 2]
 
 
 def test_utility_core_runs_only_the_deciding_regimes(monkeypatch):

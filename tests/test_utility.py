@@ -130,6 +130,33 @@ def test_domain_adversarial_critic_trains_only_on_mixes(one_torch_thread):
         run_benchmark(data, data, data, 2, classifier={"domain_adversarial": -1.0})
 
 
+def test_input_blur_hides_the_pixel_scale_texture(one_torch_thread):
+    """The blurred classifier reads exactly what the plain one reads of the blurred image; the blur keeps a
+    smooth image and all but removes a one-pixel checkerboard; a negative sigma is refused before any training."""
+    from ganlab.augment import run_benchmark
+    from ganlab.classifier import SmallCNN, gaussian_blur
+
+    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    plain = _net().eval()
+    torch.manual_seed(0)
+    blurred = SmallCNN(2, 1, 32, width=4, input_blur=1.0).eval()
+    assert torch.allclose(blurred(x), plain(gaussian_blur(x, 1.0)), atol=1e-6)
+    assert not torch.allclose(blurred(x), plain(x), atol=1e-3)
+
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = ((yy + xx) % 2 * 2 - 1).float().view(1, 1, 32, 32)
+    smooth = torch.sin(yy / 6.0).float().view(1, 1, 32, 32)
+    assert gaussian_blur(checker, 1.0)[..., 2:-2, 2:-2].abs().max() < 0.01  # edges replicate-padded
+    assert (gaussian_blur(smooth, 1.0) - smooth)[..., 4:-4, 4:-4].abs().max() < 0.05
+
+    with pytest.raises(ValueError, match="input_blur"):
+        SmallCNN(2, 1, 32, width=4, input_blur=-1.0)
+    data = UInt8ImageDataset(torch.zeros(4, 1, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]),
+                             [f"{i}.png" for i in range(4)])
+    with pytest.raises(GanlabError, match="classifier.input_blur"):
+        run_benchmark(data, data, data, 2, classifier={"input_blur": -0.5})
+
+
 def _net():
     from ganlab.classifier import SmallCNN
 

@@ -38,20 +38,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "experiments"))
 from readme_block import check_block, write_block  # noqa: E402
 
+from ganlab.classifier import gaussian_blur  # noqa: E402
+
 RECIPE = {"width": 16, "epochs": 8}
 DARK = 8  # uint8 level: at or below it a pixel counts as background (brainsim's background is exactly 0)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """float (N, C, H, W) -> the same blurred with a separable Gaussian (radius 2 sigma, edges replicated)."""
-    radius = max(1, round(2 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    k = k / k.sum()
-    c = images.shape[1]
-    out = torch.nn.functional.pad(images, (radius,) * 4, mode="replicate")
-    out = torch.nn.functional.conv2d(out, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return torch.nn.functional.conv2d(out, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def round_to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,10 @@
 
 Pairing across runs is valid only when a seed means the same classifier in both: same real data, test set
 and classifier settings. The script checks it: the baseline (`--baseline`, default "real only") must score
-identically seed by seed in both runs, or it refuses. Prints A - B per seed and its 95% t-interval, for
-balanced accuracy and the minority class's recall.
+identically seed by seed in both runs, or it refuses. `--baseline none` skips that check, for runs that differ on
+purpose in a classifier setting that draws no random numbers (e.g. classifier.input_blur, which changes every
+regime's scores, the baseline's too); a seed still fixes the same initialisation and data order there. Prints
+A - B per seed and its 95% t-interval, for balanced accuracy and the minority class's recall.
 """
 from __future__ import annotations
 
@@ -28,11 +30,13 @@ def per_seed(rows: list[dict], regime: str, path: Path) -> dict[int, dict]:
 def compare(rows_a, regime_a, rows_b, regime_b, minority: int, baseline="real only", paths=("A", "B")) -> dict:
     """A - B per shared seed (balanced accuracy, recall of class index `minority`) with 95% t-intervals."""
     a, b = per_seed(rows_a, regime_a, paths[0]), per_seed(rows_b, regime_b, paths[1])
-    base_a, base_b = per_seed(rows_a, baseline, paths[0]), per_seed(rows_b, baseline, paths[1])
-    seeds = sorted(set(a) & set(b) & set(base_a) & set(base_b))
+    seeds = sorted(set(a) & set(b))
+    if baseline != "none":
+        base_a, base_b = per_seed(rows_a, baseline, paths[0]), per_seed(rows_b, baseline, paths[1])
+        seeds = sorted(set(seeds) & set(base_a) & set(base_b))
     if len(seeds) < 2:
         raise SystemExit(f"error: the runs share {len(seeds)} seed(s) with both regimes and the baseline; pairing needs 2+")
-    differs = [s for s in seeds if base_a[s]["recall"] != base_b[s]["recall"]]
+    differs = [s for s in seeds if base_a[s]["recall"] != base_b[s]["recall"]] if baseline != "none" else []
     if differs:
         raise SystemExit(f"error: {baseline!r} differs between the runs on seed(s) {differs}: other real data, test "
                          "set or classifier, so their seeds do not pair")
@@ -50,7 +54,8 @@ def main(argv=None) -> None:
     p.add_argument("regime_a")
     p.add_argument("rows_b", type=Path)
     p.add_argument("regime_b")
-    p.add_argument("--baseline", default="real only")
+    p.add_argument("--baseline", default="real only", help="the regime that must score identically per seed in "
+                   "both runs; 'none': no check (runs that differ on purpose, e.g. in classifier.input_blur)")
     p.add_argument("--minority", type=int, default=None, help="class index (default: the run's results.json minority)")
     args = p.parse_args(argv)
     for path in (args.rows_a, args.rows_b):
@@ -63,7 +68,8 @@ def main(argv=None) -> None:
     r = compare(job_rows(args.rows_a.parent), args.regime_a, job_rows(args.rows_b.parent), args.regime_b, minority,
                 args.baseline, (args.rows_a, args.rows_b))
     print(f"{args.regime_a} ({args.rows_a.parent.name}) - {args.regime_b} ({args.rows_b.parent.name}), "
-          f"seeds {r['seeds']}, baseline identical per seed:")
+          f"seeds {r['seeds']}, " + ("baseline not checked:" if args.baseline == "none" else
+                                     "baseline identical per seed:"))
     for key in ("balanced_accuracy", "minority_recall"):
         d = r[key]
         print(f"  {key}: {d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")

@@ -97,6 +97,9 @@ def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: U
     if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and lam >= 0):
         raise GanlabError(f"classifier.domain_adversarial: {lam!r} must be a number >= 0 (0 = off)")
     width = options.pop("width", 16)
+    blur = options.pop("input_blur", 0.0)
+    if not (isinstance(blur, (int, float)) and not isinstance(blur, bool) and blur >= 0):
+        raise GanlabError(f"classifier.input_blur: {blur!r} must be a number >= 0 (a Gaussian's sigma in pixels; 0 = off)")
     _, channels, size, _ = real.images.shape
     rows = []
     for seed in seeds:
@@ -114,7 +117,7 @@ def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: U
             fit = {**options, **regime.options}
             pretrain = fit.pop("pretrain_epochs", 0)
             torch.manual_seed(int(seed))
-            model = SmallCNN(num_classes, channels, size, width=width)
+            model = SmallCNN(num_classes, channels, size, width=width, input_blur=blur)
             if pretrain:
                 fit_classifier(model, balanced.images, balanced.labels, seed=int(seed), device=device,
                                **{**fit, "epochs": pretrain})
