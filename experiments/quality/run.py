@@ -119,6 +119,9 @@ ROWS: dict[str, tuple[str | None, list[str]]] = {
     # upsampling draws each pixel as a linear function of the half-resolution features under it: one more
     # layer at the image's size puts a ReLU at the pixel scale (run at --kimg 346)
     "bf16_tr16_tex_fullres": ("bf16_tr16_tex", ["model.generator.full_res_width=16"]),
+    # with the texture branch the layer halved the residual's skew gap (texture_stats: d +1.6 -> +0.9 in
+    # NonDemented) but D's branch costs 2.2x the time per image: the layer alone, on the preset's line
+    "bf16_tr16_fullres": ("bf16_tr16", ["model.generator.full_res_width=16"]),
     # ganlab.audit's discriminator r_v: on every measured run D scores new real rare brains halfway to generated
     # ones (0.48-0.52 against 338 new renders; common classes 0.03-0.09): it has learned the 22 images by heart
     # and pulls G's rare class onto them. Brightness and contrast on the rare class only, real and generated,
