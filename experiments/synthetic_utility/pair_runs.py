@@ -35,7 +35,8 @@ def compare(rows_a, regime_a, rows_b, regime_b, minority: int, baseline="real on
         base_a, base_b = per_seed(rows_a, baseline, paths[0]), per_seed(rows_b, baseline, paths[1])
         seeds = sorted(set(seeds) & set(base_a) & set(base_b))
     if len(seeds) < 2:
-        raise SystemExit(f"error: the runs share {len(seeds)} seed(s) with both regimes and the baseline; pairing needs 2+")
+        with_baseline = "" if baseline == "none" else " and the baseline"
+        raise SystemExit(f"error: the runs share {len(seeds)} seed(s) with both regimes{with_baseline}; pairing needs 2+")
     differs = [s for s in seeds if base_a[s]["recall"] != base_b[s]["recall"]] if baseline != "none" else []
     if differs:
         raise SystemExit(f"error: {baseline!r} differs between the runs on seed(s) {differs}: other real data, test "
