@@ -30,14 +30,12 @@ def per_seed(rows: list[dict], regime: str, path: Path) -> dict[int, dict]:
 def compare(rows_a, regime_a, rows_b, regime_b, minority: int, baseline="real only", paths=("A", "B")) -> dict:
     """A - B per shared seed (balanced accuracy, recall of class index `minority`) with 95% t-intervals."""
     a, b = per_seed(rows_a, regime_a, paths[0]), per_seed(rows_b, regime_b, paths[1])
-    seeds = sorted(set(a) & set(b))
-    if baseline != "none":
-        base_a, base_b = per_seed(rows_a, baseline, paths[0]), per_seed(rows_b, baseline, paths[1])
-        seeds = sorted(set(seeds) & set(base_a) & set(base_b))
+    bases = () if baseline == "none" else (per_seed(rows_a, baseline, paths[0]), per_seed(rows_b, baseline, paths[1]))
+    seeds = sorted(set(a).intersection(b, *bases))
     if len(seeds) < 2:
-        with_baseline = "" if baseline == "none" else " and the baseline"
+        with_baseline = " and the baseline" if bases else ""
         raise SystemExit(f"error: the runs share {len(seeds)} seed(s) with both regimes{with_baseline}; pairing needs 2+")
-    differs = [s for s in seeds if base_a[s]["recall"] != base_b[s]["recall"]] if baseline != "none" else []
+    differs = [s for s in seeds if bases and bases[0][s]["recall"] != bases[1][s]["recall"]]
     if differs:
         raise SystemExit(f"error: {baseline!r} differs between the runs on seed(s) {differs}: other real data, test "
                          "set or classifier, so their seeds do not pair")

@@ -81,6 +81,13 @@ def disjoint_test(train: UInt8ImageDataset, test: UInt8ImageDataset, subject_of=
     return test
 
 
+def check_non_negative(key: str, value, meaning: str):
+    """A classifier option that must be a number >= 0, or one line naming its config key."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+        raise GanlabError(f"classifier.{key}: {value!r} must be a number >= 0 ({meaning})")
+    return value
+
+
 def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: UInt8ImageDataset,
                   num_classes: int, *, ratios=(0.5, 1.0, "fill"), seeds=(0, 1, 2), real_only: bool = True,
                   tstr: bool = True, tstr_synthetic: UInt8ImageDataset | None = None, classifier: dict | None = None,
@@ -93,13 +100,9 @@ def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: U
                             oversampled=oversampled, weighted=weighted, pretrain_epochs=pretrain_epochs, tstr=tstr)
     balanced = tstr_synthetic if tstr_synthetic is not None else synthetic
     options = dict(classifier or {})
-    lam = options.get("domain_adversarial", 0.0)
-    if not (isinstance(lam, (int, float)) and not isinstance(lam, bool) and lam >= 0):
-        raise GanlabError(f"classifier.domain_adversarial: {lam!r} must be a number >= 0 (0 = off)")
+    check_non_negative("domain_adversarial", options.get("domain_adversarial", 0.0), "0 = off")
     width = options.pop("width", 16)
-    blur = options.pop("input_blur", 0.0)
-    if not (isinstance(blur, (int, float)) and not isinstance(blur, bool) and blur >= 0):
-        raise GanlabError(f"classifier.input_blur: {blur!r} must be a number >= 0 (a Gaussian's sigma in pixels; 0 = off)")
+    blur = check_non_negative("input_blur", options.pop("input_blur", 0.0), "a Gaussian's sigma in pixels; 0 = off")
     _, channels, size, _ = real.images.shape
     rows = []
     for seed in seeds:
