@@ -131,6 +131,33 @@ def test_adc_follows_the_conditioning_weight(tmp_path):
     assert [n for n in off if not torch.equal(off[n], on[n])] == []
 
 
+def test_ramp_is_linear_between_its_ends_and_a_step_when_they_meet():
+    assert [gm.ramp(n, 10, 20) for n in (0, 10_000, 15_000, 20_000, 90_000)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert [gm.ramp(n, 5, 5) for n in (4_999, 5_000)] == [0.0, 1.0]
+
+
+def test_a_faded_out_adc_adds_nothing_and_one_not_yet_fading_is_plain_adc(tmp_path):
+    """After adc_fade_end_kimg ADC's weight is 0: training is the same as without it (the head still learns,
+    unused); before adc_fade_start_kimg it is the full weight: the same as ADC without a fade."""
+    def run(**kwargs) -> tuple[dict, dict]:
+        L.seed_everything(0)
+        module = make_module("cdcgan", **kwargs)
+        L.seed_everything(1)
+        trainer = fit(module, tiny_loader(), tmp_path)
+        weights = {n: t for n, t in snapshot(module).items() if "class_head" not in n}
+        return weights, trainer.callback_metrics
+
+    off, _ = run()
+    faded, faded_logs = run(adc_weight=1.0, adc_fade_start_kimg=0, adc_fade_end_kimg=0)
+    assert float(faded_logs["train/adc_scale"]) == 0.0
+    assert [n for n in off if not torch.equal(off[n], faded[n])] == []
+    plain, _ = run(adc_weight=1.0)
+    later, later_logs = run(adc_weight=1.0, adc_fade_start_kimg=1000, adc_fade_end_kimg=2000)
+    assert float(later_logs["train/adc_scale"]) == 1.0
+    assert [n for n in plain if not torch.equal(plain[n], later[n])] == []
+    assert [n for n in plain if not torch.equal(plain[n], off[n])] != []  # ADC itself does change training
+
+
 def test_bad_adc_settings_name_the_key():
     with pytest.raises(ValueError, match="adc_weight=-1"):
         make_module("cdcgan", adc_weight=-1)
@@ -140,3 +167,9 @@ def test_bad_adc_settings_name_the_key():
         make_module("cdcgan", adc_few_shot=False)
     with pytest.raises(ValueError, match="adc_few_shot='no'"):
         make_module("cdcgan", adc_weight=1.0, adc_few_shot="no")
+    with pytest.raises(ValueError, match="set both"):
+        make_module("cdcgan", adc_weight=1.0, adc_fade_start_kimg=10)
+    with pytest.raises(ValueError, match="adc_fade_start_kimg=20 adc_fade_end_kimg=10"):
+        make_module("cdcgan", adc_weight=1.0, adc_fade_start_kimg=20, adc_fade_end_kimg=10)
+    with pytest.raises(ValueError, match="but adc_weight is 0"):
+        make_module("cdcgan", adc_fade_start_kimg=10, adc_fade_end_kimg=20)

@@ -121,15 +121,9 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
         raise ValueError(f"ema_kimg={ema_kimg!r}: expected a positive half-life in kimg, e.g. 10, or null")
     if ema_rampup is not None and not (number(ema_rampup) and ema_rampup > 0):
         raise ValueError(f"ema_rampup={ema_rampup!r}: expected a positive number, e.g. 0.05, or null (no ramp-up)")
-    if (cond_start_kimg is None) != (cond_end_kimg is None):
-        raise ValueError(f"cond_start_kimg={cond_start_kimg!r} cond_end_kimg={cond_end_kimg!r}: set both "
-                         "(the conditioning weight goes 0 -> 1 between them) or neither")
-    if cond_start_kimg is not None:
-        if not (number(cond_start_kimg) and number(cond_end_kimg) and 0 <= cond_start_kimg <= cond_end_kimg):
-            raise ValueError(f"cond_start_kimg={cond_start_kimg!r} cond_end_kimg={cond_end_kimg!r}: expected "
-                             "numbers with 0 <= start <= end (kimg)")
-        if not num_classes:
-            raise ValueError("cond_start_kimg/cond_end_kimg need a conditional model (model=cdcgan)")
+    check_kimg_window("cond", cond_start_kimg, cond_end_kimg, "the conditioning weight goes 0 -> 1 between them")
+    if cond_start_kimg is not None and not num_classes:
+        raise ValueError("cond_start_kimg/cond_end_kimg need a conditional model (model=cdcgan)")
     if class_weights is not None:
         if not num_classes:
             raise ValueError("class_weights needs a conditional model (model=cdcgan)")
@@ -143,9 +137,31 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
                              f"(one per class), one of {CLASS_WEIGHTINGS}, or null")
 
 
-def check_adc(adc_weight, num_classes, discriminator, adc_few_shot=True) -> None:
+def check_kimg_window(prefix: str, start, end, what: str) -> None:
+    """<prefix>_start_kimg and <prefix>_end_kimg go together: both or neither, numbers with 0 <= start <= end."""
+    shown = f"{prefix}_start_kimg={start!r} {prefix}_end_kimg={end!r}"
+    if (start is None) != (end is None):
+        raise ValueError(f"{shown}: set both ({what}) or neither")
+    if start is not None and not (number(start) and number(end) and 0 <= start <= end):
+        raise ValueError(f"{shown}: expected numbers with 0 <= start <= end (kimg)")
+
+
+def ramp(images_seen: int, start_kimg: float, end_kimg: float) -> float:
+    """0 before start_kimg, 1 from end_kimg on, linear between (a step at end_kimg when they are equal)."""
+    start, end = start_kimg * 1000, end_kimg * 1000
+    if end <= start:
+        return float(images_seen >= end)
+    return min(max((images_seen - start) / (end - start), 0.0), 1.0)
+
+
+def check_adc(adc_weight, num_classes, discriminator, adc_few_shot=True, adc_fade_start_kimg=None,
+              adc_fade_end_kimg=None) -> None:
     if not (number(adc_weight) and adc_weight >= 0):
         raise ValueError(f"adc_weight={adc_weight!r}: expected a number >= 0 (0: off; ADC-GAN's paper 1.0)")
+    check_kimg_window("adc_fade", adc_fade_start_kimg, adc_fade_end_kimg, "ADC's weight falls to 0 between them")
+    if adc_fade_start_kimg is not None and not adc_weight:
+        raise ValueError("adc_fade_start_kimg/adc_fade_end_kimg fade ADC out, but adc_weight is 0: set "
+                         "model.adc_weight too, e.g. 0.3")
     if not isinstance(adc_few_shot, bool):
         raise ValueError(f"adc_few_shot={adc_few_shot!r}: expected true or false")
     if not adc_few_shot and not adc_weight:
@@ -228,6 +244,8 @@ class GANModule(L.LightningModule):
         lr_decay_start: float | None = None,
         adc_weight: float = 0.0,
         adc_few_shot: bool = True,
+        adc_fade_start_kimg: float | None = None,
+        adc_fade_end_kimg: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -244,7 +262,7 @@ class GANModule(L.LightningModule):
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
                          class_weights, augment_p, translation_ratio, standing_stats, lr_decay_start)
-        check_adc(adc_weight, num_classes, discriminator, adc_few_shot)
+        check_adc(adc_weight, num_classes, discriminator, adc_few_shot, adc_fade_start_kimg, adc_fade_end_kimg)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -264,6 +282,7 @@ class GANModule(L.LightningModule):
             enable_cond_weight(generator)
             enable_cond_weight(discriminator)
         self._cond_now = 1.0  # the conditioning weight of this batch (cond_start_kimg); it also scales ADC's terms
+        self._adc_scale = 1.0  # ADC's fade-out factor of this batch (adc_fade_start_kimg / adc_fade_end_kimg)
         self._adc_logs: dict[str, torch.Tensor] = {}  # ADC's terms of the last D and G steps, for the logs
         if adc_weight:
             discriminator.enable_class_head()
@@ -498,7 +517,7 @@ class GANModule(L.LightningModule):
         generator, discriminator = self._train_nets
         with torch.no_grad():
             fake = generator(self.noise(real.shape[0]), y)
-        adc = self.hparams.adc_weight * self._cond_now  # 0 at the start of a conditioning transition
+        adc = self.adc_weight_now()
         if self.hparams.adc_weight:  # the head is used at weight 0 too: DDP expects every parameter in the graph
             real_logits, real_classes = discriminator(self.augment(real, y), y, classes=True)
             fake_logits, fake_classes = discriminator(self.augment(fake, y), y, classes=True)
@@ -558,7 +577,7 @@ class GANModule(L.LightningModule):
         else:
             z = self.noise(batch_size)
         fake = generator(z, y)
-        adc = self.hparams.adc_weight * self._cond_now
+        adc = self.adc_weight_now()
         if self.hparams.adc_weight:
             fake_logits, fake_classes = discriminator(self.augment(fake, y), y, classes=True)
         else:
@@ -599,10 +618,12 @@ class GANModule(L.LightningModule):
 
     def cond_weight(self, images_seen: int) -> float:
         """The conditioning weight: 0 before cond_start_kimg, 1 after cond_end_kimg, linear between."""
-        start, end = self.hparams.cond_start_kimg * 1000, self.hparams.cond_end_kimg * 1000
-        if end <= start:
-            return float(images_seen >= end)
-        return min(max((images_seen - start) / (end - start), 0.0), 1.0)
+        return ramp(images_seen, self.hparams.cond_start_kimg, self.hparams.cond_end_kimg)
+
+    def adc_weight_now(self) -> float:
+        """ADC's weight for this batch: adc_weight, times the conditioning weight (0 at the start of a conditioning
+        transition) and the fade-out factor (0 after adc_fade_end_kimg)."""
+        return self.hparams.adc_weight * self._cond_now * self._adc_scale
 
     def set_cond_weight(self, weight: float) -> None:
         nets = [self.generator, self.discriminator]
@@ -625,6 +646,10 @@ class GANModule(L.LightningModule):
             weight = self.cond_weight(self.images_seen(real.shape[0], batches))
             self.set_cond_weight(weight)
             extra["train/cond_weight"] = weight
+        if self.hparams.adc_fade_start_kimg is not None:
+            self._adc_scale = 1.0 - ramp(self.images_seen(real.shape[0], batches),
+                                         self.hparams.adc_fade_start_kimg, self.hparams.adc_fade_end_kimg)
+            extra["train/adc_scale"] = self._adc_scale
         for i in range(n_disc):
             loss_d, real_logits, fake_logits = self.discriminator_step(real, labels, opt_d, batches * n_disc + i)
             losses.append(loss_d)
