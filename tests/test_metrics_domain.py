@@ -191,6 +191,22 @@ def test_a_suite_without_families_or_with_a_non_family_is_refused():
         MetricSuite({"odd": 3})
 
 
+def test_truncation_draws_the_latents_as_generate_does_and_none_leaves_them_plain():
+    from ganlab.errors import GanlabError
+    from ganlab.generate import truncated_noise
+
+    families = {"ssim": SSIMFamily(samples=16, pairs=8)}
+    labels = torch.arange(256) % 4
+    plain, _ = MetricSuite(families).plan(100, 4, labels)
+    assert torch.equal(plain, torch.randn(256, 100, generator=torch.Generator().manual_seed(0)))  # as before
+    cut, same = MetricSuite(families, truncation=1.5).plan(100, 4, labels)
+    assert torch.equal(same, labels) and cut.abs().max() <= 1.5 < plain.abs().max()
+    assert torch.equal(cut, truncated_noise(256, 100, 1.5, torch.Generator().manual_seed(0)))  # generate's draw
+    for bad in (0, -1.0, True, "1.5"):
+        with pytest.raises(GanlabError, match="metrics.truncation="):
+            MetricSuite(families, truncation=bad)
+
+
 def gaussian(n: int, shift: float, seed: int, dim: int = 16) -> torch.Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + shift
 

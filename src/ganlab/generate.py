@@ -33,6 +33,7 @@ from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.pixels import to_uint8
 from ganlab.errors import GanlabError
+from ganlab.latents import truncated_noise
 from ganlab.run_data import run_dir_of, training_data
 from ganlab.utility.curate import NoveltyYardstick, fit_judge, own_class_prob, real_splits
 
@@ -53,14 +54,6 @@ def plan_counts(class_names: list[str], class_counts: dict[str, int], *, n_per_c
         raise GanlabError(f"balance={balance!r}: the only balance mode is 'fill'")
     target = max(class_counts.values())
     return {name: target - class_counts.get(name, 0) for name in chosen}
-
-
-def truncated_noise(n: int, dim: int, truncation: float | None, generator: torch.Generator) -> torch.Tensor:
-    z = torch.randn(n, dim, generator=generator)
-    if truncation:
-        while (bad := z.abs() > truncation).any():
-            z[bad] = torch.randn(int(bad.sum()), generator=generator)
-    return z
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:

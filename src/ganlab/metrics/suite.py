@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ganlab.errors import GanlabError
+from ganlab.latents import truncated_noise
 from ganlab.metrics import conditional as cond
 from ganlab.metrics.domain import DomainSpace
 from ganlab.metrics.inception import InceptionSpace
@@ -53,13 +54,17 @@ def _announce() -> bool:
 class MetricSuite:
     def __init__(self, families: Mapping, spaces: Mapping | None = None, n_samples: int = 512,
                  n_real: int | None = None, batch_size: int = 128, seed: int = 0, bootstrap: int = 100,
-                 confidence: float = 0.95, fake_labels: str = "proportional", cpu_threads: int | None = 1):
+                 confidence: float = 0.95, fake_labels: str = "proportional", cpu_threads: int | None = 1,
+                 truncation: float | None = None):
         """families: {name: family or None (left out)}; spaces: {name: feature space} (default: domain,
         inception). n_samples images are generated per evaluation for the shared set, requested labels
         `fake_labels` (proportional to the real reference, or uniform); n_real reference images (null:
-        n_samples)."""
+        n_samples). `truncation`: the latent vectors drawn as ganlab.generate draws them with that truncation
+        (null: plain normal), to measure what a truncated export holds."""
         checks = {"n_samples": n_samples >= 4, "batch_size": batch_size >= 2, "bootstrap": bootstrap >= 0,
-                  "confidence": 0 < confidence < 1, "fake_labels": fake_labels in ("proportional", "uniform")}
+                  "confidence": 0 < confidence < 1, "fake_labels": fake_labels in ("proportional", "uniform"),
+                  "truncation": truncation is None or (isinstance(truncation, (int, float))
+                                                       and not isinstance(truncation, bool) and truncation > 0)}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise GanlabError(f"metrics.{bad[0]}={locals()[bad[0]]!r} is not valid")
@@ -74,7 +79,7 @@ class MetricSuite:
         self.skipped = self._check_spaces()
         self.n_samples, self.n_real, self.batch_size, self.seed = n_samples, n_real, batch_size, seed
         self.bootstrap, self.confidence, self.fake_labels = bootstrap, confidence, fake_labels
-        self.cpu_threads = cpu_threads
+        self.cpu_threads, self.truncation = cpu_threads, truncation
         self.prepared = False
         self.settings: dict = {}
 
@@ -113,7 +118,7 @@ class MetricSuite:
                       device=device, rank=rank, world=world, broadcast=broadcast, spaces=self.spaces)
         ctx.settings.update(n_samples=self.n_samples, n_real=len(ctx.ref_labels), fake_labels=self.fake_labels,
                             bootstrap=self.bootstrap, confidence=self.confidence, seed=self.seed,
-                            families=list(self.families))
+                            families=list(self.families), **({"truncation": self.truncation} if self.truncation else {}))
         if self.skipped:
             ctx.settings["skipped"] = dict(self.skipped)
             if any("inception" in why for why in self.skipped.values()):
@@ -136,7 +141,7 @@ class MetricSuite:
             else:
                 labels = cond.label_plan(self.n_samples, torch.ones(max(num_classes, 1)), "uniform")
         seed = self.seed if name == SHARED else self.seed + zlib.crc32(name.encode())
-        return torch.randn(len(labels), latent_dim, generator=torch.Generator().manual_seed(seed)), labels
+        return truncated_noise(len(labels), latent_dim, self.truncation, torch.Generator().manual_seed(seed)), labels
 
     def evaluate(self, module) -> list[Result]:
         """Generate this process's share of every planned set with `module.sample(n, labels, z)` and
