@@ -226,6 +226,28 @@ def test_the_budget_pairs_a_longer_budget_only_with_the_preset_at_that_budget():
                for x in lines)
 
 
+def test_a_grouped_run_is_paired_only_with_the_presets_of_its_group():
+    """--group: two machines reporting one CPU name differ in speed, so a session's variant is read against that
+    session's preset runs; the ungrouped runs keep their own pairs (earlier ratios do not move)."""
+    from budget import table
+    old_preset, old_variant = record(variant="preset", fd_ratio_spaces=4.0), record(variant="adc", fd_ratio_spaces=2.0)
+    new_preset = record(variant="preset", group="s34", fd_ratio_spaces=8.0, source="target.py")
+    new_variant = record(variant="adc", group="s34", fd_ratio_spaces=2.0)
+    lines = table([old_preset, old_variant, new_preset, new_variant]).splitlines()
+    assert any(x.startswith("| adc | 1 | 290 |") and "| 0.50 |" in x for x in lines)
+    assert any(x.startswith("| adc [s34] | 1 | 290 |") and "| 0.25 |" in x for x in lines)
+    assert any(x.startswith("| preset (target.py) [s34] | 1 |") for x in lines)
+    assert "| target | seed 1 | seed 1 [s34] |" in markdown([record(), record(group="s34")])
+
+
+def test_truncation_py_reads_none_and_positive_numbers_and_refuses_the_rest_in_one_line():
+    from truncation import parse_truncations
+    assert parse_truncations("none,2,1.5") == [None, 2.0, 1.5]
+    for bad in ("0", "-1", "half"):
+        with pytest.raises(SystemExit, match=f"--truncations: '{bad}' is neither 'none' nor a positive number"):
+            parse_truncations(f"none,{bad}")
+
+
 @pytest.mark.parametrize("script", ["budget.py", "target.py", "sentence.py"])
 def test_a_malformed_max_time_is_refused_in_one_line_before_any_training(script):
     path = REPO / "experiments" / "quality" / script

@@ -74,6 +74,11 @@ VARIANTS: dict[str, list[str]] = {
     # the two that kept most: adc03's FD/floor gain (0.73x over five seeds) with adc_common's rare class left out of
     # the terms (rare 1.7 / 0.7 / 5.0x the preset's against new renders, adc03 2.9 / 4.1 / 7.6x)
     "adc03_common": ["model.adc_weight=0.3", "model.adc_few_shot=false"],
+    # adc03_common drew the rare class nearer new renders than the preset at ~170 kimg (4 of 4 seeds) and further at
+    # ~300 (3 of 3): ADC's signal first speeds every class up, then pulls the rare class onto its 22 images. So ADC
+    # for the first 100 kimg, faded out by 150, and the plain preset for the rest of the budget
+    "adc03_common_fade": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.adc_fade_start_kimg=100",
+                          "model.adc_fade_end_kimg=150"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
@@ -92,7 +97,8 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
     wall = time.time() - start
     figures = evaluate_run(run_dir, seed, SMOKE_DATA if args.smoke else [], args.smoke)
     return {"variant": variant, "overrides": VARIANTS[variant], "seed": seed, "preset_sha": preset_sha(),
-            **({"max_time": args.max_time} if args.max_time else {}), "cpu": processor(), "wall_s": round(wall, 1),
+            **({"max_time": args.max_time} if args.max_time else {}), **({"group": args.group} if args.group else {}),
+            "cpu": processor(), "wall_s": round(wall, 1),
             "kimg": round(images_shown(run_dir) / 1000, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
@@ -109,8 +115,9 @@ def preset_runs_of_target(records: list[dict]) -> list[dict]:
 
 def version(r: dict) -> tuple:
     """What a variant's run is compared within: its preset file, machine and budget (the kimg that the minutes
-    give is the CPU's)."""
-    return r.get("preset_sha"), r.get("cpu"), r.get("max_time")
+    give is the CPU's), and its --group: two machines that report one CPU name can differ in speed (the Xeon of
+    sessions 24-25 trained the preset at 547-619 img/s, session 34's at 481)."""
+    return r.get("preset_sha"), r.get("cpu"), r.get("max_time"), r.get("group")
 
 
 def preset_fd(records: list[dict]) -> dict[tuple, float | None]:
@@ -161,7 +168,8 @@ def table(records: list[dict]) -> str:
         c = cells(r)
         lines.append(
             f"| {r['variant']}{' (target.py)' if r.get('source') else ''}"
-            f"{', ' + r['max_time'] if r.get('max_time') else ''} | {r['seed']} | {fmt(r['kimg'], '.0f')} | "
+            f"{', ' + r['max_time'] if r.get('max_time') else ''}{' [' + r['group'] + ']' if r.get('group') else ''} | "
+            f"{r['seed']} | {fmt(r['kimg'], '.0f')} | "
             f"{fmt(r.get('img_per_s'), '.0f')} | {c['fd']} | {fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{c['recall']} | {c['coverage']} | {c['ssim']} | {c['rare_kid']} | {c['audit']} | {c['met']} |")
     for (variant, max_time), ratios in paired_fd(records).items():
@@ -185,6 +193,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--max-time", help="a budget other than the preset's 10 min, as DD:HH:MM:SS (recorded; "
                         "compared only with the preset's runs at the same budget)")
+    parser.add_argument("--group", help="a tag recorded with the runs: a variant is then compared only with the "
+                        "preset's runs of the same tag (budget.py's or target.py --group's), e.g. one machine's session")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v] or (["preset", "w24"] if args.smoke else [])

@@ -106,7 +106,7 @@ def measure(run_dir: Path, per_class: int, render_seed: int, pools: dict, pool_r
 
 def table(records: list[dict]) -> str:
     """The README block: the last record of each run, in the order first measured (KIDs x 100)."""
-    last = {(r["run"], r.get("ckpt", "last")): r for r in records}
+    last = {(r["run"], r.get("ckpt", "last"), r.get("group")): r for r in records}  # a group: another machine's run
     lines = ["| run | generated vs new renders (per class, x100) | real draw vs new renders | rare: generated / its "
              "training images / generated vs them | rare / common mean, generated |",
              "|---|---|---|---|---|"]
@@ -116,7 +116,7 @@ def table(records: list[dict]) -> str:
         rare = k.get(RARE)
         rare_cells = " / ".join(fmt(100 * rare[f], ".2f") for f in ("generated", "training_images",
                                                                     "generated_vs_training")) if rare else "–"
-        name = Path(r["run"]).name + (f" ({r['ckpt']})" if "ckpt" in r else "")
+        name = Path(r["run"]).name + (f" ({r['ckpt']})" if "ckpt" in r else "") + (f" [{r['group']}]" if r.get("group") else "")
         lines.append(f"| {name} | {per('generated')} | {per('real_draw')} | {rare_cells} | "
                      f"{fmt(rare_over_common({c: v['generated'] for c, v in k.items()}), '.1f')} |")
     spaces = "/".join(sorted({str(len(r["spaces"])) for r in last.values()}))
@@ -150,8 +150,10 @@ def main() -> None:
     results = [HERE / "results" / name for name in ("target.jsonl", "budget.jsonl")] if args.record else []
     pools: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        def one(run_dir: Path, ckpt_name: str = "last") -> dict:
+        def one(run_dir: Path, ckpt_name: str = "last", group: str | None = None) -> dict:
             r = measure(run_dir, args.per_class, args.render_seed, pools, Path(tmp), seeds, ckpt_name)
+            if group:  # target.py / budget.py --group: the folder name is reused by another machine's runs
+                r["group"] = group
             print(table([r]).splitlines()[2], flush=True)
             keep(r, [], args.out)
             return r
@@ -162,7 +164,7 @@ def main() -> None:
             records = read_records(path)
             for record in runs_on_disk(records):
                 if "kid_new_class" not in record:
-                    r = one(Path(record["run_dir"]))
+                    r = one(Path(record["run_dir"]), group=record.get("group"))
                     record["kid_new_class"] = {c: v["generated"] for c, v in r["kid"].items()}
                     record["kid_new_real_draw"] = {c: v["real_draw"] for c, v in r["kid"].items()}
                     write_records(path, records)

@@ -120,6 +120,8 @@ def markdown(records: list[dict]) -> str:
 
     def label(r):  # the GPU, and which CPU when the records come from several (their throughput differs ~2x)
         seed = f"seed {r['seed']}{' best.ckpt' if r.get('is_best') else ''}"
+        if r.get("group"):
+            seed += f" [{r['group']}]"
         if r["device"] == "cuda":
             return f"{seed} ({r.get('gpu') or 'GPU'}{', ' + r['max_time'] if r.get('max_time') else ''})"
         if len(machines) > 1:
@@ -166,6 +168,7 @@ def run_preset(seed: int, args, out_root: Path) -> dict:
     kimg = images_shown(run_dir) / 1000
     return {"seed": seed, "command": f"python -m ganlab.train {preset}", "preset_sha": sha,
             **({"max_time": args.max_time} if args.max_time else {}), **({"gpu": gpu_name()} if args.gpu else {}),
+            **({"group": args.group} if args.group else {}),
             "device": device_label(args.gpu), "cpu": processor(), "wall_s": round(wall, 1),
             "kimg": round(kimg, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
             "run_dir": str(run_dir), **figures}
@@ -176,6 +179,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--gpu", action="store_true", help="the GPU preset, experiment=brainsim_quality_gpu")
     parser.add_argument("--max-time", help="a budget other than the preset's 10 min, as DD:HH:MM:SS (recorded)")
+    parser.add_argument("--group", help="a tag for runs compared only with each other (budget.py --group): CPUs of "
+                        "one name differ in speed from machine to machine, and a 10-minute budget is their kimg")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--reevaluate", action="store_true",
                         help="re-measure the recorded runs (their checkpoints) with the current metrics; no training")
