@@ -116,7 +116,8 @@ def table(records: list[dict]) -> str:
         rare = k.get(RARE)
         rare_cells = " / ".join(fmt(100 * rare[f], ".2f") for f in ("generated", "training_images",
                                                                     "generated_vs_training")) if rare else "–"
-        name = Path(r["run"]).name + (f" ({r['ckpt']})" if "ckpt" in r else "") + (f" [{r['group']}]" if r.get("group") else "")
+        name = (Path(r["run"]).name + (f" ({r['ckpt']})" if "ckpt" in r else "")
+                + (f" [{r['group']}]" if r.get("group") else ""))
         lines.append(f"| {name} | {per('generated')} | {per('real_draw')} | {rare_cells} | "
                      f"{fmt(rare_over_common({c: v['generated'] for c, v in k.items()}), '.1f')} |")
     spaces = "/".join(sorted({str(len(r["spaces"])) for r in last.values()}))

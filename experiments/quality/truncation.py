@@ -64,7 +64,8 @@ def table(records: list[dict]) -> str:
             lines.append(f"| {Path(r['run_dir']).name} | {m['truncation'] or 'none'} | "
                          f"{fmt(m['fd_ratio_spaces'], '.1f')}x | {fmt(m['precision'], '.2f')} | "
                          f"{fmt(m['recall'], '.2f')} | {fmt(m['coverage'], '.2f')} | "
-                         f"{fmt(m['ssim_div'], '.3f')} ({fmt(m['ssim_div_real'], '.3f')}) | {fmt(m['cond_acc'], '.2f')} |")
+                         f"{fmt(m['ssim_div'], '.3f')} ({fmt(m['ssim_div_real'], '.3f')}) | "
+                         f"{fmt(m['cond_acc'], '.2f')} |")
     lines += ["", "`python experiments/quality/truncation.py <run dir> --truncations ...` (results/truncation.jsonl); "
               "the EMA generator of the run's last.ckpt, the ladder's evaluation with `metrics.truncation`."]
     return "\n".join(lines)

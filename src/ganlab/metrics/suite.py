@@ -118,7 +118,9 @@ class MetricSuite:
                       device=device, rank=rank, world=world, broadcast=broadcast, spaces=self.spaces)
         ctx.settings.update(n_samples=self.n_samples, n_real=len(ctx.ref_labels), fake_labels=self.fake_labels,
                             bootstrap=self.bootstrap, confidence=self.confidence, seed=self.seed,
-                            families=list(self.families), **({"truncation": self.truncation} if self.truncation else {}))
+                            families=list(self.families))
+        if self.truncation:
+            ctx.settings["truncation"] = self.truncation
         if self.skipped:
             ctx.settings["skipped"] = dict(self.skipped)
             if any("inception" in why for why in self.skipped.values()):
