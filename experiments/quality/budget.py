@@ -28,8 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt, images_shown, keep,  # noqa: E402
-                 places, processor, read_records)
+from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt, group_tag,  # noqa: E402
+                 images_shown, keep, places, processor, read_records)
 from target import PRESET, checks, common_mean, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
@@ -168,7 +168,7 @@ def table(records: list[dict]) -> str:
         c = cells(r)
         lines.append(
             f"| {r['variant']}{' (target.py)' if r.get('source') else ''}"
-            f"{', ' + r['max_time'] if r.get('max_time') else ''}{' [' + r['group'] + ']' if r.get('group') else ''} | "
+            f"{', ' + r['max_time'] if r.get('max_time') else ''}{group_tag(r)} | "
             f"{r['seed']} | {fmt(r['kimg'], '.0f')} | "
             f"{fmt(r.get('img_per_s'), '.0f')} | {c['fd']} | {fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{c['recall']} | {c['coverage']} | {c['ssim']} | {c['rare_kid']} | {c['audit']} | {c['met']} |")

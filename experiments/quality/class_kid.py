@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from fd_floor import render_pool, suite_for  # noqa: E402
 from readme_block import check_block, write_block  # noqa: E402
-from run import RARE, fmt, keep, read_records, runs_on_disk, write_records  # noqa: E402
+from run import RARE, fmt, group_tag, keep, read_records, runs_on_disk, write_records  # noqa: E402
 from target import rare_over_common  # noqa: E402
 from ganlab.checkpoint import load_gan  # noqa: E402
 from ganlab.metrics.kid import kernel_distance  # noqa: E402
@@ -116,8 +116,7 @@ def table(records: list[dict]) -> str:
         rare = k.get(RARE)
         rare_cells = " / ".join(fmt(100 * rare[f], ".2f") for f in ("generated", "training_images",
                                                                     "generated_vs_training")) if rare else "–"
-        name = (Path(r["run"]).name + (f" ({r['ckpt']})" if "ckpt" in r else "")
-                + (f" [{r['group']}]" if r.get("group") else ""))
+        name = Path(r["run"]).name + (f" ({r['ckpt']})" if "ckpt" in r else "") + group_tag(r)
         lines.append(f"| {name} | {per('generated')} | {per('real_draw')} | {rare_cells} | "
                      f"{fmt(rare_over_common({c: v['generated'] for c, v in k.items()}), '.1f')} |")
     spaces = "/".join(sorted({str(len(r["spaces"])) for r in last.values()}))

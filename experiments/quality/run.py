@@ -327,6 +327,11 @@ def budget_tag(max_time: str | None) -> str:
     return f"_t{max_time.replace(':', '')}" if max_time else ""
 
 
+def group_tag(record: dict) -> str:
+    """A record's --group (target.py, budget.py) as its tables show it: ` [s34]`, nothing without one."""
+    return f" [{record['group']}]" if record.get("group") else ""
+
+
 def processor() -> str:
     """bench_throughput.processor, imported only when a run is recorded: it loads torch and Lightning."""
     from bench_throughput import processor as name

@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, check_max_time, device_label, evaluate_best,  # noqa: E402
-                 evaluate_run, fmt, images_shown, keep, places, processor, runs_on_disk, write_records)  # noqa: E402
+                 evaluate_run, fmt, group_tag, images_shown, keep, places, processor, runs_on_disk,  # noqa: E402
+                 write_records)
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -120,8 +121,7 @@ def markdown(records: list[dict]) -> str:
 
     def label(r):  # the GPU, and which CPU when the records come from several (their throughput differs ~2x)
         seed = f"seed {r['seed']}{' best.ckpt' if r.get('is_best') else ''}"
-        if r.get("group"):
-            seed += f" [{r['group']}]"
+        seed += group_tag(r)
         if r["device"] == "cuda":
             return f"{seed} ({r.get('gpu') or 'GPU'}{', ' + r['max_time'] if r.get('max_time') else ''})"
         if len(machines) > 1:

@@ -642,13 +642,13 @@ class GANModule(L.LightningModule):
         extra = {}
         if self.hparams.lr_decay_start is not None:
             extra["train/lr_factor"] = self.decay_learning_rates(batches, batch_idx, opt_g, opt_d)
+        seen = self.images_seen(real.shape[0], batches)  # before this batch, all processes
         if self.hparams.cond_start_kimg is not None:
-            weight = self.cond_weight(self.images_seen(real.shape[0], batches))
+            weight = self.cond_weight(seen)
             self.set_cond_weight(weight)
             extra["train/cond_weight"] = weight
         if self.hparams.adc_fade_start_kimg is not None:
-            self._adc_scale = 1.0 - ramp(self.images_seen(real.shape[0], batches),
-                                         self.hparams.adc_fade_start_kimg, self.hparams.adc_fade_end_kimg)
+            self._adc_scale = 1.0 - ramp(seen, self.hparams.adc_fade_start_kimg, self.hparams.adc_fade_end_kimg)
             extra["train/adc_scale"] = self._adc_scale
         for i in range(n_disc):
             loss_d, real_logits, fake_logits = self.discriminator_step(real, labels, opt_d, batches * n_disc + i)
