@@ -238,6 +238,8 @@ def test_a_grouped_run_is_paired_only_with_the_presets_of_its_group():
     assert any(x.startswith("| adc [s34] | 1 | 290 |") and "| 0.25 |" in x for x in lines)
     assert any(x.startswith("| preset (target.py) [s34] | 1 |") for x in lines)
     assert "| target | seed 1 | seed 1 [s34] |" in markdown([record(), record(group="s34")])
+    from run import group_suffix  # a group's run folders never replace another group's checkpoints
+    assert group_suffix("s35") == "_s35" and group_suffix(None) == group_suffix("") == ""
 
 
 def test_truncation_py_reads_none_and_positive_numbers_and_refuses_the_rest_in_one_line():

@@ -28,8 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
-from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt, group_tag,  # noqa: E402
-                 images_shown, keep, places, processor, read_records)
+from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt,  # noqa: E402
+                 group_suffix, group_tag, images_shown, keep, places, processor, read_records)
 from target import PRESET, checks, common_mean, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
@@ -79,6 +79,11 @@ VARIANTS: dict[str, list[str]] = {
     # for the first 100 kimg, faded out by 150, and the plain preset for the rest of the budget
     "adc03_common_fade": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.adc_fade_start_kimg=100",
                           "model.adc_fade_end_kimg=150"],
+    # adc03_common_fade kept 0.89x of the preset's FD/floor where ADC kept on gave 0.47x (other machines): ADC to
+    # 150 kimg, faded out by 200, keeps it for most of a ~240-kimg budget and still leaves the rare class ~40 kimg
+    # of the plain preset to settle in
+    "adc03_common_late_fade": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.adc_fade_start_kimg=150",
+                               "model.adc_fade_end_kimg=200"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
@@ -86,7 +91,7 @@ SMOKE_DATA = [o for o in SMOKE_EXTRA if o.startswith("data.")]
 
 
 def run(variant: str, seed: int, args, out_root: Path) -> dict:
-    run_dir = out_root / f"budget_{variant}_s{seed}{budget_tag(args.max_time)}"
+    run_dir = out_root / f"budget_{variant}_s{seed}{budget_tag(args.max_time)}{group_suffix(args.group)}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE_EXTRA if args.smoke else []) + ([f"trainer.max_time={args.max_time}"] if args.max_time else [])

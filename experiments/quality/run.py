@@ -327,6 +327,11 @@ def budget_tag(max_time: str | None) -> str:
     return f"_t{max_time.replace(':', '')}" if max_time else ""
 
 
+def group_suffix(group: str | None) -> str:
+    """A run folder's tail for --group: `_s35`, so one group's runs never replace another's checkpoints."""
+    return f"_{group}" if group else ""
+
+
 def group_tag(record: dict) -> str:
     """A record's --group (target.py, budget.py) as its tables show it: ` [s34]`, nothing without one."""
     return f" [{record['group']}]" if record.get("group") else ""

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, check_max_time, device_label, evaluate_best,  # noqa: E402
-                 evaluate_run, fmt, group_tag, images_shown, keep, places, processor, runs_on_disk,  # noqa: E402
+                 evaluate_run, fmt, group_suffix, group_tag, images_shown, keep, places, processor, runs_on_disk,  # noqa: E402
                  write_records)
 
 PRESET = "experiment=brainsim_quality"
@@ -154,7 +154,7 @@ def gpu_name() -> str:
 
 def run_preset(seed: int, args, out_root: Path) -> dict:
     preset, sha = (GPU_PRESET if args.gpu else PRESET), preset_sha(args.gpu)
-    run_dir = out_root / f"preset_{sha}_s{seed}"
+    run_dir = out_root / f"preset_{sha}_s{seed}{group_suffix(args.group)}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
