@@ -321,3 +321,10 @@ def test_the_audit_reference_flags_samples_nearer_their_training_images_than_new
     assert rare["c2st_samples"] == 0.9
     with pytest.raises(SystemExit, match="holdout_p1"):
         compare(tmp_path / "run", audit(tmp_path / "ref_other", new, p1=0.25))
+
+
+def test_table_only_rewrites_the_table_from_the_records_and_trains_nothing():
+    """--table (after class_kid.py --record): an empty smoke record file gives the empty table, not a training run."""
+    out = subprocess.run([sys.executable, str(REPO / "experiments" / "quality" / "target.py"), "--table", "--smoke"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "(not run yet)", out.stderr

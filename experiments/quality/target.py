@@ -7,6 +7,7 @@
     python experiments/quality/target.py --smoke         # seconds; tiny networks, into a temp dir
     python experiments/quality/target.py --reevaluate    # the recorded runs again, with the current metrics
     python experiments/quality/target.py --add-best      # best.ckpt of recorded runs that kept one, if not yet measured
+    python experiments/quality/target.py --table         # the README table again from results/ (no training)
 
 Each record carries the preset file's hash (`preset_sha`) and the CPU it ran on (`cpu`: the 2-core machines
 differ ~2x in throughput, so a 10-min budget is 150-350 kimg); the table shows the runs of the preset as it
@@ -37,8 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, SPACE_SEEDS, check_max_time, device_label, evaluate_best,  # noqa: E402
-                 evaluate_run, fmt, group_suffix, group_tag, images_shown, keep, places, processor, runs_on_disk,  # noqa: E402
-                 write_records)
+                 evaluate_run, fmt, group_suffix, group_tag, images_shown, keep, places, processor,
+                 runs_on_disk, write_records)
 
 PRESET = "experiment=brainsim_quality"
 PRESET_FILE = ROOT / "conf" / "experiment" / "brainsim_quality.yaml"
@@ -186,6 +187,8 @@ def main() -> None:
                         help="re-measure the recorded runs (their checkpoints) with the current metrics; no training")
     parser.add_argument("--add-best", action="store_true",
                         help="measure best.ckpt of the recorded runs that kept one and lack its figures; no training")
+    parser.add_argument("--table", action="store_true",
+                        help="the README table again from results/ (e.g. after class_kid.py --record); no training")
     args = parser.parse_args()
     check_max_time(args.max_time)
     os.chdir(ROOT)
@@ -201,7 +204,7 @@ def main() -> None:
             if "best" not in r and (Path(r["run_dir"]) / "checkpoints" / "best.ckpt").is_file():
                 r["best"] = evaluate_best(Path(r["run_dir"]), r["seed"], [], args.smoke)
                 write_records(results, records)
-    for seed in [] if args.reevaluate or args.add_best else [int(s) for s in args.seeds.split(",")]:
+    for seed in [] if args.reevaluate or args.add_best or args.table else [int(s) for s in args.seeds.split(",")]:
         keep(run_preset(seed, args, out_root), records, results)
     current = [r for r in records if r.get("preset_sha") in shas and not r.get("excluded")]
     excluded = [r for r in records if r.get("preset_sha") in shas and r.get("excluded")]
