@@ -21,7 +21,8 @@ renders (`judged`: the share given to each class, mean over the spaces): which c
 Appends one record per run to results/class_kid.jsonl and rewrites the README's class_kid block (the last
 record of each run). With --record, the runs of results/target.jsonl and budget.jsonl whose checkpoints are
 still there (each folder's latest run) and lack the figures also get them in their own record (`kid_new_class`,
-`kid_new_real_draw`: generated and real draw per class), which target.py's checks read. A diagnosis, not a test.
+`kid_new_real_draw`: generated and real draw per class), which target.py's checks read, and the README's target
+table is rewritten with them. A diagnosis, not a test.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from fd_floor import render_pool, suite_for  # noqa: E402
 from readme_block import check_block, write_block  # noqa: E402
 from run import RARE, fmt, group_tag, keep, read_records, runs_on_disk, write_records  # noqa: E402
-from target import rare_over_common  # noqa: E402
+from target import rare_over_common, readme_table  # noqa: E402
 from ganlab.checkpoint import load_gan  # noqa: E402
 from ganlab.metrics.kid import kernel_distance  # noqa: E402
 from ganlab.run_data import holdout_split, prepared_datamodule, training_data  # noqa: E402
@@ -152,7 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         def one(run_dir: Path, ckpt_name: str = "last", group: str | None = None) -> dict:
             r = measure(run_dir, args.per_class, args.render_seed, pools, Path(tmp), seeds, ckpt_name)
-            if group:  # target.py / budget.py --group: the folder name is reused by another machine's runs
+            if group:  # target.py / budget.py --group: session 34's grouped runs share folder names with ungrouped ones
                 r["group"] = group
             print(table([r]).splitlines()[2], flush=True)
             keep(r, [], args.out)
@@ -168,6 +169,8 @@ def main() -> None:
                     record["kid_new_class"] = {c: v["generated"] for c, v in r["kid"].items()}
                     record["kid_new_real_draw"] = {c: v["real_draw"] for c, v in r["kid"].items()}
                     write_records(path, records)
+    if args.record:  # target.py's table shows the figures just added to its records
+        write_block(HERE / "README.md", "target", readme_table(read_records(HERE / "results" / "target.jsonl")))
     records = read_records(args.out)
     if records:
         write_block(args.readme, "class_kid", table(records))

@@ -188,12 +188,11 @@ def main() -> None:
     parser.add_argument("--add-best", action="store_true",
                         help="measure best.ckpt of the recorded runs that kept one and lack its figures; no training")
     parser.add_argument("--table", action="store_true",
-                        help="the README table again from results/ (e.g. after class_kid.py --record); no training")
+                        help="the README table again from results/; no training")
     args = parser.parse_args()
     check_max_time(args.max_time)
     os.chdir(ROOT)
     out_root, results, records = places(args.smoke, "target.jsonl")
-    shas = {preset_sha(), preset_sha(gpu=True)}  # the table: the CPU preset's runs and the GPU preset's, as they are now
     on_disk = runs_on_disk(records)
     if args.reevaluate:
         for r in on_disk:
@@ -206,6 +205,15 @@ def main() -> None:
                 write_records(results, records)
     for seed in [] if args.reevaluate or args.add_best or args.table else [int(s) for s in args.seeds.split(",")]:
         keep(run_preset(seed, args, out_root), records, results)
+    text = readme_table(records)
+    print(text)
+    if not args.smoke:
+        write_block(HERE / "README.md", "target", text)
+
+
+def readme_table(records: list[dict]) -> str:
+    """The README's target block from results/target.jsonl's records (class_kid.py --record rewrites it too)."""
+    shas = {preset_sha(), preset_sha(gpu=True)}  # the CPU preset's runs and the GPU preset's, as they are now
     current = [r for r in records if r.get("preset_sha") in shas and not r.get("excluded")]
     excluded = [r for r in records if r.get("preset_sha") in shas and r.get("excluded")]
     text = markdown(current)
@@ -214,9 +222,7 @@ def main() -> None:
     earlier = sum(r.get("preset_sha") not in shas for r in records)
     if earlier:
         text += f"\n\n({earlier} run(s) of earlier versions of the preset are in results/target.jsonl.)"
-    print(text)
-    if not args.smoke:
-        write_block(HERE / "README.md", "target", text)
+    return text
 
 
 if __name__ == "__main__":
