@@ -158,6 +158,37 @@ def test_a_faded_out_adc_adds_nothing_and_one_not_yet_fading_is_plain_adc(tmp_pa
     assert [n for n in plain if not torch.equal(plain[n], off[n])] != []  # ADC itself does change training
 
 
+def test_adc_brought_in_late_adds_nothing_before_its_rise_and_is_plain_adc_once_risen(tmp_path):
+    """Before adc_rise_start_kimg ADC's weight is 0 (training as without it, the head unused); a rise that ended at
+    0 kimg is the full weight from the first batch: the same as ADC without a schedule."""
+    def run(**kwargs) -> tuple[dict, dict]:
+        L.seed_everything(0)
+        module = make_module("cdcgan", **kwargs)
+        L.seed_everything(1)
+        trainer = fit(module, tiny_loader(), tmp_path)
+        weights = {n: t for n, t in snapshot(module).items() if "class_head" not in n}
+        return weights, trainer.callback_metrics
+
+    off, _ = run()
+    waiting, waiting_logs = run(adc_weight=1.0, adc_rise_start_kimg=1000, adc_rise_end_kimg=2000)
+    assert float(waiting_logs["train/adc_scale"]) == 0.0
+    assert [n for n in off if not torch.equal(off[n], waiting[n])] == []
+    plain, _ = run(adc_weight=1.0)
+    risen, risen_logs = run(adc_weight=1.0, adc_rise_start_kimg=0, adc_rise_end_kimg=0)
+    assert float(risen_logs["train/adc_scale"]) == 1.0
+    assert [n for n in plain if not torch.equal(plain[n], risen[n])] == []
+    assert [n for n in plain if not torch.equal(plain[n], off[n])] != []
+
+
+def test_adc_schedule_rises_then_fades():
+    module = make_module("cdcgan", adc_weight=0.5, adc_rise_start_kimg=10, adc_rise_end_kimg=20,
+                         adc_fade_start_kimg=30, adc_fade_end_kimg=40)
+    seen = (0, 10_000, 15_000, 20_000, 30_000, 35_000, 40_000, 90_000)
+    assert [module.adc_schedule(n) for n in seen] == [0.0, 0.0, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0]
+    rise_only = make_module("cdcgan", adc_weight=0.5, adc_rise_start_kimg=10, adc_rise_end_kimg=20)
+    assert [rise_only.adc_schedule(n) for n in (0, 15_000, 90_000)] == [0.0, 0.5, 1.0]
+
+
 def test_bad_adc_settings_name_the_key():
     with pytest.raises(ValueError, match="adc_weight=-1"):
         make_module("cdcgan", adc_weight=-1)
@@ -173,3 +204,10 @@ def test_bad_adc_settings_name_the_key():
         make_module("cdcgan", adc_weight=1.0, adc_fade_start_kimg=20, adc_fade_end_kimg=10)
     with pytest.raises(ValueError, match="but adc_weight is 0"):
         make_module("cdcgan", adc_fade_start_kimg=10, adc_fade_end_kimg=20)
+    with pytest.raises(ValueError, match="adc_rise_start_kimg/adc_rise_end_kimg bring ADC in, but adc_weight is 0"):
+        make_module("cdcgan", adc_rise_start_kimg=10, adc_rise_end_kimg=20)
+    with pytest.raises(ValueError, match="adc_rise_start_kimg=None adc_rise_end_kimg=20"):
+        make_module("cdcgan", adc_weight=1.0, adc_rise_end_kimg=20)
+    with pytest.raises(ValueError, match="adc_rise_end_kimg=20 adc_fade_start_kimg=10"):
+        make_module("cdcgan", adc_weight=1.0, adc_rise_start_kimg=10, adc_rise_end_kimg=20, adc_fade_start_kimg=10,
+                    adc_fade_end_kimg=30)

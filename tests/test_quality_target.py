@@ -242,6 +242,46 @@ def test_a_grouped_run_is_paired_only_with_the_presets_of_its_group():
     assert group_suffix("s35") == "_s35" and group_suffix(None) == group_suffix("") == ""
 
 
+def test_match_kimg_trains_each_seed_its_preset_runs_images_and_pairs_with_that_run(tmp_path, monkeypatch):
+    """--match-kimg s35: seed S trains the steps that show the images seed S's preset run of group s35 saw, on
+    whichever machine, and is read against that run alone; a seed without such a run stops the script first."""
+    import budget
+    results = tmp_path / "results"
+    results.mkdir()
+    sha = budget.preset_sha()
+    typed = [record(preset_sha=sha, group="s35", cpu="Xeon", kimg=226.6, run_dir="p1", fd_ratio_spaces=5.0),
+             record(preset_sha=sha, group="s35", seed=2, cpu="Xeon", kimg=231.0, run_dir="p2", excluded="killed"),
+             record(preset_sha=sha, group="s34", seed=3, cpu="Xeon", kimg=240.0, run_dir="p3"),
+             record(preset_sha="old", group="s35", seed=4, cpu="Xeon", kimg=240.0, run_dir="p4")]
+    (results / "target.jsonl").write_text("".join(json.dumps(r) + "\n" for r in typed))
+    monkeypatch.setattr(budget, "HERE", tmp_path)
+    found = budget.matched_presets("s35", [1], sha)
+    assert found[1]["run_dir"] == "p1"
+    for seed in (2, 3, 4):  # excluded, another group, another preset version
+        with pytest.raises(SystemExit, match=rf"--match-kimg s35: no run of preset {sha} for seed\(s\) \[{seed}\]"):
+            budget.matched_presets("s35", [1, seed], sha)
+    assert budget.matched_steps(found[1], 128) == 3540  # 1770 batches of 128 = 226.6 kimg
+    assert budget.batch_of("adc03_common_rise") == 128 and budget.batch_of("b64") == 64
+    preset = dict(typed[0], variant="preset", source="target.py")
+    matched = record(variant="adc03_common_rise", preset_sha=sha, group="s35", cpu="AMD", pair_cpu="Xeon",
+                     kimg_of="p1", kimg=226.6, fd_ratio_spaces=4.0)
+    lines = budget.table([preset, matched]).splitlines()
+    assert any(x.startswith("| adc03_common_rise, its preset run's kimg [s35] | 1 | 227 |") and "| 0.80 |" in x
+               for x in lines)
+    assert any(x.startswith("| adc03_common_rise, its preset run's kimg / preset, geometric mean over 1 seed(s) |")
+               for x in lines)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--group", "s36"], "--match-kimg sets the budget and the group itself; leave out --max-time and --group"),
+    (["--variants", "preset"], "--match-kimg pairs variants with target.py's preset runs; leave 'preset' out")])
+def test_match_kimg_refuses_a_second_budget_or_the_preset_in_one_line(extra, message):
+    path = REPO / "experiments" / "quality" / "budget.py"
+    result = subprocess.run([sys.executable, str(path), "--match-kimg", "s35", "--variants", "w24", *extra],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and result.stderr.strip() == f"error: {message}"
+
+
 def test_truncation_py_reads_none_and_positive_numbers_and_refuses_the_rest_in_one_line():
     from truncation import parse_truncations
     assert parse_truncations("none,2,1.5") == [None, 2.0, 1.5]

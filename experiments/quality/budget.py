@@ -5,6 +5,8 @@
     python experiments/quality/budget.py --smoke                             # seconds; tiny networks, a temp dir
     python experiments/quality/budget.py --variants preset,adc03_common --seeds 1 --max-time 00:00:18:00
         # a longer budget (recorded): a slower machine's runs at the kimg a faster one reaches in 10 minutes
+    python experiments/quality/budget.py --variants adc03_common_rise --seeds 1,2 --match-kimg s35
+        # each seed trains exactly the images that seed's preset run of group s35 (target.py --group s35) trained
 
 The ladder compares techniques at equal images shown (kimg); the issue's target is set in minutes. Every row
 of the ladder used G and D of width 32 and batch 64, and on the 2-core CPUs the 10 minutes end at 140-350
@@ -30,7 +32,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from readme_block import check_block, write_block  # noqa: E402
 from run import (QUIET, RARE, ROOT, SMOKE, budget_tag, check_max_time, evaluate_run, fmt,  # noqa: E402
                  group_suffix, group_tag, images_shown, keep, places, processor, read_records)
-from target import PRESET, checks, common_mean, preset_sha  # noqa: E402
+from target import PRESET, PRESET_FILE, checks, common_mean, preset_sha  # noqa: E402
 
 # name: overrides on top of the preset. Width is the channel count of the image-sized layer (x2 per layer
 # towards 4x4), so a layer's cost grows with its square.
@@ -84,17 +86,59 @@ VARIANTS: dict[str, list[str]] = {
     # of the plain preset to settle in
     "adc03_common_late_fade": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.adc_fade_start_kimg=150",
                                "model.adc_fade_end_kimg=200"],
+    # the other way round: both fades gave ADC's FD gain back, which showed only where ADC was on at the end, and
+    # kept on from the start it pulled the rare class onto its 22 images. Plain preset to 100 kimg, ADC (0.3,
+    # without the rare class) brought in by 130 and on to the end (~90-115 kimg of a ~220-250-kimg budget)
+    "adc03_common_rise": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.adc_rise_start_kimg=100",
+                          "model.adc_rise_end_kimg=130"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
 SMOKE_DATA = [o for o in SMOKE_EXTRA if o.startswith("data.")]
+# --match-kimg: the run ends at its preset run's step count; the wall-clock cap only guards against a stalled machine
+MATCHED_MAX_TIME = "00:01:00:00"
+
+
+def matched_presets(group: str, seeds: list[int], sha: str) -> dict[int, dict]:
+    """--match-kimg: per seed, the latest CPU run of the preset as typed (target.py) in `group` of this preset
+    version, whose images shown the variant then trains exactly; a missing one ends the script in one line."""
+    typed = [r for r in read_records(HERE / "results" / "target.jsonl") if not r.get("excluded")
+             and r.get("group") == group and r.get("preset_sha") == sha and str(r.get("device", "cpu")).startswith("cpu")]
+    found = {r["seed"]: r for r in typed}
+    missing = [s for s in seeds if s not in found]
+    if missing:
+        sys.exit(f"error: --match-kimg {group}: no run of preset {sha} for seed(s) {missing} in results/target.jsonl "
+                 f"(run `python experiments/quality/target.py --seeds {','.join(map(str, missing))} --group {group}`)")
+    return {s: found[s] for s in seeds}
+
+
+def batch_of(variant: str) -> int:
+    """The variant's batch size: its own override, else the preset file's."""
+    from omegaconf import OmegaConf
+    own = [o.split("=", 1)[1] for o in VARIANTS[variant] if o.startswith("data.batch_size=")]
+    return int(own[-1]) if own else int(OmegaConf.load(PRESET_FILE).data.batch_size)
+
+
+def matched_steps(preset: dict, batch: int) -> int:
+    """Optimizer steps that show `preset`'s images (its kimg) at `batch`: one D and one G step per batch."""
+    return 2 * round(preset["kimg"] * 1000 / batch)
+
+
+def budget_label(r: dict) -> str | None:
+    """A run's budget when not the preset's 10 minutes: --max-time's, or --match-kimg's."""
+    return r.get("max_time") or ("its preset run's kimg" if r.get("kimg_of") else None)
 
 
 def run(variant: str, seed: int, args, out_root: Path) -> dict:
-    run_dir = out_root / f"budget_{variant}_s{seed}{budget_tag(args.max_time)}{group_suffix(args.group)}"
+    preset = args.matched.get(seed)
+    tail = "_kimg_of" if preset else budget_tag(args.max_time)
+    run_dir = out_root / f"budget_{variant}_s{seed}{tail}{group_suffix(args.group)}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted earlier attempt
     extra = (SMOKE_EXTRA if args.smoke else []) + ([f"trainer.max_time={args.max_time}"] if args.max_time else [])
+    if preset:
+        steps = matched_steps(preset, batch_of(variant))
+        extra += [f"trainer.max_steps={steps}", f"trainer.max_time={MATCHED_MAX_TIME}"]
     train = [PRESET, *QUIET, *extra, *VARIANTS[variant], f"seed={seed}", f"hydra.run.dir={run_dir}"]
     print(f"[{time.strftime('%H:%M:%S')}] {variant}: python -m ganlab.train {' '.join(train[:-1])}", flush=True)
     start = time.time()
@@ -104,6 +148,7 @@ def run(variant: str, seed: int, args, out_root: Path) -> dict:
     return {"variant": variant, "overrides": VARIANTS[variant], "seed": seed, "preset_sha": preset_sha(),
             **({"max_time": args.max_time} if args.max_time else {}), **({"group": args.group} if args.group else {}),
             "cpu": processor(), "wall_s": round(wall, 1),
+            **({"kimg_of": preset["run_dir"], "pair_cpu": preset.get("cpu")} if preset else {}),
             "kimg": round(images_shown(run_dir) / 1000, 1),
             "date": time.strftime("%Y-%m-%d %H:%M"), "run_dir": str(run_dir), **figures}
 
@@ -121,8 +166,9 @@ def preset_runs_of_target(records: list[dict]) -> list[dict]:
 def version(r: dict) -> tuple:
     """What a variant's run is compared within: its preset file, machine and budget (the kimg that the minutes
     give is the CPU's), and its --group: two machines that report one CPU name can differ in speed (the Xeon of
-    sessions 24-25 trained the preset at 547-619 img/s, session 34's at 481)."""
-    return r.get("preset_sha"), r.get("cpu"), r.get("max_time"), r.get("group")
+    sessions 24-25 trained the preset at 547-619 img/s, session 34's at 481). A --match-kimg run trained its preset
+    run's images on whichever machine: it counts as of that run's CPU."""
+    return r.get("preset_sha"), r.get("pair_cpu") or r.get("cpu"), r.get("max_time"), r.get("group")
 
 
 def preset_fd(records: list[dict]) -> dict[tuple, float | None]:
@@ -145,7 +191,7 @@ def paired_fd(records: list[dict]) -> dict[tuple[str, str | None], list[float]]:
     for r in latest.values():
         ratio = ratio_to_preset(r, base)
         if ratio:
-            out.setdefault((r["variant"], r.get("max_time")), []).append(ratio)
+            out.setdefault((r["variant"], budget_label(r)), []).append(ratio)
     return out
 
 
@@ -173,13 +219,13 @@ def table(records: list[dict]) -> str:
         c = cells(r)
         lines.append(
             f"| {r['variant']}{' (target.py)' if r.get('source') else ''}"
-            f"{', ' + r['max_time'] if r.get('max_time') else ''}{group_tag(r)} | "
+            f"{', ' + budget_label(r) if budget_label(r) else ''}{group_tag(r)} | "
             f"{r['seed']} | {fmt(r['kimg'], '.0f')} | "
             f"{fmt(r.get('img_per_s'), '.0f')} | {c['fd']} | {fmt(ratio_to_preset(r, base), '.2f')} | "
             f"{c['recall']} | {c['coverage']} | {c['ssim']} | {c['rare_kid']} | {c['audit']} | {c['met']} |")
-    for (variant, max_time), ratios in paired_fd(records).items():
+    for (variant, label), ratios in paired_fd(records).items():
         geo = geometric_mean(ratios)
-        lines.append(f"| {variant}{', ' + max_time if max_time else ''} / preset, geometric mean over "
+        lines.append(f"| {variant}{', ' + label if label else ''} / preset, geometric mean over "
                      f"{len(ratios)} seed(s) | | | | | {geo:.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | | | | | | |")
     cpus = sorted({r.get("cpu") or "?" for r in records})
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
@@ -200,6 +246,9 @@ def main() -> None:
                         "compared only with the preset's runs at the same budget)")
     parser.add_argument("--group", help="a tag recorded with the runs: a variant is then compared only with the "
                         "preset's runs of the same tag (budget.py's or target.py --group's), e.g. one machine's session")
+    parser.add_argument("--match-kimg", metavar="GROUP", help="train each seed exactly as many images as that seed's "
+                        "preset run of GROUP (target.py --group GROUP) did, and pair it with that run: the machine's "
+                        "speed then leaves the comparison (the runs' minutes differ instead)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v] or (["preset", "w24"] if args.smoke else [])
@@ -207,11 +256,19 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"error: unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.matched = {}
+    if args.match_kimg:
+        if args.max_time or args.group:
+            sys.exit("error: --match-kimg sets the budget and the group itself; leave out --max-time and --group")
+        if "preset" in variants:
+            sys.exit("error: --match-kimg pairs variants with target.py's preset runs; leave 'preset' out")
+        args.matched, args.group = matched_presets(args.match_kimg, seeds, preset_sha()), args.match_kimg
     out_root, results, records = places(args.smoke, "budget.jsonl")
     readme = HERE / "README.md"
     if not args.smoke:
         check_block(readme, "budget")
-    for seed in [int(s) for s in args.seeds.split(",") if s]:  # seed-major: each seed's variants side by side
+    for seed in seeds:  # seed-major: each seed's variants side by side
         for variant in variants:
             keep(run(variant, seed, args, out_root), records, results)
     text = table(([] if args.smoke else preset_runs_of_target(records)) + records)  # budget's own runs win a pair

@@ -155,13 +155,19 @@ def ramp(images_seen: int, start_kimg: float, end_kimg: float) -> float:
 
 
 def check_adc(adc_weight, num_classes, discriminator, adc_few_shot=True, adc_fade_start_kimg=None,
-              adc_fade_end_kimg=None) -> None:
+              adc_fade_end_kimg=None, adc_rise_start_kimg=None, adc_rise_end_kimg=None) -> None:
     if not (number(adc_weight) and adc_weight >= 0):
         raise ValueError(f"adc_weight={adc_weight!r}: expected a number >= 0 (0: off; ADC-GAN's paper 1.0)")
+    check_kimg_window("adc_rise", adc_rise_start_kimg, adc_rise_end_kimg, "ADC's weight rises from 0 between them")
     check_kimg_window("adc_fade", adc_fade_start_kimg, adc_fade_end_kimg, "ADC's weight falls to 0 between them")
-    if adc_fade_start_kimg is not None and not adc_weight:
-        raise ValueError("adc_fade_start_kimg/adc_fade_end_kimg fade ADC out, but adc_weight is 0: set "
-                         "model.adc_weight too, e.g. 0.3")
+    for prefix, start, what in (("adc_rise", adc_rise_start_kimg, "bring ADC in"),
+                                ("adc_fade", adc_fade_start_kimg, "fade ADC out")):
+        if start is not None and not adc_weight:
+            raise ValueError(f"{prefix}_start_kimg/{prefix}_end_kimg {what}, but adc_weight is 0: set "
+                             "model.adc_weight too, e.g. 0.3")
+    if adc_rise_start_kimg is not None and adc_fade_start_kimg is not None and adc_rise_end_kimg > adc_fade_start_kimg:
+        raise ValueError(f"adc_rise_end_kimg={adc_rise_end_kimg!r} adc_fade_start_kimg={adc_fade_start_kimg!r}: "
+                         "ADC must have risen before it fades (rise end <= fade start)")
     if not isinstance(adc_few_shot, bool):
         raise ValueError(f"adc_few_shot={adc_few_shot!r}: expected true or false")
     if not adc_few_shot and not adc_weight:
@@ -246,6 +252,8 @@ class GANModule(L.LightningModule):
         adc_few_shot: bool = True,
         adc_fade_start_kimg: float | None = None,
         adc_fade_end_kimg: float | None = None,
+        adc_rise_start_kimg: float | None = None,
+        adc_rise_end_kimg: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -262,7 +270,8 @@ class GANModule(L.LightningModule):
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
                          class_weights, augment_p, translation_ratio, standing_stats, lr_decay_start)
-        check_adc(adc_weight, num_classes, discriminator, adc_few_shot, adc_fade_start_kimg, adc_fade_end_kimg)
+        check_adc(adc_weight, num_classes, discriminator, adc_few_shot, adc_fade_start_kimg, adc_fade_end_kimg,
+                  adc_rise_start_kimg, adc_rise_end_kimg)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -282,7 +291,7 @@ class GANModule(L.LightningModule):
             enable_cond_weight(generator)
             enable_cond_weight(discriminator)
         self._cond_now = 1.0  # the conditioning weight of this batch (cond_start_kimg); it also scales ADC's terms
-        self._adc_scale = 1.0  # ADC's fade-out factor of this batch (adc_fade_start_kimg / adc_fade_end_kimg)
+        self._adc_scale = 1.0  # ADC's rise and fade factor of this batch (adc_rise_* / adc_fade_* kimg)
         self._adc_logs: dict[str, torch.Tensor] = {}  # ADC's terms of the last D and G steps, for the logs
         if adc_weight:
             discriminator.enable_class_head()
@@ -622,8 +631,15 @@ class GANModule(L.LightningModule):
 
     def adc_weight_now(self) -> float:
         """ADC's weight for this batch: adc_weight, times the conditioning weight (0 at the start of a conditioning
-        transition) and the fade-out factor (0 after adc_fade_end_kimg)."""
+        transition) and the schedule's factor (0 before adc_rise_start_kimg and after adc_fade_end_kimg)."""
         return self.hparams.adc_weight * self._cond_now * self._adc_scale
+
+    def adc_schedule(self, images_seen: int) -> float:
+        """ADC's factor: rising 0 -> 1 over adc_rise_*_kimg, falling 1 -> 0 over adc_fade_*_kimg (1 where unset)."""
+        h = self.hparams
+        rise = 1.0 if h.adc_rise_start_kimg is None else ramp(images_seen, h.adc_rise_start_kimg, h.adc_rise_end_kimg)
+        fade = 0.0 if h.adc_fade_start_kimg is None else ramp(images_seen, h.adc_fade_start_kimg, h.adc_fade_end_kimg)
+        return rise * (1.0 - fade)
 
     def set_cond_weight(self, weight: float) -> None:
         nets = [self.generator, self.discriminator]
@@ -647,8 +663,8 @@ class GANModule(L.LightningModule):
             weight = self.cond_weight(seen)
             self.set_cond_weight(weight)
             extra["train/cond_weight"] = weight
-        if self.hparams.adc_fade_start_kimg is not None:
-            self._adc_scale = 1.0 - ramp(seen, self.hparams.adc_fade_start_kimg, self.hparams.adc_fade_end_kimg)
+        if self.hparams.adc_rise_start_kimg is not None or self.hparams.adc_fade_start_kimg is not None:
+            self._adc_scale = self.adc_schedule(seen)
             extra["train/adc_scale"] = self._adc_scale
         for i in range(n_disc):
             loss_d, real_logits, fake_logits = self.discriminator_step(real, labels, opt_d, batches * n_disc + i)
