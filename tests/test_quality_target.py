@@ -265,11 +265,14 @@ def test_match_kimg_trains_each_seed_its_preset_runs_images_and_pairs_with_that_
     preset = dict(typed[0], variant="preset", source="target.py")
     matched = record(variant="adc03_common_rise", preset_sha=sha, group="s35", cpu="AMD", pair_cpu="Xeon",
                      kimg_of="p1", kimg=226.6, fd_ratio_spaces=4.0)
-    lines = budget.table([preset, matched]).splitlines()
+    timed = record(variant="adc03_common_rise", preset_sha=sha, group="s35", cpu="Xeon", fd_ratio_spaces=10.0)
+    lines = budget.table([preset, matched, timed]).splitlines()
     assert any(x.startswith("| adc03_common_rise, its preset run's kimg [s35] | 1 | 227 |") and "| 0.80 |" in x
                for x in lines)
-    assert any(x.startswith("| adc03_common_rise, its preset run's kimg / preset, geometric mean over 1 seed(s) |")
-               for x in lines)
+    assert any(x.startswith("| adc03_common_rise, its preset run's kimg / preset, geometric mean over 1 seed(s) "
+                            "| | | | | 0.80 ") for x in lines)
+    # the same variant in its 10 minutes on the same seed is its own pair, not replaced by the matched run
+    assert any(x.startswith("| adc03_common_rise / preset, geometric mean over 1 seed(s) | | | | | 2.00 ") for x in lines)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -186,7 +186,7 @@ def ratio_to_preset(r: dict, base: dict[tuple, float | None]) -> float | None:
 def paired_fd(records: list[dict]) -> dict[tuple[str, str | None], list[float]]:
     """Per (variant, budget), ratio_to_preset of its latest run on each seed that has a pair."""
     base = preset_fd(records)
-    latest = {(r["variant"], r["seed"], *version(r)): r for r in records}
+    latest = {(r["variant"], r["seed"], budget_label(r), *version(r)): r for r in records}
     out: dict[tuple[str, str | None], list[float]] = {}
     for r in latest.values():
         ratio = ratio_to_preset(r, base)
