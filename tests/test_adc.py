@@ -136,48 +136,32 @@ def test_ramp_is_linear_between_its_ends_and_a_step_when_they_meet():
     assert [gm.ramp(n, 5, 5) for n in (4_999, 5_000)] == [0.0, 1.0]
 
 
-def test_a_faded_out_adc_adds_nothing_and_one_not_yet_fading_is_plain_adc(tmp_path):
-    """After adc_fade_end_kimg ADC's weight is 0: training is the same as without it (the head still learns,
-    unused); before adc_fade_start_kimg it is the full weight: the same as ADC without a fade."""
-    def run(**kwargs) -> tuple[dict, dict]:
-        L.seed_everything(0)
-        module = make_module("cdcgan", **kwargs)
-        L.seed_everything(1)
-        trainer = fit(module, tiny_loader(), tmp_path)
-        weights = {n: t for n, t in snapshot(module).items() if "class_head" not in n}
-        return weights, trainer.callback_metrics
+def trained_weights(tmp_path, **kwargs) -> tuple[dict, dict]:
+    """A tiny cdcgan's weights after training, less ADC's head, and its logged metrics."""
+    L.seed_everything(0)
+    module = make_module("cdcgan", **kwargs)
+    L.seed_everything(1)  # the same noise with and without the head (its initialisation draws numbers)
+    trainer = fit(module, tiny_loader(), tmp_path)
+    weights = {n: t for n, t in snapshot(module).items() if "class_head" not in n}
+    return weights, trainer.callback_metrics
 
-    off, _ = run()
-    faded, faded_logs = run(adc_weight=1.0, adc_fade_start_kimg=0, adc_fade_end_kimg=0)
-    assert float(faded_logs["train/adc_scale"]) == 0.0
-    assert [n for n in off if not torch.equal(off[n], faded[n])] == []
-    plain, _ = run(adc_weight=1.0)
-    later, later_logs = run(adc_weight=1.0, adc_fade_start_kimg=1000, adc_fade_end_kimg=2000)
-    assert float(later_logs["train/adc_scale"]) == 1.0
-    assert [n for n in plain if not torch.equal(plain[n], later[n])] == []
+
+@pytest.mark.parametrize("zero, full", [
+    ({"adc_fade_start_kimg": 0, "adc_fade_end_kimg": 0}, {"adc_fade_start_kimg": 1000, "adc_fade_end_kimg": 2000}),
+    ({"adc_rise_start_kimg": 1000, "adc_rise_end_kimg": 2000}, {"adc_rise_start_kimg": 0, "adc_rise_end_kimg": 0})],
+    ids=["faded-out / not yet fading", "not yet risen / risen at 0 kimg"])
+def test_adc_at_schedule_factor_0_adds_nothing_and_at_1_is_plain_adc(tmp_path, zero, full):
+    """Where the schedule (adc_fade_* / adc_rise_*) puts ADC's weight at 0, training is the same as without ADC (the
+    head unused); where at full weight, the same as ADC without a schedule."""
+    off, _ = trained_weights(tmp_path)
+    silenced, silenced_logs = trained_weights(tmp_path, adc_weight=1.0, **zero)
+    assert float(silenced_logs["train/adc_scale"]) == 0.0
+    assert [n for n in off if not torch.equal(off[n], silenced[n])] == []
+    plain, _ = trained_weights(tmp_path, adc_weight=1.0)
+    scheduled, scheduled_logs = trained_weights(tmp_path, adc_weight=1.0, **full)
+    assert float(scheduled_logs["train/adc_scale"]) == 1.0
+    assert [n for n in plain if not torch.equal(plain[n], scheduled[n])] == []
     assert [n for n in plain if not torch.equal(plain[n], off[n])] != []  # ADC itself does change training
-
-
-def test_adc_brought_in_late_adds_nothing_before_its_rise_and_is_plain_adc_once_risen(tmp_path):
-    """Before adc_rise_start_kimg ADC's weight is 0 (training as without it, the head unused); a rise that ended at
-    0 kimg is the full weight from the first batch: the same as ADC without a schedule."""
-    def run(**kwargs) -> tuple[dict, dict]:
-        L.seed_everything(0)
-        module = make_module("cdcgan", **kwargs)
-        L.seed_everything(1)
-        trainer = fit(module, tiny_loader(), tmp_path)
-        weights = {n: t for n, t in snapshot(module).items() if "class_head" not in n}
-        return weights, trainer.callback_metrics
-
-    off, _ = run()
-    waiting, waiting_logs = run(adc_weight=1.0, adc_rise_start_kimg=1000, adc_rise_end_kimg=2000)
-    assert float(waiting_logs["train/adc_scale"]) == 0.0
-    assert [n for n in off if not torch.equal(off[n], waiting[n])] == []
-    plain, _ = run(adc_weight=1.0)
-    risen, risen_logs = run(adc_weight=1.0, adc_rise_start_kimg=0, adc_rise_end_kimg=0)
-    assert float(risen_logs["train/adc_scale"]) == 1.0
-    assert [n for n in plain if not torch.equal(plain[n], risen[n])] == []
-    assert [n for n in plain if not torch.equal(plain[n], off[n])] != []
 
 
 def test_adc_schedule_rises_then_fades():
