@@ -272,7 +272,8 @@ def test_match_kimg_trains_each_seed_its_preset_runs_images_and_pairs_with_that_
     assert any(x.startswith("| adc03_common_rise, its preset run's kimg / preset, geometric mean over 1 seed(s) "
                             "| | | | | 0.80 ") for x in lines)
     # the same variant in its 10 minutes on the same seed is its own pair, not replaced by the matched run
-    assert any(x.startswith("| adc03_common_rise / preset, geometric mean over 1 seed(s) | | | | | 2.00 ") for x in lines)
+    assert any(x.startswith("| adc03_common_rise / preset, geometric mean over 1 seed(s) | | | | | 2.00 ")
+               for x in lines)
 
 
 @pytest.mark.parametrize("extra, message", [

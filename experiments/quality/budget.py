@@ -102,8 +102,9 @@ MATCHED_MAX_TIME = "00:01:00:00"
 def matched_presets(group: str, seeds: list[int], sha: str) -> dict[int, dict]:
     """--match-kimg: per seed, the latest CPU run of the preset as typed (target.py) in `group` of this preset
     version, whose images shown the variant then trains exactly; a missing one ends the script in one line."""
-    typed = [r for r in read_records(HERE / "results" / "target.jsonl") if not r.get("excluded")
-             and r.get("group") == group and r.get("preset_sha") == sha and str(r.get("device", "cpu")).startswith("cpu")]
+    typed = [r for r in read_records(HERE / "results" / "target.jsonl")
+             if not r.get("excluded") and r.get("group") == group and r.get("preset_sha") == sha
+             and str(r.get("device", "cpu")).startswith("cpu")]
     found = {r["seed"]: r for r in typed}
     missing = [s for s in seeds if s not in found]
     if missing:
