@@ -102,10 +102,7 @@ MATCHED_MAX_TIME = "00:01:00:00"
 def matched_presets(group: str, seeds: list[int], sha: str) -> dict[int, dict]:
     """--match-kimg: per seed, the latest CPU run of the preset as typed (target.py) in `group` of this preset
     version, whose images shown the variant then trains exactly; a missing one ends the script in one line."""
-    typed = [r for r in read_records(HERE / "results" / "target.jsonl")
-             if not r.get("excluded") and r.get("group") == group and r.get("preset_sha") == sha
-             and str(r.get("device", "cpu")).startswith("cpu")]
-    found = {r["seed"]: r for r in typed}
+    found = {r["seed"]: r for r in typed_cpu_runs() if r.get("group") == group and r.get("preset_sha") == sha}
     missing = [s for s in seeds if s not in found]
     if missing:
         sys.exit(f"error: --match-kimg {group}: no run of preset {sha} for seed(s) {missing} in results/target.jsonl "
@@ -158,10 +155,14 @@ def preset_runs_of_target(records: list[dict]) -> list[dict]:
     """target.py's runs of the preset as typed, on a CPU and preset version that `records` hold: the same command
     and evaluation as the variant "preset", so they serve as its runs (marked source "target.py") and a new preset
     version needs no second run per seed."""
-    typed = read_records(HERE / "results" / "target.jsonl")
     wanted = {version(r) for r in records}
-    return [dict(r, variant="preset", source="target.py") for r in typed
-            if not r.get("excluded") and str(r.get("device", "cpu")).startswith("cpu") and version(r) in wanted]
+    return [dict(r, variant="preset", source="target.py") for r in typed_cpu_runs() if version(r) in wanted]
+
+
+def typed_cpu_runs() -> list[dict]:
+    """target.py's recorded CPU runs of the preset as typed, less those marked excluded."""
+    return [r for r in read_records(HERE / "results" / "target.jsonl")
+            if not r.get("excluded") and str(r.get("device", "cpu")).startswith("cpu")]
 
 
 def version(r: dict) -> tuple:
