@@ -91,6 +91,13 @@ VARIANTS: dict[str, list[str]] = {
     # without the rare class) brought in by 130 and on to the end (~90-115 kimg of a ~220-250-kimg budget)
     "adc03_common_rise": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.adc_rise_start_kimg=100",
                           "model.adc_rise_end_kimg=130"],
+    # gSR (Rangwani et al. 2022) at the paper's weight and beta: the rare class's CBN scale and shift, 14x the common
+    # classes' weight here (22 against 360 images), held from growing the few large directions that collapse a
+    # long-tailed class; not a schedule, a change to what the rare class's own parameters may learn
+    "gsr": ["model.gsr_weight=0.5"],
+    # adc03_common's FD and common-class gain with gsr holding the rare class's CBN: ADC pulled that class onto its
+    # 22 images on 2 of 4 seeds (session 36) through what it shares with the others
+    "adc03_common_gsr": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.gsr_weight=0.5"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]

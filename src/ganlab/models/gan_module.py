@@ -31,6 +31,7 @@ from ganlab.models.cdcgan import enable_cond_weight
 from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema, step_average
+from ganlab.models.gsr import check_gsr, class_weights as gsr_class_weights, gsr_term
 from ganlab.models.lr_decay import decay_factor, no_budget, step_progress, time_progress
 from ganlab.models.losses import (GANLoss, NonSaturatingLoss, adc_discriminator_term, adc_generator_term,
                                   lecam_penalty, r1_penalty, wgan_gradient_penalty)
@@ -254,6 +255,8 @@ class GANModule(L.LightningModule):
         adc_fade_end_kimg: float | None = None,
         adc_rise_start_kimg: float | None = None,
         adc_rise_end_kimg: float | None = None,
+        gsr_weight: float = 0.0,
+        gsr_beta: float = 0.999,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -272,6 +275,7 @@ class GANModule(L.LightningModule):
                          class_weights, augment_p, translation_ratio, standing_stats, lr_decay_start)
         check_adc(adc_weight, num_classes, discriminator, adc_few_shot, adc_fade_start_kimg, adc_fade_end_kimg,
                   adc_rise_start_kimg, adc_rise_end_kimg)
+        check_gsr(gsr_weight, gsr_beta, generator)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -292,9 +296,11 @@ class GANModule(L.LightningModule):
             enable_cond_weight(discriminator)
         self._cond_now = 1.0  # the conditioning weight of this batch (cond_start_kimg); it also scales ADC's terms
         self._adc_scale = 1.0  # ADC's rise and fade factor of this batch (adc_rise_* / adc_fade_* kimg)
-        self._adc_logs: dict[str, torch.Tensor] = {}  # ADC's terms of the last D and G steps, for the logs
+        self._term_logs: dict[str, torch.Tensor] = {}  # ADC's and gSR's last terms, for the logs
         if adc_weight:
             discriminator.enable_class_head()
+        if gsr_weight:  # gSR's per-class weights, filled in from the data's class counts at fit start
+            self.register_buffer("gsr_class_weight", torch.ones(num_classes))
         if class_weights is not None:  # "inverse"/"inverse_sqrt" are filled in from the data at fit start
             self.register_buffer("class_weight", torch.as_tensor(
                 class_weights if not isinstance(class_weights, str) else [1.0] * num_classes, dtype=torch.float32))
@@ -418,6 +424,11 @@ class GANModule(L.LightningModule):
             self.class_weight.copy_(weights_from_counts(self.training_class_counts(), how))
         if self.needs_few_shot_classes:
             self.mark_few_shot_classes(self.training_counts("few_shot_policy" if self.few_shot_ops else "adc_few_shot"))
+        if self.hparams.gsr_weight:
+            counts = self.training_counts("gsr_weight")
+            self.gsr_class_weight.copy_(gsr_class_weights(counts.values(), self.hparams.gsr_beta))
+            shown = ", ".join(f"{name} {w:.2f}" for name, w in zip(counts, self.gsr_class_weight.tolist()))
+            rank_zero_info(f"gsr_weight: each class's weight x {self.hparams.gsr_weight}: {shown}")
 
     def on_train_start(self) -> None:
         # here, not at fit start: the batches per epoch (the epoch budget) are known once the data is set up
@@ -537,7 +548,7 @@ class GANModule(L.LightningModule):
         if self.hparams.adc_weight:
             term = adc_discriminator_term(real_classes, fake_classes, y, self.adc_mask(y))
             loss = loss + adc * term
-            self._adc_logs["train/adc_d"] = term.detach()
+            self._term_logs["train/adc_d"] = term.detach()
         if self.ada is not None:
             self.ada.accumulate(real_logits)
         if self.few_shot_ada is not None:
@@ -595,9 +606,13 @@ class GANModule(L.LightningModule):
         if self.hparams.adc_weight:
             term = adc_generator_term(fake_classes, y, self.adc_mask(y))
             loss = loss + adc * term
-            self._adc_logs["train/adc_g"] = term.detach()
+            self._term_logs["train/adc_g"] = term.detach()
         if ms_weight and half:
             loss = loss + ms_weight * mode_seeking_term(fake, z, half)
+        if self.hparams.gsr_weight:
+            term = gsr_term(self.generator, self.gsr_class_weight)  # the plain G: a penalty on its weights
+            loss = loss + self.hparams.gsr_weight * term
+            self._term_logs["train/gsr"] = term.detach()
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_g.step()
@@ -681,7 +696,7 @@ class GANModule(L.LightningModule):
             for c, name in self.few_shot_names:
                 extra.update({f"train/few_shot_p/{name}": self.few_shot_ada.p[c],
                               f"train/few_shot_rt/{name}": self.few_shot_ada.rt[c]})
-        extra.update(self._adc_logs)
+        extra.update(self._term_logs)
         if self.hparams.lecam_weight:
             extra.update({"train/lecam_anchor_real": self.lecam_anchors[0],
                           "train/lecam_anchor_fake": self.lecam_anchors[1]})
