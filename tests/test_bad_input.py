@@ -162,3 +162,12 @@ def test_bad_input(name, run_cli, cli_env, tmp_path, request):
     else:
         assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_bad_setting_leaves_no_empty_date_folder(run_cli, tmp_path):
+    """Hydra's default run dir is outputs/<date>/<time>: a run refused before training leaves neither."""
+    (tmp_path / "mine").mkdir()  # a folder of the user's, empty, beside: left alone
+    result = run_cli("ganlab.train", *SMALL, "logger=none", "model=dcgan", "model.gsr_weight=0.5")
+    assert result.returncode == 2 and "model.generator.conditioning=cbn" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "outputs").exists(), sorted(str(p) for p in (tmp_path / "outputs").rglob("*"))
+    assert (tmp_path / "mine").is_dir()

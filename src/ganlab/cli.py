@@ -52,6 +52,19 @@ def remove_if_unused(run_dir: Path) -> None:
     keep = {".hydra", f"{HydraConfig.get().job.name}.log", "config_resolved.yaml"}
     if (run_dir / ".hydra").is_dir() and all(p.name in keep for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
+        remove_empty_parents(run_dir)
+
+
+def remove_empty_parents(path: Path) -> None:
+    """The folders above `path` that it leaves empty (Hydra's outputs/<date>/), up to but never the working dir."""
+    cwd = Path.cwd().resolve()
+    for parent in path.resolve().parents:
+        if cwd not in parent.parents:
+            return
+        try:
+            parent.rmdir()  # only an empty folder
+        except OSError:
+            return
 
 
 def entry_point(task):
