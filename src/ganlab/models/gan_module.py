@@ -31,7 +31,7 @@ from ganlab.models.cdcgan import enable_cond_weight
 from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema, step_average
-from ganlab.models.gsr import check_gsr, class_weights as gsr_class_weights, gsr_term
+from ganlab.models.gsr import cbn_layers, class_weights as gsr_class_weights, gsr_term
 from ganlab.models.lr_decay import decay_factor, no_budget, step_progress, time_progress
 from ganlab.models.losses import (GANLoss, NonSaturatingLoss, adc_discriminator_term, adc_generator_term,
                                   lecam_penalty, r1_penalty, wgan_gradient_penalty)
@@ -188,6 +188,16 @@ def weights_from_counts(counts: Sequence[int], how: str) -> torch.Tensor:
     weights = counts.sum() / (len(counts) * counts)
     return (weights.sqrt() if how == "inverse_sqrt" else weights).float()
 
+
+def check_gsr(gsr_weight, gsr_beta, generator) -> None:
+    if not (number(gsr_weight) and gsr_weight >= 0):
+        raise ValueError(f"gsr_weight={gsr_weight!r}: expected a number >= 0 (0: off; the paper 0.5)")
+    if not (number(gsr_beta) and 0 <= gsr_beta < 1):
+        raise ValueError(f"gsr_beta={gsr_beta!r}: expected a number in [0, 1) (the paper 0.999; 0: every class "
+                         "weighs the same)")
+    if gsr_weight and not cbn_layers(generator):
+        raise ValueError("gsr_weight regularises G's conditional BatchNorm: it needs model=cdcgan with "
+                         "model.generator.conditioning=cbn")
 
 def check_few_shot(num_classes, policy, max_images, ada_target=None) -> tuple:
     """The few-shot classes' extra DiffAugment ops (() when off), after checking the settings."""

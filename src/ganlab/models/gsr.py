@@ -57,14 +57,3 @@ def gsr_term(generator: nn.Module, weights: torch.Tensor) -> torch.Tensor:
     with torch.autocast(weights.device.type, enabled=False):
         total = sum((weights * (g ** 2 + b ** 2)).sum() for g, b in map(group_spectral_norms, layers))
     return total / (len(layers) * len(weights))
-
-
-def check_gsr(gsr_weight, gsr_beta, generator: nn.Module) -> None:
-    if isinstance(gsr_weight, bool) or not isinstance(gsr_weight, (int, float)) or gsr_weight < 0:
-        raise ValueError(f"gsr_weight={gsr_weight!r}: expected a number >= 0 (0: off; the paper 0.5)")
-    if isinstance(gsr_beta, bool) or not isinstance(gsr_beta, (int, float)) or not 0 <= gsr_beta < 1:
-        raise ValueError(f"gsr_beta={gsr_beta!r}: expected a number in [0, 1) (the paper 0.999; 0: every class "
-                         "weighs the same)")
-    if gsr_weight and not cbn_layers(generator):
-        raise ValueError("gsr_weight regularises G's conditional BatchNorm: it needs model=cdcgan with "
-                         "model.generator.conditioning=cbn")
