@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 import ganlab.config  # noqa: F401  (registers resolvers)
 from conftest import REPO
 from ganlab.models.dcgan import DCGANDiscriminator
-from ganlab.models.losses import (HingeLoss, LSGANLoss, NonSaturatingLoss, WGANGPLoss, r1_penalty,
-                                  wgan_gradient_penalty)
+from ganlab.models.losses import (HingeLoss, LSGANLoss, NonSaturatingLoss, RelativisticPairedLoss, WGANGPLoss,
+                                  r1_penalty, wgan_gradient_penalty)
 from test_models import fit, make_module, moved, snapshot, tiny_loader
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -108,15 +108,16 @@ def test_r1_n_disc_and_diffaugment(tmp_path):
 
 
 @pytest.mark.parametrize("model,loss", list(itertools.product(["gan", "dcgan", "cdcgan"],
-                                                              ["bce", "hinge", "lsgan", "wgan_gp"])))
+                                                              ["bce", "hinge", "lsgan", "wgan_gp", "rpgan"])))
 def test_model_and_loss_configs_compose_and_train(model, loss, tmp_path):
     overrides = [f"model={model}", f"model/loss={loss}", "data.image_size=32", "model.latent_dim=16",
-                 "model.r1_gamma=0.1"]
+                 "model.r1_gamma=0.1", "model.r2_gamma=0.1"]
     overrides += ["model.generator.width=4", "model.discriminator.width=4"]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     module = instantiate(cfg.model)
-    expected = {"bce": NonSaturatingLoss, "hinge": HingeLoss, "lsgan": LSGANLoss, "wgan_gp": WGANGPLoss}[loss]
+    expected = {"bce": NonSaturatingLoss, "hinge": HingeLoss, "lsgan": LSGANLoss, "wgan_gp": WGANGPLoss,
+                "rpgan": RelativisticPairedLoss}[loss]
     assert type(module.loss) is expected
     assert module.num_classes == (cfg.data.num_classes if model == "cdcgan" else 0)
     before = snapshot(module)

@@ -98,6 +98,11 @@ VARIANTS: dict[str, list[str]] = {
     # adc03_common's FD and common-class gain with gsr holding the rare class's CBN: ADC pulled that class onto its
     # 22 images on 2 of 4 seeds (session 36) through what it shares with the others
     "adc03_common_gsr": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.gsr_weight=0.5"],
+    # R3GAN's loss (Huang et al. 2024): relativistic pairing, each real image judged against a fake of its label, so D
+    # cannot call a whole class real or fake by its level alone; with R1 and R2 at the gamma R1 had on the ladder
+    # (bf16_tr16_r1), lazily every 16 D steps. rpgan: the loss alone (R3GAN expects it less stable without the two)
+    "rpgan_r12": ["model/loss=rpgan", "model.r1_gamma=0.2", "model.r2_gamma=0.2", "model.r1_interval=16"],
+    "rpgan": ["model/loss=rpgan"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]

@@ -34,7 +34,7 @@ from ganlab.models.ema import ema_beta, make_ema, step_average
 from ganlab.models.gsr import cbn_layers, class_weights as gsr_class_weights, gsr_term
 from ganlab.models.lr_decay import decay_factor, no_budget, step_progress, time_progress
 from ganlab.models.losses import (GANLoss, NonSaturatingLoss, adc_discriminator_term, adc_generator_term,
-                                  lecam_penalty, r1_penalty, wgan_gradient_penalty)
+                                  lecam_penalty, r1_penalty, r2_penalty, wgan_gradient_penalty)
 from ganlab.models.standing_stats import recompute_batchnorm
 
 CLASS_WEIGHTINGS = ("inverse", "inverse_sqrt")
@@ -71,13 +71,14 @@ def check_settings(generator, discriminator, loss, num_classes, n_disc, ema_deca
                        "set model.discriminator.spectral_norm=true (which drops D's BatchNorm)")
 
 
-def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay) -> None:
+def check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay, r2_gamma=0.0) -> None:
     """A mistyped number on the command line (model.lr_g=abc) arrives as a string: name the setting."""
     for name, value in (("lr_g", lr_g), ("lr_d", lr_d)):
         if not (number(value) and value > 0):
             raise ValueError(f"{name}={value!r}: expected a positive number, e.g. 2.0e-4")
-    if not (number(r1_gamma) and r1_gamma >= 0):
-        raise ValueError(f"r1_gamma={r1_gamma!r}: expected a number >= 0 (0: no R1 penalty)")
+    for name, value, images in (("r1_gamma", r1_gamma, "real"), ("r2_gamma", r2_gamma, "generated")):
+        if not (number(value) and value >= 0):
+            raise ValueError(f"{name}={value!r}: expected a number >= 0 (0: no gradient penalty on {images} images)")
     if ema_decay is not None and not number(ema_decay):
         raise ValueError(f"ema_decay={ema_decay!r}: expected a number in (0, 1), e.g. 0.999, or null for no EMA")
     pair = isinstance(betas, Sequence) and not isinstance(betas, str) and len(betas) == 2
@@ -267,6 +268,7 @@ class GANModule(L.LightningModule):
         adc_rise_end_kimg: float | None = None,
         gsr_weight: float = 0.0,
         gsr_beta: float = 0.999,
+        r2_gamma: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -278,8 +280,12 @@ class GANModule(L.LightningModule):
         if latent_dim is not None and latent_dim != self.latent_dim:
             raise ValueError(f"latent_dim={latent_dim} but the generator takes {self.latent_dim}")
         self.num_classes = num_classes
-        check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay)
+        check_numbers(lr_g, lr_d, betas, r1_gamma, ema_decay, r2_gamma)
         check_settings(generator, discriminator, self.loss, num_classes, n_disc, ema_decay)
+        if self.loss.relativistic and (ada_target is not None or few_shot_ada_target is not None):
+            raise ValueError("ada_target/few_shot_ada_target with a relativistic loss (model/loss=rpgan): ADA reads "
+                             "D's overfitting from the sign of D(real), which a relativistic D leaves without a "
+                             "fixed level; use a fixed model.augment_p, or another loss")
         check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interval, lecam_weight, lecam_decay,
                          r1_interval, ema_kimg, ema_rampup, cond_start_kimg, cond_end_kimg, mode_seeking,
                          class_weights, augment_p, translation_ratio, standing_stats, lr_decay_start)
@@ -570,8 +576,11 @@ class GANModule(L.LightningModule):
         if self.loss.gradient_penalty:
             loss = loss + self.loss.gradient_penalty * wgan_gradient_penalty(self.discriminator, real, fake, y)
         interval = self.hparams.r1_interval
-        if self.hparams.r1_gamma and d_step % interval == 0:  # lazy R1: every `interval` D steps, x interval
-            loss = loss + 0.5 * self.hparams.r1_gamma * interval * r1_penalty(self.discriminator, real, y)
+        if d_step % interval == 0:  # lazy R1 / R2: every `interval` D steps, x interval
+            if self.hparams.r1_gamma:
+                loss = loss + 0.5 * self.hparams.r1_gamma * interval * r1_penalty(self.discriminator, real, y)
+            if self.hparams.r2_gamma:
+                loss = loss + 0.5 * self.hparams.r2_gamma * interval * r2_penalty(self.discriminator, fake, y)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_d.step()
@@ -593,11 +602,20 @@ class GANModule(L.LightningModule):
         self.lecam_anchors.copy_(keep * self.lecam_anchors + (1 - keep) * means)
         self.lecam_updates += 1
 
-    def generator_step(self, batch_size, labels, opt_g, images_seen: int | None = None):
-        """One G update; `images_seen` (after this batch, all processes) sets the EMA decay with ema_kimg."""
+    def generator_step(self, batch_size, labels, opt_g, images_seen: int | None = None,
+                       real: torch.Tensor | None = None):
+        """One G update; `images_seen` (after this batch, all processes) sets the EMA decay with ema_kimg. A
+        relativistic loss pairs each fake with one of the `real` images (of the same label unless mode seeking
+        repeats the first half's labels)."""
         y = labels if self.conditional else None
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad while G learns
         generator, discriminator = self._train_nets
+        real_kwargs = {}
+        if self.loss.relativistic:
+            if real is None:
+                raise ValueError("a relativistic loss needs the batch's real images in the generator step")
+            with torch.no_grad():  # constants for G
+                real_kwargs["real_logits"] = discriminator(self.augment(real, y), y)
         ms_weight = self.hparams.mode_seeking
         half = batch_size // 2
         if ms_weight and half:
@@ -612,7 +630,9 @@ class GANModule(L.LightningModule):
             fake_logits, fake_classes = discriminator(self.augment(fake, y), y, classes=True)
         else:
             fake_logits = discriminator(self.augment(fake, y), y)
-        loss = self.loss.generator(fake_logits, **self.weight_kwargs(y))
+        if real_kwargs:
+            real_kwargs["real_logits"] = real_kwargs["real_logits"][:fake_logits.shape[0]]
+        loss = self.loss.generator(fake_logits, **self.weight_kwargs(y), **real_kwargs)
         if self.hparams.adc_weight:
             term = adc_generator_term(fake_classes, y, self.adc_mask(y))
             loss = loss + adc * term
@@ -694,7 +714,8 @@ class GANModule(L.LightningModule):
         for i in range(n_disc):
             loss_d, real_logits, fake_logits = self.discriminator_step(real, labels, opt_d, batches * n_disc + i)
             losses.append(loss_d)
-        loss_g = self.generator_step(real.shape[0], labels, opt_g, self.images_seen(real.shape[0], batches + 1))
+        loss_g = self.generator_step(real.shape[0], labels, opt_g, self.images_seen(real.shape[0], batches + 1),
+                                     real=real)
         if self.ada is not None:
             interval = self.hparams.ada_interval
             if (batches + 1) % interval == 0:

@@ -2,6 +2,8 @@
 
 Each loss knows its two phases: `discriminator(real_logits, fake_logits)` and `generator(fake_logits)`;
 both take optional per-sample `weights` (class-weighted losses): the mean becomes sum(w * l) / sum(w).
+A relativistic loss (`relativistic = True`) also needs D's logits of real images in G's phase:
+`generator(fake_logits, weights, real_logits=...)`, paired with the fakes image by image.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ def mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Ten
 class GANLoss:
     #: weight of the WGAN-GP gradient penalty on real/fake interpolates; 0 disables it
     gradient_penalty: float = 0.0
+    #: the generator phase compares each fake's logit with a real image's (needs `real_logits`)
+    relativistic: bool = False
 
     def discriminator(self, real_logits: torch.Tensor, fake_logits: torch.Tensor,
                       weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,6 +94,23 @@ class WGANGPLoss(GANLoss):
         return -mean(fake_logits, weights)
 
 
+class RelativisticPairedLoss(GANLoss):
+    """RpGAN (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024): D learns that each real image is more real than
+    the fake it is paired with, softplus(D(fake) - D(real)), and G the reverse, softplus(D(real) - D(fake)). Only
+    differences of logits count, so D's output has no fixed level: adding a constant to every logit changes
+    nothing. R3GAN pairs it with R1 and R2 (model.r1_gamma, model.r2_gamma) for a well-behaved D. In float32."""
+
+    relativistic = True
+
+    def discriminator(self, real_logits, fake_logits, weights=None):
+        return mean(F.softplus(fake_logits.float() - real_logits.float()), weights)
+
+    def generator(self, fake_logits, weights=None, real_logits=None):
+        if real_logits is None:
+            raise ValueError("the relativistic loss compares each fake with a real image: pass real_logits")
+        return mean(F.softplus(real_logits.detach().float() - fake_logits.float()), weights)
+
+
 def _input_gradients(discriminator, images: torch.Tensor, labels) -> torch.Tensor:
     """dD/dx with a graph for the second backward. Computed in float32 with autocast off: in float16
     the double backward overflows, and under GradScaler (16-mixed) nearly every D step is skipped."""
@@ -109,6 +130,11 @@ def wgan_gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor,
 def r1_penalty(discriminator, real: torch.Tensor, labels) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): squared gradient norm of D at real images; multiply by gamma/2."""
     return _input_gradients(discriminator, real, labels).pow(2).sum(dim=1).mean()
+
+
+def r2_penalty(discriminator, fake: torch.Tensor, labels) -> torch.Tensor:
+    """R2: R1's squared gradient norm of D, at generated images (R3GAN needs both with RpGAN); multiply by gamma/2."""
+    return _input_gradients(discriminator, fake, labels).pow(2).sum(dim=1).mean()
 
 
 def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchor_real: torch.Tensor,
