@@ -160,3 +160,16 @@ def test_ddp_adc_with_its_weight_at_zero_keeps_replicas_identical(run_cli, cli_e
                       f"hydra.run.dir={run}", env=cli_env))
     digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert "discriminator.class_head.weight" in digests[0] and digests[0] == digests[1]
+
+
+def test_ddp_rpgan_with_r1_and_r2_keeps_replicas_identical(run_cli, cli_env, tmp_path):
+    """RpGAN's G step reads D's logits of the real batch (a forward without a graph) and R2 takes a second-order
+    gradient at the fakes: under DDP both ranks still end with the same weights and statistics."""
+    run = tmp_path / "run"
+    assert_ok(run_cli("ganlab.train", *TINY, "model=cdcgan", "model/loss=rpgan", "model.r1_gamma=0.2",
+                      "model.r2_gamma=0.2", "model.r1_interval=2", "trainer=ddp", "trainer.accelerator=cpu",
+                      "trainer.devices=2", "trainer.limit_train_batches=3", "logger=none", "metrics=none",
+                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
+                      f"hydra.run.dir={run}", env=cli_env))
+    digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(digests[0]) > 10 and digests[0] == digests[1]

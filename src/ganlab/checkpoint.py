@@ -35,6 +35,7 @@ RECIPE_CLASSES = frozenset({
     "ganlab.models.losses.HingeLoss",
     "ganlab.models.losses.LSGANLoss",
     "ganlab.models.losses.WGANGPLoss",
+    "ganlab.models.losses.RelativisticPairedLoss",
 })
 # The data modules that the data config of a checkpoint's run (config_resolved.yaml, or a generate
 # output's generate.json) may build when evaluate, audit or augment take the training data from it.
