@@ -1,5 +1,5 @@
 """The one LightningModule every GAN family shares: manual optimisation, n_disc D steps then one
-G step per batch, optional DiffAugment / R1 / gradient penalty, and a generator EMA.
+G step per batch, optional DiffAugment / R1 / R2 / gradient penalty, and a generator EMA.
 
 Families differ only in the `generator` / `discriminator` modules they are given (see conf/model/),
 which follow the family contract in ganlab/models/__init__.py: `generator.latent_dim`,
