@@ -200,6 +200,7 @@ def check_gsr(gsr_weight, gsr_beta, generator) -> None:
         raise ValueError("gsr_weight regularises G's conditional BatchNorm: it needs model=cdcgan with "
                          "model.generator.conditioning=cbn")
 
+
 def check_few_shot(num_classes, policy, max_images, ada_target=None) -> tuple:
     """The few-shot classes' extra DiffAugment ops (() when off), after checking the settings."""
     ops = parse_policy(policy)

@@ -127,14 +127,19 @@ def wgan_gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor,
     return (_input_gradients(discriminator, mixed, labels).norm(2, dim=1) - 1.0).pow(2).mean()
 
 
+def squared_gradient_norm(discriminator, images: torch.Tensor, labels) -> torch.Tensor:
+    """The batch mean of ||dD/dx||^2 at `images`: the zero-centred penalty behind R1 and R2."""
+    return _input_gradients(discriminator, images, labels).pow(2).sum(dim=1).mean()
+
+
 def r1_penalty(discriminator, real: torch.Tensor, labels) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): squared gradient norm of D at real images; multiply by gamma/2."""
-    return _input_gradients(discriminator, real, labels).pow(2).sum(dim=1).mean()
+    return squared_gradient_norm(discriminator, real, labels)
 
 
 def r2_penalty(discriminator, fake: torch.Tensor, labels) -> torch.Tensor:
-    """R2: R1's squared gradient norm of D, at generated images (R3GAN needs both with RpGAN); multiply by gamma/2."""
-    return _input_gradients(discriminator, fake, labels).pow(2).sum(dim=1).mean()
+    """R2: the same at generated images (R3GAN needs both with RpGAN); multiply by gamma/2."""
+    return squared_gradient_norm(discriminator, fake, labels)
 
 
 def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchor_real: torch.Tensor,
