@@ -103,6 +103,11 @@ VARIANTS: dict[str, list[str]] = {
     # (bf16_tr16_r1), lazily every 16 D steps. rpgan: the loss alone (R3GAN expects it less stable without the two)
     "rpgan_r12": ["model/loss=rpgan", "model.r1_gamma=0.2", "model.r2_gamma=0.2", "model.r1_interval=16"],
     "rpgan": ["model/loss=rpgan"],
+    # D's BatchNorm normalises the real and the fake batch each with its own statistics (they pass D separately), so
+    # a shift of a feature's mean or spread between real and fake images is normalised away before D can judge it
+    # (why Salimans et al. 2016 proposed virtual BatchNorm); FD compares exactly those means and covariances.
+    # Spectral norm in place of BatchNorm (SNGAN / BigGAN's D, with projection and hinge as here) keeps them visible
+    "sn": ["model.discriminator.spectral_norm=true"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
