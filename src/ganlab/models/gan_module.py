@@ -270,6 +270,7 @@ class GANModule(L.LightningModule):
         gsr_weight: float = 0.0,
         gsr_beta: float = 0.999,
         r2_gamma: float = 0.0,
+        d_joint_batch: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -293,6 +294,8 @@ class GANModule(L.LightningModule):
         check_adc(adc_weight, num_classes, discriminator, adc_few_shot, adc_fade_start_kimg, adc_fade_end_kimg,
                   adc_rise_start_kimg, adc_rise_end_kimg)
         check_gsr(gsr_weight, gsr_beta, generator)
+        if not isinstance(d_joint_batch, bool):
+            raise ValueError(f"d_joint_batch={d_joint_batch!r}: expected true or false")
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -555,12 +558,12 @@ class GANModule(L.LightningModule):
         with torch.no_grad():
             fake = generator(self.noise(real.shape[0]), y)
         adc = self.adc_weight_now()
-        if self.hparams.adc_weight:  # the head is used at weight 0 too: DDP expects every parameter in the graph
-            real_logits, real_classes = discriminator(self.augment(real, y), y, classes=True)
-            fake_logits, fake_classes = discriminator(self.augment(fake, y), y, classes=True)
+        # the ADC head is used at weight 0 too: DDP expects every parameter in the graph
+        real_out, fake_out = self.judge(discriminator, self.augment(real, y), self.augment(fake, y), y, y)
+        if self.hparams.adc_weight:
+            (real_logits, real_classes), (fake_logits, fake_classes) = real_out, fake_out
         else:
-            real_logits = discriminator(self.augment(real, y), y)
-            fake_logits = discriminator(self.augment(fake, y), y)
+            real_logits, fake_logits = real_out, fake_out
         loss = self.loss.discriminator(real_logits, fake_logits, **self.weight_kwargs(y))
         if self.hparams.adc_weight:
             term = adc_discriminator_term(real_classes, fake_classes, y, self.adc_mask(y))
@@ -587,6 +590,23 @@ class GANModule(L.LightningModule):
         opt_d.step()
         return loss.detach(), real_logits.detach(), fake_logits.detach()
 
+    def judge(self, discriminator, real, fake, real_labels, fake_labels):
+        """D's outputs (logits, or logits and class logits with ADC) for augmented real and fake images: two
+        forwards, or with d_joint_batch one forward of both, so D's BatchNorm normalises real and fake images with
+        the same statistics and a shift between them stays visible to D (in separate batches each is normalised
+        away). `real` None: fakes alone."""
+        classes = {"classes": True} if self.hparams.adc_weight else {}
+        if real is None:
+            return None, discriminator(fake, fake_labels, **classes)
+        if not self.hparams.d_joint_batch:
+            return discriminator(real, real_labels, **classes), discriminator(fake, fake_labels, **classes)
+        labels = None if real_labels is None else torch.cat([real_labels, fake_labels])
+        both = discriminator(torch.cat([real, fake]), labels, **classes)
+        n = real.shape[0]
+        if classes:
+            return (both[0][:n], both[1][:n]), (both[0][n:], both[1][n:])
+        return both[:n], both[n:]
+
     def weight_kwargs(self, labels) -> dict:
         weights = self.loss_weights(labels)
         return {} if weights is None else {"weights": weights}
@@ -611,10 +631,11 @@ class GANModule(L.LightningModule):
         y = labels if self.conditional else None
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad while G learns
         generator, discriminator = self._train_nets
-        real_kwargs = {}
-        if self.loss.relativistic:
-            if real is None:
-                raise ValueError("a relativistic loss needs the batch's real images in the generator step")
+        real_kwargs, joint = {}, self.hparams.d_joint_batch
+        if (self.loss.relativistic or joint) and real is None:
+            raise ValueError("a relativistic loss and d_joint_batch need the batch's real images in the generator step")
+        real_labels = y
+        if self.loss.relativistic and not joint:
             with torch.no_grad():  # constants for G
                 real_kwargs["real_logits"] = discriminator(self.augment(real, y), y)
         ms_weight = self.hparams.mode_seeking
@@ -627,10 +648,14 @@ class GANModule(L.LightningModule):
             z = self.noise(batch_size)
         fake = generator(z, y)
         adc = self.adc_weight_now()
+        real_out, fake_out = self.judge(discriminator, self.augment(real, real_labels) if joint else None,
+                                        self.augment(fake, y), real_labels, y)
         if self.hparams.adc_weight:
-            fake_logits, fake_classes = discriminator(self.augment(fake, y), y, classes=True)
+            fake_logits, fake_classes = fake_out
         else:
-            fake_logits = discriminator(self.augment(fake, y), y)
+            fake_logits = fake_out
+        if self.loss.relativistic and joint:  # constants for G, from the same forward as the fakes
+            real_kwargs["real_logits"] = (real_out[0] if self.hparams.adc_weight else real_out).detach()
         if real_kwargs:
             real_kwargs["real_logits"] = real_kwargs["real_logits"][:fake_logits.shape[0]]
         loss = self.loss.generator(fake_logits, **self.weight_kwargs(y), **real_kwargs)
