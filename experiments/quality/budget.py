@@ -108,6 +108,8 @@ VARIANTS: dict[str, list[str]] = {
     # (why Salimans et al. 2016 proposed virtual BatchNorm); FD compares exactly those means and covariances.
     # Spectral norm in place of BatchNorm (SNGAN / BigGAN's D, with projection and hinge as here) keeps them visible
     "sn": ["model.discriminator.spectral_norm=true"],
+    # the same hypothesis with D unchanged: its BatchNorm kept, real and fake images through it as one batch
+    "joint": ["model.d_joint_batch=true"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
