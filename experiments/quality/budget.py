@@ -110,6 +110,9 @@ VARIANTS: dict[str, list[str]] = {
     "sn": ["model.discriminator.spectral_norm=true"],
     # the same hypothesis with D unchanged: its BatchNorm kept, real and fake images through it as one batch
     "joint": ["model.d_joint_batch=true"],
+    # no normalisation in D at all (StyleGAN's D has none): nothing of the batch enters an image's logit, and nothing
+    # constrains D's layers as spectral norm does
+    "plain": ["model.discriminator.batch_norm=false"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]

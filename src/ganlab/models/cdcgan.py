@@ -161,13 +161,13 @@ class ConditionalDCGANGenerator(DCGANGenerator):
 class ConditionalDCGANDiscriminator(DCGANDiscriminator):
     def __init__(self, num_classes: int, image_size: int = 64, channels: int = 1, width: int = 64,
                  conditioning: str = "projection", spectral_norm: bool = False, mbstd_group: int = 0,
-                 ordinal: bool = False, texture_width: int = 0):
+                 ordinal: bool = False, texture_width: int = 0, batch_norm: bool = True):
         if conditioning not in D_CONDITIONINGS:
             raise ValueError(f"discriminator conditioning={conditioning!r}; choose one of {D_CONDITIONINGS}")
         self.num_classes, self.conditioning = check_num_classes(num_classes), conditioning
         self.ordinal = check_ordinal(ordinal)
         super().__init__(image_size=image_size, channels=channels, width=width, spectral_norm=spectral_norm,
-                         mbstd_group=mbstd_group, texture_width=texture_width,
+                         mbstd_group=mbstd_group, texture_width=texture_width, batch_norm=batch_norm,
                          label_channels=num_classes if conditioning == "concat" else 0)
         self.register_buffer("cond_weight", None, persistent=False)  # see enable_cond_weight
         self.spectral_norm = spectral_norm

@@ -215,18 +215,21 @@ class DCGANDiscriminator(nn.Module):
     `mbstd_group` > 0 adds a minibatch-stddev feature map before the last layer (0: off).
     `texture_width` > 0 adds a TextureBranch of that width, whose logit is added (0: off).
     `label_channels`: extra input maps after the image channels (the conditional concat D's one-hot maps);
-    the texture branch sees the image channels only."""
+    the texture branch sees the image channels only. `batch_norm` False: no normalisation between the layers
+    (spectral norm always replaces BatchNorm)."""
 
     def __init__(self, image_size: int = 64, channels: int = 1, width: int = 64, spectral_norm: bool = False,
-                 mbstd_group: int = 0, texture_width: int = 0, label_channels: int = 0):
+                 mbstd_group: int = 0, texture_width: int = 0, label_channels: int = 0, batch_norm: bool = True):
         super().__init__()
         check_count("mbstd_group", mbstd_group, "0: off; 4 is usual")
         check_count("texture_width", texture_width, "0: off; 16 is this project's setting")
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"batch_norm={batch_norm!r}: expected true or false")
         self.image_size, self.channels = image_size, channels
         plan = channel_plan(image_size, width)[::-1]  # image-sized layer first
         sn = _sn if spectral_norm else (lambda m: m)
         # BatchNorm and spectral norm are alternatives; mixing them hurts stability.
-        norm = (lambda c: nn.Identity()) if spectral_norm else nn.BatchNorm2d
+        norm = nn.BatchNorm2d if batch_norm and not spectral_norm else (lambda c: nn.Identity())
         layers = [sn(nn.Conv2d(channels + label_channels, plan[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
         for c_in, c_out in zip(plan[:-1], plan[1:]):
             layers += [sn(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False)), norm(c_out), nn.LeakyReLU(0.2, True)]

@@ -1,4 +1,5 @@
-"""model.d_joint_batch: real and fake images pass D's BatchNorm as one batch, so a shift between them stays visible."""
+"""D's BatchNorm and the real-vs-fake batch: model.d_joint_batch (one batch, a shift between them stays visible)
+and model.discriminator.batch_norm=false (no BatchNorm in D)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,8 @@ import torch
 from torch import nn
 
 from ganlab.models.losses import RelativisticPairedLoss
-from test_models import fit, make_module, moved, snapshot, tiny_loader
+from ganlab.models.gan_module import GANModule
+from test_models import NUM_CLASSES, fit, make_module, moved, networks, snapshot, tiny_loader
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -56,3 +58,22 @@ def test_joint_batch_trains_with_one_forward_of_both_per_step(family, extra, tmp
 def test_joint_batch_is_checked():
     with pytest.raises(ValueError, match="d_joint_batch='yes'"):
         make_module("dcgan", d_joint_batch="yes")
+
+
+@pytest.mark.parametrize("family", ["dcgan", "cdcgan"])
+def test_discriminator_without_batch_norm_has_none_and_trains(family, tmp_path):
+    g, d = networks(family)
+    kwargs = {"num_classes": NUM_CLASSES} if family == "cdcgan" else {}
+    plain = type(d)(**kwargs, image_size=32, width=4, batch_norm=False)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    x, labels = torch.randn(4, 1, 32, 32), (torch.arange(4) % NUM_CLASSES if kwargs else None)
+    # no batch statistics in training mode: an image's logit is the same alone as in a batch
+    assert torch.allclose(plain.train()(x, labels)[:1], plain(x[:1], None if labels is None else labels[:1]),
+                          atol=1e-6)
+    module = GANModule(g, plain, **kwargs)
+    before = snapshot(module)
+    fit(module, tiny_loader(), tmp_path)
+    assert moved(before, snapshot(module), "discriminator.")
+    with pytest.raises(ValueError, match="batch_norm='no'"):
+        type(d)(**kwargs, image_size=32, width=4, batch_norm="no")
