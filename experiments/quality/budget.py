@@ -113,6 +113,8 @@ VARIANTS: dict[str, list[str]] = {
     # no normalisation in D at all (StyleGAN's D has none): nothing of the batch enters an image's logit, and nothing
     # constrains D's layers as spectral norm does
     "plain": ["model.discriminator.batch_norm=false"],
+    # ... with lazy R1 at the ladder's gamma, as StyleGAN's D (no normalisation) always has it
+    "plain_r1": ["model.discriminator.batch_norm=false", "model.r1_gamma=0.2", "model.r1_interval=16"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]
