@@ -631,13 +631,11 @@ class GANModule(L.LightningModule):
         y = labels if self.conditional else None
         self.toggle_optimizer(opt_g)  # D's parameters stop requiring grad while G learns
         generator, discriminator = self._train_nets
-        real_kwargs, joint = {}, self.hparams.d_joint_batch
-        if (self.loss.relativistic or joint) and real is None:
+        needs_real = self.loss.relativistic or self.hparams.d_joint_batch
+        if needs_real and real is None:
             raise ValueError("a relativistic loss and d_joint_batch need the batch's real images in the generator step")
-        real_labels = y
-        if self.loss.relativistic and not joint:
-            with torch.no_grad():  # constants for G
-                real_kwargs["real_logits"] = discriminator(self.augment(real, y), y)
+        real_labels = y  # before mode seeking repeats the first half's labels for the fakes
+        real_seen = self.augment(real, y) if needs_real else None
         ms_weight = self.hparams.mode_seeking
         half = batch_size // 2
         if ms_weight and half:
@@ -648,16 +646,15 @@ class GANModule(L.LightningModule):
             z = self.noise(batch_size)
         fake = generator(z, y)
         adc = self.adc_weight_now()
-        real_out, fake_out = self.judge(discriminator, self.augment(real, real_labels) if joint else None,
-                                        self.augment(fake, y), real_labels, y)
+        real_out, fake_out = self.judge(discriminator, real_seen, self.augment(fake, y), real_labels, y)
         if self.hparams.adc_weight:
             fake_logits, fake_classes = fake_out
         else:
             fake_logits = fake_out
-        if self.loss.relativistic and joint:  # constants for G, from the same forward as the fakes
-            real_kwargs["real_logits"] = (real_out[0] if self.hparams.adc_weight else real_out).detach()
-        if real_kwargs:
-            real_kwargs["real_logits"] = real_kwargs["real_logits"][:fake_logits.shape[0]]
+        real_kwargs = {}
+        if self.loss.relativistic:  # constants for G (D's parameters do not require grad in this step)
+            real_logits = real_out[0] if self.hparams.adc_weight else real_out
+            real_kwargs["real_logits"] = real_logits.detach()[:fake_logits.shape[0]]
         loss = self.loss.generator(fake_logits, **self.weight_kwargs(y), **real_kwargs)
         if self.hparams.adc_weight:
             term = adc_generator_term(fake_classes, y, self.adc_mask(y))
