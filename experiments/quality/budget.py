@@ -115,6 +115,12 @@ VARIANTS: dict[str, list[str]] = {
     "plain": ["model.discriminator.batch_norm=false"],
     # ... with lazy R1 at the ladder's gamma, as StyleGAN's D (no normalisation) always has it
     "plain_r1": ["model.discriminator.batch_norm=false", "model.r1_gamma=0.2", "model.r1_interval=16"],
+    # D learns the 22 rare images by heart (metrics/d_overfit/ModerateDemented ~0.4-0.5 late in the preset's runs,
+    # the common classes ~0): APA (Jiang et al. 2021) tells D that some of G's images of a class are real, with a
+    # probability per class adapted from that class's E[sign D(real)] (target 0.6 as in the paper; ada_kimg 100 as
+    # the ladder's ADA rows, since a class's p moves only with its own images). apa_rare: the rare class alone
+    "apa": ["model.apa_target=0.6", "model.ada_kimg=100"],
+    "apa_rare": ["model.apa_target=0.6", "model.apa_few_shot=true", "model.ada_kimg=100"],
 }
 # --smoke: a tiny preset for 20 s; the data overrides are also the evaluation's
 SMOKE_EXTRA = SMOKE + ["data.per_class=60", "trainer.max_time=00:00:00:20", "metrics.every_n_epochs=0"]

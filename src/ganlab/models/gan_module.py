@@ -7,7 +7,8 @@ which follow the family contract in ganlab/models/__init__.py: `generator.latent
 discriminator returning 1-D logits.
 
 Small-data options, all off by default (conf/model/dcgan.yaml says which key switches each on):
-ADA (adaptive augmentation probability, models/ada.py), LeCam regularisation, lazy R1, EMA as a
+ADA (adaptive augmentation probability, models/ada.py), APA (adaptive pseudo augmentation,
+models/apa.py), LeCam regularisation, lazy R1, EMA as a
 half-life in kimg with ramp-up, a transition from unconditional to conditional training, mode-seeking
 regularisation, class-weighted losses and a linear learning-rate decay over the end of the training budget
 (models/lr_decay.py). Schedules count images as batches x batch size x processes
@@ -27,6 +28,7 @@ from torch import nn
 
 from ganlab.errors import GanlabError
 from ganlab.models.ada import AdaptiveAugment, multi_process
+from ganlab.models.apa import PseudoAugment
 from ganlab.models.cdcgan import enable_cond_weight
 from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
@@ -218,6 +220,21 @@ def check_few_shot(num_classes, policy, max_images, ada_target=None) -> tuple:
     return ops
 
 
+def check_apa(apa_target, apa_few_shot, num_classes, loss) -> None:
+    if apa_target is not None:
+        check_fraction("apa_target", apa_target, "e.g. 0.6, or null (APA off)")
+        if loss.relativistic:
+            raise ValueError("apa_target with a relativistic loss (model/loss=rpgan): APA reads D's overfitting from "
+                             "the sign of D(real), which a relativistic D leaves without a fixed level")
+    if not isinstance(apa_few_shot, bool):
+        raise ValueError(f"apa_few_shot={apa_few_shot!r}: expected true or false")
+    if apa_few_shot and apa_target is None:
+        raise ValueError("apa_few_shot=true but apa_target is null: it limits APA to the few-shot classes; "
+                         "set model.apa_target (e.g. 0.6)")
+    if apa_few_shot and not num_classes:
+        raise ValueError("apa_few_shot needs a conditional model (model=cdcgan): it picks classes")
+
+
 def mode_seeking_term(fake: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
     """MSGAN's term to minimise: 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps), in float32."""
     fake, z = fake.float(), z.float()
@@ -271,6 +288,8 @@ class GANModule(L.LightningModule):
         gsr_beta: float = 0.999,
         r2_gamma: float = 0.0,
         d_joint_batch: bool = False,
+        apa_target: float | None = None,
+        apa_few_shot: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator", "loss"])
@@ -296,6 +315,7 @@ class GANModule(L.LightningModule):
         check_gsr(gsr_weight, gsr_beta, generator)
         if not isinstance(d_joint_batch, bool):
             raise ValueError(f"d_joint_batch={d_joint_batch!r}: expected true or false")
+        check_apa(apa_target, apa_few_shot, num_classes, self.loss)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
         self.ada = (AdaptiveAugment(self.augment_ops, ada_target, ada_kimg, ada_interval, self.translation_ratio)
@@ -307,6 +327,9 @@ class GANModule(L.LightningModule):
                                              self.translation_ratio, classes=num_classes)
                              if few_shot_ada_target is not None else None)
         self.few_shot_names: list[tuple[int, str]] = []  # (index, name) of the few-shot classes, for the logs
+        self.apa = (PseudoAugment(apa_target, ada_kimg, ada_interval, classes=num_classes)
+                    if apa_target is not None else None)
+        self.apa_names: list[tuple[int, str]] = []  # (index, name) of the classes whose APA p is logged
         if lecam_weight:
             # EMA anchors of the mean D(real) and D(fake) logits, and how many updates they have had
             self.register_buffer("lecam_anchors", torch.zeros(2))
@@ -443,7 +466,12 @@ class GANModule(L.LightningModule):
         if isinstance(how, str):
             self.class_weight.copy_(weights_from_counts(self.training_class_counts(), how))
         if self.needs_few_shot_classes:
-            self.mark_few_shot_classes(self.training_counts("few_shot_policy" if self.few_shot_ops else "adc_few_shot"))
+            self.mark_few_shot_classes(self.training_counts(
+                "few_shot_policy" if self.few_shot_ops else "apa_few_shot" if self.hparams.apa_few_shot
+                else "adc_few_shot"))
+        if self.apa is not None and self.apa.classes:
+            self.apa_names = (self.few_shot_names if self.hparams.apa_few_shot else
+                              list(enumerate(self.class_names())))
         if self.hparams.gsr_weight:
             counts = self.training_counts("gsr_weight")
             self.gsr_class_weight.copy_(gsr_class_weights(counts.values(), self.hparams.gsr_beta))
@@ -462,7 +490,7 @@ class GANModule(L.LightningModule):
 
     @property
     def needs_few_shot_classes(self) -> bool:
-        return bool(self.few_shot_ops) or self.adc_leaves_out_few_shot
+        return bool(self.few_shot_ops) or self.adc_leaves_out_few_shot or self.hparams.apa_few_shot
 
     def mark_few_shot_classes(self, counts: dict[str, int]) -> None:
         """Mark the classes with at most few_shot_images training images (counts: class name -> images)."""
@@ -475,6 +503,8 @@ class GANModule(L.LightningModule):
             uses["few_shot_policy"] = f"{','.join(self.few_shot_ops)} on"
         if self.adc_leaves_out_few_shot:
             uses["adc_few_shot=false"] = "no ADC terms for"
+        if self.hparams.apa_few_shot:
+            uses["apa_few_shot"] = "pseudo augmentation only on"
         for setting, does in uses.items():
             if chosen:
                 rank_zero_info(f"{setting}: {does} {', '.join(chosen)}")
@@ -559,7 +589,8 @@ class GANModule(L.LightningModule):
             fake = generator(self.noise(real.shape[0]), y)
         adc = self.adc_weight_now()
         # the ADC head is used at weight 0 too: DDP expects every parameter in the graph
-        real_out, fake_out = self.judge(discriminator, self.augment(real, y), self.augment(fake, y), y, y)
+        told_real = real if self.apa is None else self.pseudo_augment(real, y, generator)
+        real_out, fake_out = self.judge(discriminator, self.augment(told_real, y), self.augment(fake, y), y, y)
         if self.hparams.adc_weight:
             (real_logits, real_classes), (fake_logits, fake_classes) = real_out, fake_out
         else:
@@ -573,6 +604,8 @@ class GANModule(L.LightningModule):
             self.ada.accumulate(real_logits)
         if self.few_shot_ada is not None:
             self.few_shot_ada.accumulate(real_logits, labels)
+        if self.apa is not None:
+            self.apa.accumulate(real_logits, y)
         if self.hparams.lecam_weight:
             self.update_lecam_anchors(real_logits, fake_logits)
             anchors = self.lecam_anchors
@@ -589,6 +622,18 @@ class GANModule(L.LightningModule):
         self.manual_backward(loss)
         opt_d.step()
         return loss.detach(), real_logits.detach(), fake_logits.detach()
+
+    @torch.no_grad()
+    def pseudo_augment(self, real, y, generator) -> torch.Tensor:
+        """APA: real images replaced by G's images of the same class with probability p (models/apa.py); with
+        apa_few_shot only those of the few-shot classes. R1 still reads the true real images."""
+        allowed = self.few_shot_class[y] if self.hparams.apa_few_shot else None
+        return self.apa(real, y, lambda n: generator(self.noise(n), y), allowed)
+
+    def class_names(self) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = list(datamodule.class_counts("train")) if hasattr(datamodule, "class_counts") else []
+        return names if len(names) == self.num_classes else [str(c) for c in range(self.num_classes)]
 
     def judge(self, discriminator, real, fake, real_labels, fake_labels):
         """D's outputs (logits, or logits and class logits with ADC) for augmented real and fake images: two
@@ -750,6 +795,14 @@ class GANModule(L.LightningModule):
             for c, name in self.few_shot_names:
                 extra.update({f"train/few_shot_p/{name}": self.few_shot_ada.p[c],
                               f"train/few_shot_rt/{name}": self.few_shot_ada.rt[c]})
+        if self.apa is not None:
+            if (batches + 1) % self.hparams.ada_interval == 0:
+                self.apa.update(self.images_seen(real.shape[0], self.hparams.ada_interval))
+            if self.apa.classes:
+                for c, name in self.apa_names:
+                    extra.update({f"train/apa_p/{name}": self.apa.p[c], f"train/apa_rt/{name}": self.apa.rt[c]})
+            else:
+                extra.update({"train/apa_p": self.apa.p, "train/apa_rt": self.apa.rt})
         extra.update(self._term_logs)
         if self.hparams.lecam_weight:
             extra.update({"train/lecam_anchor_real": self.lecam_anchors[0],
