@@ -48,7 +48,7 @@ def is_generated(images: torch.Tensor) -> torch.Tensor:
     return (flat.amax(1) - flat.amin(1)) < 1e-6
 
 
-def test_pseudo_augment_swaps_each_image_with_its_class_p_and_generates_nothing_at_p_0():
+def test_pseudo_augment_swaps_each_image_with_its_class_p_and_runs_g_only_while_a_p_is_above_0():
     apa = PseudoAugment(target=0.6, kimg=1.0, classes=3)
     real, labels = torch.zeros(30, 1, 4, 4), torch.arange(30) % 3
     calls = []
@@ -62,8 +62,8 @@ def test_pseudo_augment_swaps_each_image_with_its_class_p_and_generates_nothing_
     out = apa(real, labels, generate)
     assert calls == [30] and torch.equal(out[labels == 2], torch.ones(10, 1, 4, 4))
     assert torch.equal(out[labels != 2], real[labels != 2])
-    kept = apa(real, labels, generate, allowed=labels != 2)  # the only class with p > 0 is not allowed
-    assert torch.equal(kept, real)
+    kept = apa(real, labels, generate, classes=torch.tensor([True, True, False]))  # the class with p > 0 left out
+    assert torch.equal(kept, real) and calls == [30]  # and G not run for it
     apa.p.fill_(0.5)
     torch.manual_seed(0)
     share = is_generated(apa(torch.rand(4000, 1, 4, 4), torch.arange(4000) % 3, generate)).float().mean()

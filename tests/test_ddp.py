@@ -173,3 +173,19 @@ def test_ddp_rpgan_with_r1_and_r2_keeps_replicas_identical(run_cli, cli_env, tmp
                       f"hydra.run.dir={run}", env=cli_env))
     digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert len(digests[0]) > 10 and digests[0] == digests[1]
+
+
+@pytest.mark.slow
+def test_ddp_apa_keeps_replicas_identical(run_cli, cli_env, tmp_path):
+    """APA per class: each rank swaps its own images for its own G samples, but p and its sums are all-reduced, so
+    both ranks end with the same p, weights and statistics (p rises within the 3 batches: ada_kimg tiny)."""
+    run = tmp_path / "run"
+    assert_ok(run_cli("ganlab.train", *TINY, "model=cdcgan", "model.apa_target=0.01", "model.ada_kimg=0.01",
+                      "model.ada_interval=1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                      "trainer.limit_train_batches=3", "logger=none", "metrics=none",
+                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
+                      f"hydra.run.dir={run}", env=cli_env))
+    digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert {"apa.p", "apa.stats"} <= set(digests[0]) and digests[0] == digests[1]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["apa.p"].max() > 0  # G's images were swapped in on both ranks

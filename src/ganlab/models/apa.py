@@ -7,8 +7,8 @@ its few training images by heart is handed images it cannot call real from memor
 ones included, so p settles where the swapped-in images pull that figure down to the target.
 
 Per class in a conditional model (each class its own p, from its own r_t, moved by its own images): the
-pooled r_t is the large classes' figure. With `few_shot` only the classes with at most few_shot_images
-training images are ever swapped (the rest keep p at 0 in effect, though their p is still computed).
+pooled r_t is the large classes' figure. With apa_few_shot only the classes with at most few_shot_images
+training images are ever swapped (the others' p is still computed, and never used).
 """
 from __future__ import annotations
 
@@ -23,19 +23,16 @@ class PseudoAugment(AdaptiveAugment):
     def __init__(self, target: float = 0.6, kimg: float = 500.0, interval: int = 4, classes: int = 0):
         super().__init__((), target, kimg, interval, classes=classes)
 
-    def chosen(self, labels: torch.Tensor | None, n: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
-        """Which of n real images to replace: each with its class's p (or the pooled p), never where not allowed."""
-        p = self.p[labels] if self.classes else self.p.expand(n)
-        if allowed is not None:
-            p = torch.where(allowed, p, 0.0)
-        return torch.rand(n, device=p.device) < p
-
     def forward(self, real: torch.Tensor, labels: torch.Tensor | None,
-                generate: Callable[[int], torch.Tensor], allowed: torch.Tensor | None = None) -> torch.Tensor:
-        """`real` with the chosen images replaced by generated ones; `generate(n)` returns n images whose i-th
-        has the i-th real image's label. Nothing is generated while no image is chosen."""
-        pick = self.chosen(labels, real.shape[0], allowed)
-        if not bool(pick.any()):  # one host sync per D step: skips G's extra forward while p is 0
+                generate: Callable[[int], torch.Tensor], classes: torch.Tensor | None = None) -> torch.Tensor:
+        """`real` with each image replaced, with its class's p (or the pooled p), by a generated one; `generate(n)`
+        returns n images whose i-th has the i-th real image's label. `classes` (bool per class): only images of
+        these classes are ever replaced. G is not run while every such p is 0: a decision from p alone, the same
+        on every process (p is all-reduced), so a collective in G's forward (SyncBatchNorm) runs on all or none."""
+        p = self.p if classes is None else torch.where(classes, self.p, 0.0)
+        if not bool((p > 0).any()):
             return real
+        per_image = p[labels] if self.classes else p.expand(real.shape[0])
+        pick = torch.rand(real.shape[0], device=real.device) < per_image
         fakes = generate(real.shape[0])
         return torch.where(pick.view(-1, 1, 1, 1), fakes.to(real.dtype), real)

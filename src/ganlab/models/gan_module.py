@@ -627,8 +627,8 @@ class GANModule(L.LightningModule):
     def pseudo_augment(self, real, y, generator) -> torch.Tensor:
         """APA: real images replaced by G's images of the same class with probability p (models/apa.py); with
         apa_few_shot only those of the few-shot classes. R1 still reads the true real images."""
-        allowed = self.few_shot_class[y] if self.hparams.apa_few_shot else None
-        return self.apa(real, y, lambda n: generator(self.noise(n), y), allowed)
+        classes = self.few_shot_class if self.hparams.apa_few_shot else None
+        return self.apa(real, y, lambda n: generator(self.noise(n), y), classes)
 
     def class_names(self) -> list[str]:
         datamodule = getattr(self.trainer, "datamodule", None)
