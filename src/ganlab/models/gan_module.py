@@ -784,25 +784,17 @@ class GANModule(L.LightningModule):
             losses.append(loss_d)
         loss_g = self.generator_step(real.shape[0], labels, opt_g, self.images_seen(real.shape[0], batches + 1),
                                      real=real)
-        if self.ada is not None:
-            interval = self.hparams.ada_interval
-            if (batches + 1) % interval == 0:
-                self.ada.update(self.images_seen(real.shape[0], interval))
-            extra.update({"train/ada_p": self.ada.p, "train/ada_rt": self.ada.rt})
-        if self.few_shot_ada is not None:
+        adaptive = ((self.ada, "ada", None), (self.few_shot_ada, "few_shot", self.few_shot_names),
+                    (self.apa, "apa", self.apa_names if self.apa is not None and self.apa.classes else None))
+        for probability, key, names in adaptive:  # ADA's, the few-shot ops' and APA's p: every ada_interval batches
+            if probability is None:
+                continue
             if (batches + 1) % self.hparams.ada_interval == 0:
-                self.few_shot_ada.update(self.images_seen(real.shape[0], self.hparams.ada_interval))
-            for c, name in self.few_shot_names:
-                extra.update({f"train/few_shot_p/{name}": self.few_shot_ada.p[c],
-                              f"train/few_shot_rt/{name}": self.few_shot_ada.rt[c]})
-        if self.apa is not None:
-            if (batches + 1) % self.hparams.ada_interval == 0:
-                self.apa.update(self.images_seen(real.shape[0], self.hparams.ada_interval))
-            if self.apa.classes:
-                for c, name in self.apa_names:
-                    extra.update({f"train/apa_p/{name}": self.apa.p[c], f"train/apa_rt/{name}": self.apa.rt[c]})
-            else:
-                extra.update({"train/apa_p": self.apa.p, "train/apa_rt": self.apa.rt})
+                probability.update(self.images_seen(real.shape[0], self.hparams.ada_interval))
+            if names is None:
+                extra.update({f"train/{key}_p": probability.p, f"train/{key}_rt": probability.rt})
+            for c, name in names or ():
+                extra.update({f"train/{key}_p/{name}": probability.p[c], f"train/{key}_rt/{name}": probability.rt[c]})
         extra.update(self._term_logs)
         if self.hparams.lecam_weight:
             extra.update({"train/lecam_anchor_real": self.lecam_anchors[0],
