@@ -148,30 +148,30 @@ def test_ddp_resume_continues_every_ranks_noise_bit_exactly(run_cli, tmp_path):
     assert differences(expected["optimizer_states"], resumed["optimizer_states"], "optimizer_states") == []
 
 
+def two_rank_digests(run_cli, cli_env, run: Path, *overrides: str) -> list[dict]:
+    """A tiny training (TINY plus `overrides`) on two CPU processes with trainer=ddp into `run`; each rank's
+    state digest (every parameter and buffer), rank 0's first."""
+    assert_ok(run_cli("ganlab.train", *TINY, *overrides, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                      "trainer.limit_train_batches=3", "logger=none", "metrics=none",
+                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
+                      f"hydra.run.dir={run}", env=cli_env))
+    return [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
 @pytest.mark.slow
 def test_ddp_adc_with_its_weight_at_zero_keeps_replicas_identical(run_cli, cli_env, tmp_path):
     """ADC-GAN under a conditioning transition that starts at weight 0: D's class head is in every step's graph
     (DDP reduces a gradient for each parameter), and both ranks end with the same weights, the head's included."""
-    run = tmp_path / "run"
-    assert_ok(run_cli("ganlab.train", *TINY, "model=cdcgan", "model.adc_weight=1", "model.cond_start_kimg=0",
-                      "model.cond_end_kimg=1000", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                      "trainer.limit_train_batches=3", "logger=none", "metrics=none",
-                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
-                      f"hydra.run.dir={run}", env=cli_env))
-    digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    digests = two_rank_digests(run_cli, cli_env, tmp_path / "run", "model=cdcgan", "model.adc_weight=1",
+                               "model.cond_start_kimg=0", "model.cond_end_kimg=1000")
     assert "discriminator.class_head.weight" in digests[0] and digests[0] == digests[1]
 
 
 def test_ddp_rpgan_with_r1_and_r2_keeps_replicas_identical(run_cli, cli_env, tmp_path):
     """RpGAN's G step reads D's logits of the real batch (a forward without a graph) and R2 takes a second-order
     gradient at the fakes: under DDP both ranks still end with the same weights and statistics."""
-    run = tmp_path / "run"
-    assert_ok(run_cli("ganlab.train", *TINY, "model=cdcgan", "model/loss=rpgan", "model.r1_gamma=0.2",
-                      "model.r2_gamma=0.2", "model.r1_interval=2", "trainer=ddp", "trainer.accelerator=cpu",
-                      "trainer.devices=2", "trainer.limit_train_batches=3", "logger=none", "metrics=none",
-                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
-                      f"hydra.run.dir={run}", env=cli_env))
-    digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    digests = two_rank_digests(run_cli, cli_env, tmp_path / "run", "model=cdcgan", "model/loss=rpgan",
+                               "model.r1_gamma=0.2", "model.r2_gamma=0.2", "model.r1_interval=2")
     assert len(digests[0]) > 10 and digests[0] == digests[1]
 
 
@@ -180,12 +180,8 @@ def test_ddp_apa_keeps_replicas_identical(run_cli, cli_env, tmp_path):
     """APA per class: each rank swaps its own images for its own G samples, but p and its sums are all-reduced, so
     both ranks end with the same p, weights and statistics (p rises within the 3 batches: ada_kimg tiny)."""
     run = tmp_path / "run"
-    assert_ok(run_cli("ganlab.train", *TINY, "model=cdcgan", "model.apa_target=0.01", "model.ada_kimg=0.01",
-                      "model.ada_interval=1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                      "trainer.limit_train_batches=3", "logger=none", "metrics=none",
-                      "+callbacks.digest._target_=ganlab.callbacks.state_digest.StateDigest",
-                      f"hydra.run.dir={run}", env=cli_env))
-    digests = [json.loads((run / "state_digest" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    digests = two_rank_digests(run_cli, cli_env, run, "model=cdcgan", "model.apa_target=0.01", "model.ada_kimg=0.01",
+                               "model.ada_interval=1")
     assert {"apa.p", "apa.stats"} <= set(digests[0]) and digests[0] == digests[1]
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert state["apa.p"].max() > 0  # G's images were swapped in on both ranks

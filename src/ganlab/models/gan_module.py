@@ -329,7 +329,8 @@ class GANModule(L.LightningModule):
         self.few_shot_names: list[tuple[int, str]] = []  # (index, name) of the few-shot classes, for the logs
         self.apa = (PseudoAugment(apa_target, ada_kimg, ada_interval, classes=num_classes)
                     if apa_target is not None else None)
-        self.apa_names: list[tuple[int, str]] = []  # (index, name) of the classes whose APA p is logged
+        # (index, name) of the classes whose APA p is logged, set at fit start; None: one pooled p (unconditional)
+        self.apa_names: list[tuple[int, str]] | None = None
         if lecam_weight:
             # EMA anchors of the mean D(real) and D(fake) logits, and how many updates they have had
             self.register_buffer("lecam_anchors", torch.zeros(2))
@@ -631,8 +632,8 @@ class GANModule(L.LightningModule):
         return self.apa(real, y, lambda n: generator(self.noise(n), y), classes)
 
     def class_names(self) -> list[str]:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        names = list(datamodule.class_counts("train")) if hasattr(datamodule, "class_counts") else []
+        """The datamodule's class names (the data contract's `class_names`), else the class indices."""
+        names = list(getattr(getattr(self.trainer, "datamodule", None), "class_names", None) or [])
         return names if len(names) == self.num_classes else [str(c) for c in range(self.num_classes)]
 
     def judge(self, discriminator, real, fake, real_labels, fake_labels):
@@ -785,7 +786,7 @@ class GANModule(L.LightningModule):
         loss_g = self.generator_step(real.shape[0], labels, opt_g, self.images_seen(real.shape[0], batches + 1),
                                      real=real)
         adaptive = ((self.ada, "ada", None), (self.few_shot_ada, "few_shot", self.few_shot_names),
-                    (self.apa, "apa", self.apa_names if self.apa is not None and self.apa.classes else None))
+                    (self.apa, "apa", self.apa_names))
         for probability, key, names in adaptive:  # ADA's, the few-shot ops' and APA's p: every ada_interval batches
             if probability is None:
                 continue
