@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm as _sn
 
-from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from ganlab.models.dcgan import DCGANDiscriminator, DCGANGenerator, check_flag
 
 G_CONDITIONINGS = ("concat", "cbn")
 D_CONDITIONINGS = ("projection", "concat")
@@ -84,9 +84,7 @@ def table(embed: nn.Embedding) -> torch.Tensor:
 
 
 def check_ordinal(ordinal) -> bool:
-    if not isinstance(ordinal, bool):
-        raise ValueError(f"ordinal={ordinal!r}: expected true or false")
-    return ordinal
+    return check_flag("ordinal", ordinal)
 
 
 class ConditionalBatchNorm2d(nn.Module):

@@ -119,8 +119,7 @@ class DCGANGenerator(nn.Module):
         check_count("generator full_res_width", full_res_width, "0: off; 16 is this project's setting")
         if upsample not in UPSAMPLES:
             raise ValueError(f"generator upsample={upsample!r}; choose one of {UPSAMPLES}")
-        if not isinstance(noise_inputs, bool):
-            raise ValueError(f"generator noise_inputs={noise_inputs!r}: expected true or false")
+        check_flag("generator noise_inputs", noise_inputs)
         if isinstance(noise_init, bool) or not isinstance(noise_init, (int, float)) or not 0 <= noise_init < 10:
             raise ValueError(f"generator noise_init={noise_init!r}: expected a number in [0, 10); 0 is StyleGAN's")
         if noise_init and not noise_inputs:
@@ -183,6 +182,12 @@ def check_count(name: str, value, hint: str) -> int:
     return value
 
 
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: expected true or false")
+    return value
+
+
 class TextureBranch(nn.Module):
     """A patch discriminator for pixel-scale texture. Its input is the residual r = x - blur(x) (3x3
     binomial, replicate padding), times GAIN so that residuals of real scans are of order 1; then two
@@ -223,8 +228,7 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         check_count("mbstd_group", mbstd_group, "0: off; 4 is usual")
         check_count("texture_width", texture_width, "0: off; 16 is this project's setting")
-        if not isinstance(batch_norm, bool):
-            raise ValueError(f"batch_norm={batch_norm!r}: expected true or false")
+        check_flag("batch_norm", batch_norm)
         self.image_size, self.channels = image_size, channels
         plan = channel_plan(image_size, width)[::-1]  # image-sized layer first
         sn = _sn if spectral_norm else (lambda m: m)

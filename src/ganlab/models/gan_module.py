@@ -30,7 +30,7 @@ from ganlab.errors import GanlabError
 from ganlab.models.ada import AdaptiveAugment, multi_process
 from ganlab.models.apa import PseudoAugment
 from ganlab.models.cdcgan import enable_cond_weight
-from ganlab.models.dcgan import has_noise_inputs, noise_seeded_by
+from ganlab.models.dcgan import check_flag, has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema, step_average
 from ganlab.models.gsr import cbn_layers, class_weights as gsr_class_weights, gsr_term
@@ -172,8 +172,7 @@ def check_adc(adc_weight, num_classes, discriminator, adc_few_shot=True, adc_fad
     if adc_rise_start_kimg is not None and adc_fade_start_kimg is not None and adc_rise_end_kimg > adc_fade_start_kimg:
         raise ValueError(f"adc_rise_end_kimg={adc_rise_end_kimg!r} adc_fade_start_kimg={adc_fade_start_kimg!r}: "
                          "ADC must have risen before it fades (rise end <= fade start)")
-    if not isinstance(adc_few_shot, bool):
-        raise ValueError(f"adc_few_shot={adc_few_shot!r}: expected true or false")
+    check_flag("adc_few_shot", adc_few_shot)
     if not adc_few_shot and not adc_weight:
         raise ValueError("adc_few_shot=false but adc_weight is 0: it leaves ADC's terms off the few-shot classes; "
                          "set model.adc_weight too, e.g. 1.0")
@@ -226,8 +225,7 @@ def check_apa(apa_target, apa_few_shot, num_classes, loss) -> None:
         if loss.relativistic:
             raise ValueError("apa_target with a relativistic loss (model/loss=rpgan): APA reads D's overfitting from "
                              "the sign of D(real), which a relativistic D leaves without a fixed level")
-    if not isinstance(apa_few_shot, bool):
-        raise ValueError(f"apa_few_shot={apa_few_shot!r}: expected true or false")
+    check_flag("apa_few_shot", apa_few_shot)
     if apa_few_shot and apa_target is None:
         raise ValueError("apa_few_shot=true but apa_target is null: it limits APA to the few-shot classes; "
                          "set model.apa_target (e.g. 0.6)")
@@ -313,8 +311,7 @@ class GANModule(L.LightningModule):
         check_adc(adc_weight, num_classes, discriminator, adc_few_shot, adc_fade_start_kimg, adc_fade_end_kimg,
                   adc_rise_start_kimg, adc_rise_end_kimg)
         check_gsr(gsr_weight, gsr_beta, generator)
-        if not isinstance(d_joint_batch, bool):
-            raise ValueError(f"d_joint_batch={d_joint_batch!r}: expected true or false")
+        check_flag("d_joint_batch", d_joint_batch)
         check_apa(apa_target, apa_few_shot, num_classes, self.loss)
         self.augment_ops, self.augment_p = parse_policy(diffaugment), float(augment_p)
         self.translation_ratio = float(translation_ratio)
