@@ -184,6 +184,8 @@ def test_noise_inputs_add_per_pixel_noise_and_sampling_stays_a_function_of_the_l
     assert not torch.equal(module.sample(16, y, z=z + 1e-3)[:, :, 8:-8, 8:-8], a[:, :, 8:-8, 8:-8])
     with pytest.raises(ValueError, match="noise_inputs=1"):
         DCGANGenerator(LATENT, 32, 1, width=8, noise_inputs=1)
+    with pytest.raises(ValueError, match="ordinal='yes': expected true or false"):
+        ConditionalDCGANGenerator(4, LATENT, 32, 1, width=8, ordinal="yes")
 
 
 def test_noise_init_starts_the_scales_where_asked_so_their_gradient_is_not_zero_on_average():
