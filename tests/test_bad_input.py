@@ -58,6 +58,9 @@ def used_run_dir(tmp: Path) -> Path:
     (tmp / "run" / "checkpoints").mkdir(parents=True)
     (tmp / "run" / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run's checkpoint")
     (tmp / "run" / "config_resolved.yaml").write_text("the earlier run's config")
+    (tmp / "run" / ".hydra").mkdir()
+    (tmp / "run" / ".hydra" / "config.yaml").write_text("the earlier run's composed config")
+    (tmp / "run" / "train.log").write_text("the earlier run's log")
     return tmp / "run"
 
 
@@ -107,7 +110,8 @@ MATRIX = {
     "resume a crafted pickle": Row(["ckpt_path={made}"], ["refusing to load checkpoint", "evil.ckpt"],
                                    make=evil_checkpoint),
     "fresh run into a used run dir": Row(["hydra.run.dir={made}"], ["already holds checkpoints", "ckpt_path=last"],
-                                         make=used_run_dir, keeps=("checkpoints/last.ckpt", "config_resolved.yaml")),
+                                         make=used_run_dir, keeps=("checkpoints/last.ckpt", "config_resolved.yaml",
+                                                                 ".hydra/config.yaml", "train.log")),
     "generate into a non-empty directory": Row(["ckpt={ckpt}", "out={made}", "n_per_class=2"],
                                                ["error: output directory {made} is not empty; choose another `out=` "
                                                 "or pass overwrite=true"],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 
 from ganlab.errors import GanlabError
 
@@ -45,6 +46,26 @@ def user_error(exc: BaseException) -> str | None:
         if inner is not None:
             return f"{key}: {inner}" if key and not inner.startswith(key) else inner
     return None
+
+
+def occupied_message(checkpoint_dir: Path, names: list[str]) -> str:
+    return (f"{checkpoint_dir} already holds checkpoints {names[:3]}; pass ckpt_path=last to resume that run, "
+            "or choose a new hydra.run.dir")
+
+
+class OccupiedRunDirGuard(Callback):
+    """A fresh training run (no ckpt_path) into a run dir whose checkpoints/ holds checkpoints is refused before
+    Hydra writes its .hydra/ record and log there, so the earlier run's record stays its own
+    (ganlab.training.resolve_resume refuses it again later, for any checkpoint dirpath)."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        if config.get("ckpt_path"):
+            return
+        checkpoints = Path(str(config.hydra.run.dir)) / "checkpoints"
+        existing = sorted(p.name for p in checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
+        if existing:
+            print(f"error: {occupied_message(checkpoints, existing)}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
 
 def remove_if_unused(run_dir: Path) -> None:

@@ -21,6 +21,7 @@ from ganlab.callbacks.checkpoint import WANDB_ID_KEY, find_last_checkpoint
 from ganlab.callbacks.recipe import Recipe, data_facts
 from ganlab.callbacks.throughput import Throughput
 from ganlab.checkpoint import check_same_model, read_checkpoint
+from ganlab.cli import occupied_message
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
 from ganlab.models.lr_decay import no_budget
@@ -82,8 +83,7 @@ def resolve_resume(cfg: DictConfig, callbacks: list[L.Callback]) -> tuple[str | 
     else:
         existing = sorted(p.name for d in dirs if d.is_dir() for p in d.glob("*.ckpt"))
         if existing:
-            raise GanlabError(f"{dirs[0]} already holds checkpoints {existing[:3]}; pass ckpt_path=last to "
-                              "resume that run, or choose a new hydra.run.dir")
+            raise GanlabError(occupied_message(dirs[0], existing))
         return None, None
     ckpt = read_checkpoint(path)
     check_same_model(ckpt, to_plain(cfg.model), path)
