@@ -80,6 +80,7 @@ class Row:
     keeps: tuple[str, ...] = ()  # files in the row's directory that existed before and must stay as they were
     env: dict[str, str] = field(default_factory=dict)  # {tmp} is filled in
     cpu_only: bool = False
+    min_cpus: int = 1
     whole_stderr: bool = False  # the error line is all the command writes to stderr
 
 
@@ -101,6 +102,12 @@ MATRIX = {
     "dataset smaller than a batch": Row(["data=folder", "data.root={made}"], ["fewer than one batch",
                                                                                "data.batch_size=8"],
                                         make=lambda tmp: image_folder(tmp / "small", {"a": 3})),
+    "DDP: fewer than a batch per process": Row(["data=folder", "data.root={made}", "trainer.accelerator=cpu",
+                                                "trainer.devices=2"],
+                                               ["split over trainer.devices=2 processes", "data.batch_size=8"],
+                                               make=lambda tmp: image_folder(tmp / "ddp", {"a": 14}), min_cpus=2),
+    "no training batch at all": Row(["trainer.limit_train_batches=0", "logger=none", "metrics=none"],
+                                    ["training ran no step", "nothing was trained"]),
     "GPU requested, none present": Row(["trainer.accelerator=gpu"], ["trainer.accelerator=gpu", "0 CUDA GPU(s)"],
                                        cpu_only=True),
     "more devices than present": Row(["trainer.accelerator=cpu", "trainer.devices={cpus_plus_one}"],
@@ -134,6 +141,8 @@ def test_bad_input(name, run_cli, cli_env, tmp_path, request):
     row = MATRIX[name]
     if row.cpu_only and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    if (os.cpu_count() or 1) < row.min_cpus:
+        pytest.skip(f"this machine has fewer than {row.min_cpus} CPU cores")
     made = row.make(tmp_path) if row.make else None
     ckpt = request.getfixturevalue("cdcgan_ckpt") if any("{ckpt}" in a for a in row.args) else None
     fill = dict(tmp=tmp_path, made=made, ckpt=ckpt, cpus_plus_one=(os.cpu_count() or 1) + 1)

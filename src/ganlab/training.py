@@ -155,7 +155,24 @@ def train(cfg: DictConfig) -> dict:
         OmegaConf.save(cfg, f"{cfg.paths.output_dir}/config_resolved.yaml", resolve=True)
     logger = build_logger(cfg, resumed)
     trainer = build_trainer(cfg, callbacks, logger)
+    if is_rank_zero():
+        check_batches_per_process(datamodule, trainer.world_size)
     if logger:
         logger.log_hyperparams(to_plain(cfg))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.global_step == 0:
+        raise GanlabError("training ran no step (no training batches reached the model); nothing was trained")
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def check_batches_per_process(datamodule, world_size: int) -> None:
+    """Each DDP process draws len(epoch) / world_size images and drops its last incomplete batch, so it needs
+    at least one batch of its own (the datamodule's own check counts the whole training set)."""
+    batch_size = getattr(datamodule, "batch_size", None)
+    if world_size <= 1 or not batch_size:
+        return
+    epoch = len(datamodule.train_dataloader().dataset)  # with balanced sampling's repeats
+    if epoch // world_size < batch_size:
+        raise GanlabError(f"{epoch} training images per epoch split over trainer.devices={world_size} processes "
+                          f"give each {epoch // world_size}, fewer than one batch (data.batch_size={batch_size}); "
+                          "lower data.batch_size or trainer.devices")
