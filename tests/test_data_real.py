@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,21 @@ def test_alzheimer_shapes_range_pad_and_rgb_files_read_as_configured(tmp_path):
     assert cropped[:, 0, :, 0].float().mean() > 30  # centre crop: no bars
     rgb = ready(AlzheimerDataModule(root, image_size=16, channels=3, batch_size=4)).datasets["train"].images
     assert rgb.shape[1] == 3 and torch.equal(rgb[:, 0], rgb[:, 2])  # grey files replicated to 3 channels
+
+
+def test_alzheimer_capitalised_split_folders_keep_both_splits(tmp_path):
+    root = make_alzheimer(tmp_path) / "Alzheimer_s Dataset"
+    (root / "train").rename(root / "Train")
+    (root / "test").rename(root / "Test")
+    dm = ready(AlzheimerDataModule(str(tmp_path), image_size=16, batch_size=4))
+    assert counts_all(dm) == ALZ_TRAIN and dm.class_counts("test") == ALZ_TEST
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_alzheimer_root_at_one_split_of_a_split_copy_is_refused_naming_the_folder_above(tmp_path, split):
+    root = make_alzheimer(tmp_path) / "Alzheimer_s Dataset"
+    with pytest.raises(GanlabError, match=f"is the {split} split of a train/test copy.*{re.escape(str(root))}, so"):
+        ready(AlzheimerDataModule(str(root / split), image_size=16, batch_size=4))
 
 
 def test_alzheimer_128_variant_without_split_holds_out_a_stratified_test_split(tmp_path):

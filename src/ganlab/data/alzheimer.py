@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ganlab.data.folder import ImageFolderDataModule
+from ganlab.data.folder import ImageFolderDataModule, child
 from ganlab.data.parquet import parquet_files, read_parquet_listing
 from ganlab.data.store import Listing
 from ganlab.errors import GanlabError
@@ -47,18 +47,30 @@ class AlzheimerDataModule(ImageFolderDataModule):
     def has_classes(self, folder: Path) -> bool:
         return folder.is_dir() and any(canonical(p.name) for p in folder.iterdir() if p.is_dir())
 
+    def has_split(self, folder: Path, split: str) -> bool:
+        found = child(folder, split)  # Train/Test as well as train/test
+        return found is not None and self.has_classes(found)
+
     def layout_root(self) -> Path:
-        found = self.find_dir(lambda d: self.has_classes(d / "train") or any(d.glob("*.parquet"))
+        found = self.find_dir(lambda d: self.has_split(d, "train") or any(d.glob("*.parquet"))
                               or any(d.glob("data/*.parquet")))
         if found is None:
             found = self.find_dir(self.has_classes)
             if found is None:
                 raise GanlabError(f"no Alzheimer class folders under {self.root}; expected {self.layout_help()}; "
                                   f"{self.obtain_hint}")
+            split = found.name.lower()
+            if split in ("train", "test") and self.has_split(found.parent, "test" if split == "train" else "train"):
+                raise GanlabError(f"data.root={self.root} is the {found.name} split of a train/test copy; point "
+                                  f"data.root at the folder above it, {found.parent}, so that both splits are used")
             self.train_split = self.test_split = None  # the unsplit 128x128 variant
-        elif not self.has_classes(found / "train"):
+        elif not self.has_split(found, "train"):
             self.parquet = parquet_files(found)
             self.train_split = self.test_split = None
+        else:
+            self.train_split = child(found, "train").name
+            test = child(found, "test")
+            self.test_split = test.name if test is not None else None
         return found
 
     def class_folders(self, split_dir: Path) -> dict[str, Path]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ganlab.data.folder import ImageFolderDataModule
+from ganlab.data.folder import ImageFolderDataModule, child
 from ganlab.errors import GanlabError
 
 LAYOUTS = {
@@ -30,13 +30,6 @@ def canonical(name: str) -> str | None:
     if key.endswith("tumor") and key != "notumor":
         key = key[:-len("tumor")]
     return key if any(key in spec["classes"] for spec in LAYOUTS.values()) else None
-
-
-def child(folder: Path, name: str) -> Path | None:
-    """The sub-folder called `name`, ignoring case."""
-    if not folder.is_dir():
-        return None
-    return next((p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.lower() == name.lower()), None)
 
 
 class BrainTumorDataModule(ImageFolderDataModule):

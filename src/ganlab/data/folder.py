@@ -45,6 +45,13 @@ class UInt8ImageDataset(Dataset):
         return UInt8ImageDataset(self.images[idx], self.labels[idx], [self.files[i] for i in idx.tolist()])
 
 
+def child(folder: Path, name: str) -> Path | None:
+    """The sub-folder called `name`, ignoring case."""
+    if not folder.is_dir():
+        return None
+    return next((p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.lower() == name.lower()), None)
+
+
 class ImageFolderDataModule(L.LightningDataModule):
     """Classes are the sub-folders of `<root>/<train_split>` (sorted, or `class_names` in that order).
 
