@@ -232,3 +232,17 @@ def test_cli_audits_against_the_data_the_checkpoint_was_trained_on(run_cli, tmp_
     assert len(warnings) == 1, result.stdout + result.stderr
     assert "data=brainsim (BrainSimDataModule" in warnings[0] and f"(ImageFolderDataModule, root={root}" in warnings[0]
     assert json.loads((tmp_path / "b" / "audit.json").read_text())["data"] == "command line"
+
+    moved = tmp_path / "moved"
+    root.rename(moved)  # the data moved after training: data.root= points the run's own data config at it
+    result = run_cli("ganlab.audit", f"ckpt={ckpt}", "feature=pixels", "n=8", f"hydra.run.dir={tmp_path / 'd'}")
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == (
+        f"error: the data {ckpt} was trained on is not at {root} any more (data.root in "
+        f"{run / 'config_resolved.yaml'}); pass data.root=<where it is now>")
+    for module, args in (("ganlab.audit", ["feature=pixels", "n=8", f"hydra.run.dir={tmp_path / 'c'}"]),
+                         ("ganlab.evaluate", ["metrics=fast", "n_samples=8", f"out={tmp_path / 'e'}"])):
+        result = run_cli(module, f"ckpt={ckpt}", f"data.root={moved}", *args)
+        assert_ok(result)
+        assert "is not the data" not in result.stdout + result.stderr
+    assert json.loads((tmp_path / "c" / "audit.json").read_text())["data_module"] == \
+        f"ImageFolderDataModule, root={moved}"

@@ -21,8 +21,8 @@ def group_options() -> list[tuple[str, str]]:
     options = []
     for path in sorted(CONF.rglob("*.yaml")):
         rel = path.relative_to(CONF)
-        if len(rel.parts) == 1 or rel.parts[0] in SKIP_GROUPS:
-            continue
+        if len(rel.parts) == 1 or rel.parts[0] in SKIP_GROUPS or rel.as_posix() == "data/_run.yaml":
+            continue  # data/_run: what evaluate/audit/augment compose data.<key>= onto, not a dataset
         group = "/".join(rel.parts[:-1])
         options.append((group, path.stem))
     return options
@@ -83,7 +83,7 @@ def test_data_configs_state_only_what_differs_from_the_base():
     """Every dataset inherits conf/data/_base.yaml (directly or through another dataset) and repeats
     none of its values, so a new dataset is its _target_ plus what differs."""
     base = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "_base.yaml"))
-    options = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if p.stem != "_base")
+    options = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if not p.stem.startswith("_"))
     for option in options:
         own = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{option}.yaml"))
         parents = [d for d in own.pop("defaults", []) if d != "_self_"]
@@ -93,6 +93,16 @@ def test_data_configs_state_only_what_differs_from_the_base():
         with initialize_config_dir(str(CONF), version_base="1.3"):
             data = compose("train", overrides=[f"data={option}"]).data
         assert set(base) <= set(data), option
+
+
+def test_the_run_data_node_has_every_data_key_unset():
+    """evaluate/audit/augment compose `data.<key>=` onto conf/data/_run.yaml: a key it lacks is refused by Hydra."""
+    run = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "_run.yaml"))
+    assert set(run.values()) == {None}
+    options = sorted(p.stem for p in (CONF / "data").glob("*.yaml") if not p.stem.startswith("_"))
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        keys = {k for option in options for k in compose("train", overrides=[f"data={option}"]).data}
+    assert keys - {"_target_"} == set(run)
 
 
 @pytest.mark.parametrize("override,message", [

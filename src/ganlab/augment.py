@@ -237,6 +237,7 @@ def append_row(out_dir: Path, row: dict) -> None:
 def load_real(cfg: DictConfig):
     data_cfg, source = choose_data(cfg, generated_data(cfg.synthetic), str(cfg.synthetic))
     log.info("real data: %s (from %s)", describe(to_plain(data_cfg)), source)
+    cfg.data = data_cfg  # what test_data's ${data.image_size} and ${data.channels} read
     datamodule = prepared_datamodule(data_cfg)
     if "test" not in datamodule.datasets or len(datamodule.datasets["test"]) == 0:
         raise GanlabError("data: the benchmark needs a real held-out test split and this data config has none: "

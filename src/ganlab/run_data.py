@@ -112,6 +112,10 @@ def choose_data(cfg: DictConfig, trained: tuple[dict, str] | None, what: str) ->
     data = OmegaConf.create(trained[0])
     for key in keys:  # data.root=<moved copy> and the like, on top of the run's own data
         OmegaConf.update(data, key, OmegaConf.select(cfg.data, key), force_add=True)
+    root = data.get("root")
+    if "root" not in keys and isinstance(root, str) and not Path(root).expanduser().exists():
+        raise GanlabError(f"the data {what} was trained on is not at {root} any more (data.root in {trained[1]}); "
+                          "pass data.root=<where it is now>")
     return data, trained[1]
 
 
