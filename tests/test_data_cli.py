@@ -99,3 +99,23 @@ def test_short_training_run(run_cli, tmp_path, data_dir, data):
     assert f"classes {classes}" in log  # class names and counts logged at start-up
     assert list((data_dir / "cache").glob("*.pt"))  # decoded store cached under paths.data_dir, not the dataset
     assert not [p for p in root.rglob("*.pt")]
+
+
+@pytest.mark.slow
+def test_cdcgan_on_folder_data_finds_its_class_count_and_refuses_another(run_cli, tmp_path):
+    """data=folder leaves data.num_classes to the data: a conditional model gets the count of class folders;
+    a model.num_classes set apart from it is refused at start-up, not as an IndexError mid-training."""
+    root = build("folder", tmp_path / "dl")
+    split = ["data.train_split=train", "data.test_split=test"]
+    run_dir = tmp_path / "run"
+    assert_ok(run_cli("ganlab.train", "data=folder", f"data.root={root}", "model=cdcgan", *split, *tiny(run_dir)))
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["ganlab"]["model"]["num_classes"] == 2
+    assert "num_classes: 2" in (run_dir / "config_resolved.yaml").read_text()
+
+    result = run_cli("ganlab.train", "data=folder", f"data.root={root}", "model=cdcgan", "model.num_classes=3", *split,
+                     *tiny(tmp_path / "run3"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == ("error: model.num_classes=3 but the data has 2 classes ['flair', 't1']; "
+                                              "leave model.num_classes to the data (${data.num_classes})")
+    assert not (tmp_path / "run3").exists()

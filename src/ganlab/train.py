@@ -23,6 +23,10 @@ from ganlab.sweep import METRICS_FILE, sweep_group
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @entry_point
 def main(cfg: DictConfig) -> float | None:
+    if cfg.model.get("num_classes", 0) is None and cfg.data.get("num_classes") is None:
+        from ganlab.training import count_classes  # a conditional model on data that names its classes itself
+
+        cfg.data.num_classes = count_classes(cfg.data)
     for group in ("model", "data", "trainer"):
         check_argument_types(cfg[group], group)  # named, before anything is built or rendered
     if cfg.get("group") is None:

@@ -149,6 +149,7 @@ def train(cfg: DictConfig) -> dict:
         datamodule.prepare_data()
         datamodule.setup("fit")
         log.info("data: %s", data_facts(datamodule))
+        check_class_count(cfg, datamodule)
     callbacks = metric_callbacks + build_callbacks(cfg) + [Recipe(to_plain(cfg.model)), Throughput()]
     ckpt_path, resumed = resolve_resume(cfg, callbacks)
     if is_rank_zero():  # extra DDP processes share this run dir; a refused start leaves an earlier run's record
@@ -163,6 +164,23 @@ def train(cfg: DictConfig) -> dict:
     if trainer.global_step == 0:
         raise GanlabError("training ran no step (no training batches reached the model); nothing was trained")
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def count_classes(data_cfg: DictConfig) -> int:
+    """The class count of data whose config leaves it to the data (data.num_classes null, e.g. data=folder)."""
+    datamodule = instantiate(data_cfg)
+    if is_rank_zero():
+        datamodule.prepare_data()
+    datamodule.setup("fit")  # DDP's later processes: the data is prepared by then
+    return datamodule.num_classes
+
+
+def check_class_count(cfg: DictConfig, datamodule) -> None:
+    """A conditional model's class count set apart from the data's (model.num_classes=...) must match it."""
+    built = cfg.model.get("num_classes") or 0
+    if built and built != datamodule.num_classes:
+        raise GanlabError(f"model.num_classes={built} but the data has {datamodule.num_classes} classes "
+                          f"{list(datamodule.class_names)}; leave model.num_classes to the data (${{data.num_classes}})")
 
 
 def check_batches_per_process(datamodule, world_size: int) -> None:
