@@ -10,8 +10,8 @@ import torch
 from conftest import assert_ok
 from torchmetrics.classification import MulticlassAccuracy
 
-from ganlab.augment import (REAL, TSTR, bar_plot, disjoint_test, image_hashes, regime_name, run_benchmark, scores,
-                            summarise, synthetic_subset, write_tables)
+from ganlab.augment import (REAL, TSTR, bar_plot, check_every_class_tested, disjoint_test, image_hashes, regime_name,
+                            run_benchmark, scores, summarise, synthetic_subset, write_tables)
 from ganlab.data.brainsim import CLASS_NAMES
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.errors import GanlabError
@@ -119,6 +119,22 @@ def test_all_three_regimes_and_the_table(tiny_data, tmp_path):
     assert float(table[0]["balanced_accuracy_mean"]) == pytest.approx(mean)
 
 
+def test_every_regime_is_drawn_before_any_classifier_trains(tiny_data, monkeypatch):
+    import ganlab.augment as augment
+
+    real, test = tiny_data.datasets["train"], tiny_data.datasets["test"]
+    monkeypatch.setattr(augment, "fit_classifier", lambda *a, **k: pytest.fail("a classifier trained first"))
+    n = int(0.75 * len(real))  # enough for x0.5, not for x1
+    with pytest.raises(GanlabError, match=f"needs {len(real)} synthetic images and the synthetic folder holds {n}"):
+        run_benchmark(real, test, dataset(n, [i % 4 for i in range(n)]), 4, ratios=[0.5, 1.0], seeds=[0, 1])
+
+
+def test_a_test_split_without_some_class_is_refused_naming_it():
+    check_every_class_tested(dataset(4, [0, 1, 2, 3]), list(CLASS_NAMES))
+    with pytest.raises(GanlabError, match=r"no images of class\(es\) \['ModerateDemented'\]"):
+        check_every_class_tested(dataset(3, [0, 1, 2]), list(CLASS_NAMES))
+
+
 def test_bad_ratio_is_refused(tiny_data):
     with pytest.raises(GanlabError, match="ratios"):
         run_benchmark(tiny_data.datasets["train"], tiny_data.datasets["test"], dataset(2, [0, 1]), 4, ratios=["half"])
@@ -141,6 +157,15 @@ def test_cli_writes_table_plot_and_one_wandb_run_per_regime_and_seed(run_cli, cd
     assert sum(info["real_train_counts"].values()) == 68  # the run's per_class=24, not brainsim's default 500
     assert len(list(csv.DictReader(open(run / "runs.csv")))) == 5 * 2  # + the oversampled baseline
     assert len(list((run / "wandb").glob("offline-run-*"))) == 5 * 2 + 1  # + the summary run
+
+    again = [f"synthetic={tmp_path / 'synth'}", "ratios=[0.5,fill]", "seeds=[0]", "classifier.epochs=1",
+             "classifier.width=4", "logger=none", f"hydra.run.dir={run}"]
+    before = (run / "runs.csv").read_bytes(), (run / ".hydra" / "config.yaml").read_bytes()
+    result = run_cli("ganlab.augment", *again)  # the same run dir again: refused, the earlier results kept
+    assert result.returncode == 2 and result.stderr.splitlines()[-1].startswith(f"error: {run} already holds results")
+    assert ((run / "runs.csv").read_bytes(), (run / ".hydra" / "config.yaml").read_bytes()) == before
+    assert_ok(run_cli("ganlab.augment", *again, "overwrite=true"))  # asked for: replaced, no earlier row mixed in
+    assert [json.loads(line)["seed"] for line in open(run / "rows.jsonl")] == [0] * 5
 
 
 def test_cli_without_a_test_split_is_one_clear_line(run_cli, cdcgan_ckpt, tmp_path):

@@ -18,7 +18,7 @@ from ganlab.config import to_plain
 from ganlab.data.brainsim import CLASS_NAMES
 from ganlab.data.folder import ImageFolderDataModule
 from ganlab.errors import GanlabError
-from ganlab.generate import generate, load_generated
+from ganlab.generate import generate, load_generated, plan_counts
 from ganlab.utility.curate import NoveltyYardstick, fit_judge, own_class_prob, real_splits
 
 
@@ -51,8 +51,11 @@ def test_n_per_class_writes_pngs_and_manifest(run_cli, cdcgan_ckpt, tmp_path):
 
 
 def test_balance_fill_tops_up_to_the_largest_class(cdcgan_ckpt, tmp_path):
-    facts = torch.load(cdcgan_ckpt, weights_only=True)["ganlab"]["data"]["class_counts"]
-    counts = generate(str(cdcgan_ckpt), str(tmp_path / "fill"), balance="fill", classes=None)
+    ckpt = torch.load(cdcgan_ckpt, weights_only=True)  # trained on balanced data: recorded as imbalanced
+    facts = ckpt["ganlab"]["data"]["class_counts"] = dict(zip(CLASS_NAMES, (17, 12, 15, 3)))
+    torch.save(ckpt, tmp_path / "imbalanced.ckpt")
+    counts = generate(str(tmp_path / "imbalanced.ckpt"), str(tmp_path / "fill"), balance="fill", classes=None)
+    assert counts == dict(zip(CLASS_NAMES, (0, 5, 2, 14)))
     on_disk = {name: len(list((tmp_path / "fill" / name).glob("*.png"))) for name in CLASS_NAMES}
     assert on_disk == counts and sum(counts.values()) == len(read_manifest(tmp_path / "fill"))
     assert {name: facts[name] + counts[name] for name in CLASS_NAMES} == dict.fromkeys(CLASS_NAMES, max(facts.values()))
@@ -199,8 +202,23 @@ def test_unconditional_checkpoint_writes_one_folder(tmp_path):
     module = instantiate(model_cfg)
     facts = {"class_names": [], "image_size": 32, "channels": 3, "class_counts": {}}
     torch.save({"state_dict": module.state_dict(), "ganlab": {"model": model_cfg, "data": facts}}, tmp_path / "g.ckpt")
-    counts = generate(str(tmp_path / "g.ckpt"), str(tmp_path / "out"), n_per_class=3, balance="fill")
+    with pytest.raises(GanlabError, match="balance=fill: .*g.ckpt is an unconditional model"):
+        generate(str(tmp_path / "g.ckpt"), str(tmp_path / "out"), n_per_class=3, balance="fill")
+    assert not (tmp_path / "out").exists()
+    counts = generate(str(tmp_path / "g.ckpt"), str(tmp_path / "out"), n_per_class=3)
     assert counts == {"generated": 3}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["generate.json", "generated", "manifest.csv"]
     assert {Image.open(p).mode for p in (tmp_path / "out" / "generated").glob("*.png")} == {"RGB"}  # RGB stays RGB
     assert load_generated(tmp_path / "out").images.shape == (3, 3, 32, 32)
+
+
+def test_a_plan_that_makes_nothing_is_refused():
+    names = ["a", "b"]
+    assert plan_counts(names, {"a": 5, "b": 2}, n_per_class=1, balance="fill", classes=None) == {"a": 0, "b": 3}
+    with pytest.raises(GanlabError, match="already hold.*largest class's 4 training images, so there is nothing"):
+        plan_counts(names, {"a": 4, "b": 4}, n_per_class=1, balance="fill", classes=None)
+    with pytest.raises(GanlabError, match="nothing to fill"):
+        plan_counts(names, {"a": 5, "b": 2}, n_per_class=1, balance="fill", classes=["a"])
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(GanlabError, match=f"n_per_class={bad!r}: expected a positive integer"):
+            plan_counts(names, {"a": 5, "b": 2}, n_per_class=bad, balance=None, classes=None)

@@ -200,7 +200,7 @@ def test_cli_refuses_a_ratio_the_folder_cannot_hold(run_cli, cdcgan_ckpt, tmp_pa
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: ratio x4 needs 272 synthetic images and the synthetic folder holds 8: generate more "
-        "(ganlab.generate n_per_class=...)"]
+        "(ganlab.generate n_per_class=...) or leave that regime out"]
 
 
 def test_external_test_set_is_rendered_apart(tmp_path):

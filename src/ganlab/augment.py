@@ -81,6 +81,14 @@ def disjoint_test(train: UInt8ImageDataset, test: UInt8ImageDataset, subject_of=
     return test
 
 
+def check_every_class_tested(test: UInt8ImageDataset, names: list[str]) -> None:
+    missing = [n for n, c in zip(names, torch.bincount(test.labels, minlength=len(names)).tolist()) if not c]
+    if missing:
+        raise GanlabError(f"the real test split has no images of class(es) {missing}: their recall cannot be measured "
+                          "and balanced accuracy would leave them out; give the data a test split with every class "
+                          "(or test_data=...)")
+
+
 def check_non_negative(key: str, value, meaning: str):
     """A classifier option that must be a number >= 0, or one line naming its config key."""
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
@@ -104,19 +112,12 @@ def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: U
     width = options.pop("width", 16)
     blur = check_non_negative("input_blur", options.pop("input_blur", 0.0), "a Gaussian's sigma in pixels; 0 = off")
     _, channels, size, _ = real.images.shape
+    check_draws(regimes, real, synthetic, balanced, num_classes, seeds[0])  # before any classifier trains
     rows = []
     for seed in seeds:
-        drawn = {}
         for regime in regimes:
             g = torch.Generator().manual_seed(int(seed))
             images, labels, weight, n_real, idx = training_set(regime, real, synthetic, balanced, num_classes, g)
-            if idx is not None:  # never two rows with one training set under two names
-                key = (regime.weight, tuple(sorted(idx.tolist())))
-                if key in drawn:
-                    raise GanlabError(f"regimes '{drawn[key]}' and '{regime.name}' draw the same synthetic images")
-                drawn[key] = regime.name
-            if len(labels) == 0:
-                raise GanlabError(f"regime '{regime.name}' has no training images")
             fit = {**options, **regime.options}
             pretrain = fit.pop("pretrain_epochs", 0)
             torch.manual_seed(int(seed))
@@ -140,6 +141,22 @@ def run_benchmark(real: UInt8ImageDataset, test: UInt8ImageDataset, synthetic: U
             if on_result:
                 on_result(row)
     return rows
+
+
+def check_draws(regimes, real, synthetic, balanced, num_classes: int, seed: int) -> None:
+    """Every regime's training set can be drawn (the synthetic folder holds enough of each class), is not empty,
+    and no two regimes draw the same set under two names: checked on one seed's draws (the others draw as many)."""
+    drawn = {}
+    for regime in regimes:
+        g = torch.Generator().manual_seed(int(seed))
+        _, labels, _, _, idx = training_set(regime, real, synthetic, balanced, num_classes, g)
+        if idx is not None:
+            key = (regime.weight, tuple(sorted(idx.tolist())))
+            if key in drawn:
+                raise GanlabError(f"regimes '{drawn[key]}' and '{regime.name}' draw the same synthetic images")
+            drawn[key] = regime.name
+        if len(labels) == 0:
+            raise GanlabError(f"regime '{regime.name}' has no training images")
 
 
 def summarise(rows: list[dict], class_names: list[str]) -> list[dict]:
@@ -228,6 +245,9 @@ def log_row(logger_cfg, row: dict, class_names: list[str]) -> None:
     close_logger(logger)
 
 
+RESULT_FILES = ("rows.jsonl", "runs.csv", "utility.md", "results.json")
+
+
 def append_row(out_dir: Path, row: dict) -> None:
     """rows.jsonl: every finished (regime, seed) at once, so a cut-short run still has its rows."""
     with open(out_dir / "rows.jsonl", "a") as fh:
@@ -250,6 +270,8 @@ def load_real(cfg: DictConfig):
 @entry_point
 def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
+    if cfg.get("overwrite"):  # asked for (the run dir guard refused a used dir otherwise): no rows mixed in
+        (out_dir / "rows.jsonl").unlink(missing_ok=True)
     datamodule, data_source = load_real(cfg)
     names = list(datamodule.class_names)
     real = datamodule.datasets["train"]
@@ -257,6 +279,7 @@ def main(cfg: DictConfig) -> None:
         test = load_external_test(cfg.test_data, real, names)
     else:
         test = disjoint_test(real, datamodule.datasets["test"], getattr(datamodule, "subject_of", None))
+    check_every_class_tested(test, names)
     synthetic = load_generated(cfg.synthetic, names)
     tstr_synthetic = load_generated(cfg.tstr_synthetic, names) if cfg.tstr_synthetic else None
     for path, data in ((cfg.synthetic, synthetic), (cfg.tstr_synthetic, tstr_synthetic)):

@@ -54,17 +54,21 @@ def occupied_message(checkpoint_dir: Path, names: list[str]) -> str:
 
 
 class OccupiedRunDirGuard(Callback):
-    """A fresh training run (no ckpt_path) into a run dir whose checkpoints/ holds checkpoints is refused before
-    Hydra writes its .hydra/ record and log there, so the earlier run's record stays its own
-    (ganlab.training.resolve_resume refuses it again later, for any checkpoint dirpath)."""
+    """A run into a run dir that holds an earlier run's `results` (glob patterns) is refused before Hydra writes
+    its .hydra/ record and log there, unless the config key `unless` is set (train: ckpt_path resumes; augment,
+    audit: overwrite=true replaces). Training refuses it again later, for any checkpoint dirpath
+    (ganlab.training.resolve_resume)."""
+
+    def __init__(self, results: list[str], unless: str, what: str, advice: str):
+        self.results, self.unless, self.what, self.advice = list(results), unless, what, advice
 
     def on_run_start(self, config, **kwargs) -> None:
-        if config.get("ckpt_path"):
+        if config.get(self.unless):
             return
-        checkpoints = Path(str(config.hydra.run.dir)) / "checkpoints"
-        existing = sorted(p.name for p in checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
-        if existing:
-            print(f"error: {occupied_message(checkpoints, existing)}", file=sys.stderr)
+        run_dir = Path(str(config.hydra.run.dir))
+        found = sorted(str(p.relative_to(run_dir)) for pattern in self.results for p in run_dir.glob(pattern))
+        if found:
+            print(f"error: {run_dir} already holds {self.what} {found[:3]}; {self.advice}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
 
 

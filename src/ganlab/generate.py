@@ -49,11 +49,17 @@ def plan_counts(class_names: list[str], class_counts: dict[str, int], *, n_per_c
         raise GanlabError(f"classes={unknown} not in the checkpoint's classes {class_names}")
     chosen = list(classes) if classes else list(class_names)
     if balance is None:
-        return {name: int(n_per_class) for name in chosen}
+        if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
+            raise GanlabError(f"n_per_class={n_per_class!r}: expected a positive integer")
+        return {name: n_per_class for name in chosen}
     if balance != "fill":
         raise GanlabError(f"balance={balance!r}: the only balance mode is 'fill'")
     target = max(class_counts.values())
-    return {name: target - class_counts.get(name, 0) for name in chosen}
+    counts = {name: target - class_counts.get(name, 0) for name in chosen}
+    if not any(counts.values()):
+        raise GanlabError(f"balance=fill: {', '.join(chosen)} already hold(s) the largest class's {target} training "
+                          "images, so there is nothing to fill; use n_per_class=N")
+    return counts
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
@@ -92,6 +98,9 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
     module, facts = load_gan(ckpt)
     trained = training_data(ckpt)
     conditional = module.conditional
+    if balance is not None and not conditional:
+        raise GanlabError(f"balance={balance}: {ckpt} is an unconditional model, whose samples have no class to "
+                          "balance; use n_per_class=N (images in total)")
     class_names = facts["class_names"] if conditional else ["generated"]
     counts = plan_counts(class_names, facts["class_counts"] if conditional else {"generated": 0},
                          n_per_class=n_per_class, balance=balance if conditional else None, classes=classes)

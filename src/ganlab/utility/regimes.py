@@ -97,7 +97,7 @@ def draw(pool: torch.Tensor, want: int, g: torch.Generator, what: str) -> torch.
     """`want` of the indices in `pool`, without replacement; refuses when the pool is too small."""
     if want > len(pool):
         raise GanlabError(f"{what} needs {want} synthetic images and the synthetic folder holds {len(pool)}: "
-                          "generate more (ganlab.generate n_per_class=...)")
+                          "generate more (ganlab.generate n_per_class=...) or leave that regime out")
     return pool[torch.randperm(len(pool), generator=g)[:want]]
 
 
@@ -137,7 +137,8 @@ def check_balanced(labels: torch.Tensor, num_classes: int, source: str) -> None:
     counts = torch.bincount(labels, minlength=num_classes)
     if counts.min() == 0 or counts.max() > 1.1 * counts.min():
         raise GanlabError(f"{source}: synthetic-only training needs a class-balanced set, this one holds "
-                          f"{counts.tolist()} per class; generate one with n_per_class=N and pass it as tstr_synthetic")
+                          f"{counts.tolist()} per class; generate one with n_per_class=N and pass it as tstr_synthetic "
+                          "(or tstr=false, and pretrain_epochs=0, to leave synthetic-only training out)")
 
 
 def training_set(regime: Regime, real, synthetic, balanced, num_classes: int, g: torch.Generator):
