@@ -64,6 +64,13 @@ def used_run_dir(tmp: Path) -> Path:
     return tmp / "run"
 
 
+def used_audit_dir(tmp: Path) -> Path:
+    (tmp / "audit" / ".hydra").mkdir(parents=True)
+    (tmp / "audit" / "audit.json").write_text("an earlier audit")
+    (tmp / "audit" / ".hydra" / "config.yaml").write_text("the earlier audit's config")
+    return tmp / "audit"
+
+
 def nonempty_dir(tmp: Path) -> Path:
     (tmp / "out").mkdir()
     (tmp / "out" / "keep.txt").write_text("mine")
@@ -119,6 +126,10 @@ MATRIX = {
     "fresh run into a used run dir": Row(["hydra.run.dir={made}"], ["already holds checkpoints", "ckpt_path=last"],
                                          make=used_run_dir, keeps=("checkpoints/last.ckpt", "config_resolved.yaml",
                                                                  ".hydra/config.yaml", "train.log")),
+    "audit into a used run dir": Row(["ckpt={tmp}/any.ckpt", "hydra.run.dir={made}"],
+                                     ["error: {made} already holds results ['audit.json']; pass overwrite=true"],
+                                     module="ganlab.audit", make=used_audit_dir,
+                                     keeps=("audit.json", ".hydra/config.yaml"), whole_stderr=True),
     "generate into a non-empty directory": Row(["ckpt={ckpt}", "out={made}", "n_per_class=2"],
                                                ["error: output directory {made} is not empty; choose another `out=` "
                                                 "or pass overwrite=true"],
