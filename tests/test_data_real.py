@@ -312,3 +312,18 @@ def test_balanced_sampling_strength_between_natural_and_balanced(tmp_path):
     assert class_balanced(half.datasets["train"], 0, 1.0).files == class_balanced(half.datasets["train"], 0).files
     with pytest.raises(GanlabError, match="data.balanced_sampling=1.5"):
         ImageFolderDataModule(str(tmp_path), balanced_sampling=1.5, **kwargs)
+
+
+def test_transparent_pixels_read_as_black_background():
+    """An RGBA / LA / palette PNG with a transparent background: the background reads 0 (MRI background, the
+    padding's colour), not the colour hidden under the transparency; opaque pixels keep their value."""
+    from ganlab.data.readers import to_array
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3], rgba[2:6, 2:6] = 255, (120, 120, 120, 255)  # transparent white around an opaque grey square
+    palette = Image.fromarray(rgba, "RGBA").convert("P")
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    for im in (Image.fromarray(rgba, "RGBA"), Image.fromarray(rgba, "RGBA").convert("LA"), palette):
+        arr = to_array(im, 8, 1, resize="stretch")[0]
+        assert arr[0, 0] == 0 and abs(int(arr[4, 4]) - 120) <= 2, (im.mode, arr[0, 0], arr[4, 4])
+    assert to_array(Image.fromarray(rgba[..., :3], "RGB"), 8, 1, resize="stretch")[0, 0, 0] == 255  # opaque: as is

@@ -104,8 +104,10 @@ def to_array(im: Image.Image, image_size: int, channels: int, resize: str = "pad
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
         im = Image.fromarray(np.round(a).astype(np.uint8), "L")
-    if im.mode == "P":
+    if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
+        # transparent pixels are background: composite onto black (a plain convert shows their hidden colour)
         im = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im)
     im = im.convert(mode)
     size = (image_size, image_size)
     if resize == "pad":

@@ -18,7 +18,7 @@ from ganlab.data.readers import ParquetImages, read_image, source_file
 from ganlab.errors import GanlabError
 
 log = logging.getLogger("ganlab.data")
-STORE_VERSION = 1  # bump when decoding changes: it is part of the cache key
+STORE_VERSION = 2  # bump when decoding changes: it is part of the cache key
 
 Listing = dict[str, list[tuple[str, int]]]  # split -> [(record key, label)]
 
