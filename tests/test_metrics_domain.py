@@ -260,3 +260,30 @@ def test_fd_across_spaces_averages_the_equal_n_ratio_over_classifier_seeds(toy_d
     s.families["fd_spaces"] = FrechetAcrossSpaces(seeds=[])  # the training default: not measured
     s.prepare(images, labels, ["a", "b", "c d", "e"], holdout=(holdout, holdout_labels))
     assert "metrics/fd_ratio_spaces" not in {r.name for r in s.evaluate(ToyGenerator())}
+
+
+def test_one_class_data_trains_the_domain_space_on_rotations():
+    """OASIS slices have one class, on which a classifier of class labels learns nothing (its loss is 0 from the
+    start): the space is trained to tell each image's rotation instead, which needs the image's layout."""
+    from ganlab.classifier import SmallCNN, rotation_task
+    from ganlab.metrics.domain import resize
+
+    def upright(n, seed):  # a bright bar somewhere in the top quarter, on noise
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(n, 1, SIZE, SIZE, generator=g) * 40
+        for i, (top, left) in enumerate(torch.randint(0, 5, (n, 2), generator=g).tolist()):
+            x[i, :, top:top + 3, 4 + left:20 + left] += 200
+        return x.clamp(0, 255).to(torch.uint8)
+
+    images = upright(120, 0)
+    model, info = train_domain_classifier(images, torch.zeros(120, dtype=torch.long), 1, width=8, epochs=4,
+                                          min_steps=0)
+    assert info["task"] == "rotation" and info["num_classes"] == 4
+    torch.manual_seed(0)
+    initial = SmallCNN(4, 1, SIZE, width=8)
+    assert not torch.allclose(next(model.parameters()), next(initial.parameters()))
+    turned, turns = rotation_task(upright(40, 1))
+    assert len(turned) == 8 * 40 and turns.bincount().tolist() == [80] * 4
+    with torch.no_grad():
+        accuracy = (model(resize(turned, SIZE)).argmax(1) == turns).float().mean()
+    assert accuracy > 0.9

@@ -46,7 +46,7 @@ from scipy.stats import rankdata
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from ganlab.classifier import SmallCNN, extract_features, fit_classifier
+from ganlab.classifier import ROTATIONS, SmallCNN, extract_features, fit_classifier, rotation_task
 from ganlab.cli import CONFIG_DIR, entry_point
 from ganlab.config import to_plain
 from ganlab.device import choose_device
@@ -65,9 +65,13 @@ def pixel_features(images: torch.Tensor) -> torch.Tensor:
 
 def cnn_features(train_images: torch.Tensor, train_labels: torch.Tensor, num_classes: int, *, width: int = 16,
                  seed: int = 0, device: str = "cpu", **fit_options) -> Features:
-    """The SmallCNN trained on the real training split; its pooled features, L2-normalised."""
+    """The SmallCNN trained on the real training split (one class: on the rotation task, see
+    ganlab.classifier.rotation_task); its pooled features, L2-normalised."""
     torch.manual_seed(seed)
     _, channels, size, _ = train_images.shape
+    if num_classes < 2:
+        train_images, train_labels = rotation_task(train_images)
+        num_classes, fit_options = ROTATIONS, {**fit_options, "augment": False}
     model = fit_classifier(SmallCNN(num_classes, channels, size, width=width), train_images, train_labels,
                            seed=seed, device=device, **fit_options)
     return feature_space(model, device=device)

@@ -142,6 +142,20 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         return fit_classifier(model, images, labels, seed=seed, **fit_options)
 
 
+ROTATIONS = 4  # the rotation pretext's classes: 0, 90, 180, 270 degrees
+
+
+def rotation_task(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A self-supervised task for one-class data (Gidaris et al. 2018), where class labels teach a network
+    nothing: every image and its mirror image, each turned by 0/90/180/270 degrees, labelled by the turn. Scans
+    have one upright orientation, so telling the turn needs the anatomy. The mirror images stand in for
+    fit_classifier's flip augmentation (train with augment=False): flipping a turned image would turn
+    90 degrees into 270 for a near-symmetric brain."""
+    both = torch.cat([images, images.flip(3)])
+    turned = torch.cat([torch.rot90(both, k, dims=(2, 3)) for k in range(ROTATIONS)])
+    return turned, torch.arange(ROTATIONS).repeat_interleave(len(both))
+
+
 def random_shift_flip(x: torch.Tensor, g: torch.Generator, max_shift: int = 4) -> torch.Tensor:
     """Small translations and left-right flips (brains are near-symmetric), deterministic for g."""
     if torch.rand(1, generator=g).item() < 0.5:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlab.atomic import atomic_torch_save
-from ganlab.classifier import SmallCNN, fit_classifier
+from ganlab.classifier import ROTATIONS, SmallCNN, fit_classifier, rotation_task
 from ganlab.pixels import to_model_range
 from ganlab.errors import GanlabError
 
@@ -97,10 +97,12 @@ def _train_or_load(images, labels, num_classes, image_size, width, epochs, lr, b
                    balance, device) -> tuple[SmallCNN, dict]:
     torch.manual_seed(seed)  # the same initial weights whoever calls
     size = min(image_size or images.shape[-1], images.shape[-1])
+    rotation = num_classes < 2  # one class: a self-supervised rotation task, or the network would stay as initialised
     settings = dict(image_size=size, width=width, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                    num_classes=num_classes, channels=images.shape[1], balance=balance)
+                    num_classes=ROTATIONS if rotation else num_classes, channels=images.shape[1], balance=balance,
+                    **({"task": "rotation"} if rotation else {}))
     key = cache_key(images, labels, settings)
-    model = SmallCNN(num_classes, images.shape[1], size, width=width)
+    model = SmallCNN(settings["num_classes"], images.shape[1], size, width=width)
     path = Path(cache_dir).expanduser() / f"domain_classifier-{key}.pt" if cache_dir else None
     info = {"key": key, "cache": str(path) if path else None, **settings}
     if path is not None and path.is_file():
@@ -111,15 +113,18 @@ def _train_or_load(images, labels, num_classes, image_size, width, epochs, lr, b
             log.warning("ignoring unreadable classifier cache %s (%s)", path, exc.__class__.__name__)
     start = time.perf_counter()
     x, y = resize(images, size), labels
-    if balance == "sampling":
+    if balance == "sampling" and not rotation:
         idx = balanced_indices(labels, num_classes)
         x, y = x[idx], y[idx]
+    if rotation:
+        x, y = rotation_task(x)
     with torch.enable_grad():
         fit_classifier(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                       class_balanced=balance == "loss", device=device)
+                       class_balanced=balance == "loss", augment=not rotation, device=device)
     model.cpu()
     info.update(cached=False, seconds=round(time.perf_counter() - start, 2))
-    log.info("domain classifier: trained on %d images at %d px in %.1f s", len(labels), size, info["seconds"])
+    log.info("domain classifier: trained on %d images at %d px in %.1f s%s", len(labels), size, info["seconds"],
+             " to tell each image's rotation (one class: class labels would teach it nothing)" if rotation else "")
     if path is not None:
         atomic_torch_save({"state_dict": model.state_dict(), "settings": settings}, path)
     return model.eval(), info
@@ -153,12 +158,16 @@ class DomainSpace:
         if ctx.world > 1 and ctx.broadcast is not None:
             payload = ctx.broadcast(payload)  # every process uses rank 0's classifier
         state, info = payload
-        model = SmallCNN(ctx.num_classes, ctx.images.shape[1], info["image_size"], width=info["width"])
+        model = SmallCNN(info["num_classes"], ctx.images.shape[1], info["image_size"], width=info["width"])
         model.load_state_dict(state)
         net = DomainFeatures(model).to(ctx.device)
         if seed is not None:
             return net
-        if ctx.holdout is not None:
+        if ctx.holdout is not None and info.get("task") == "rotation":
+            turned, turns = rotation_task(ctx.holdout[0])
+            info["holdout_rotation_accuracy"] = round(float((ctx.embed(net, turned)[1].argmax(1).cpu() == turns)
+                                                            .float().mean()), 4)
+        elif ctx.holdout is not None:
             info.update(holdout_accuracy(ctx.embed(net, ctx.holdout[0])[1].argmax(1), ctx.holdout[1],
                                          ctx.class_names))
         ctx.settings["classifier"] = info
