@@ -64,6 +64,11 @@ def used_run_dir(tmp: Path) -> Path:
     return tmp / "run"
 
 
+def empty_file(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
 def used_audit_dir(tmp: Path) -> Path:
     (tmp / "audit" / ".hydra").mkdir(parents=True)
     (tmp / "audit" / "audit.json").write_text("an earlier audit")
@@ -115,6 +120,11 @@ MATRIX = {
                                                make=lambda tmp: image_folder(tmp / "ddp", {"a": 14}), min_cpus=2),
     "no training batch at all": Row(["trainer.limit_train_batches=0", "logger=none", "metrics=none"],
                                     ["training ran no step", "nothing was trained"]),
+    "unknown precision": Row(["trainer.precision=bogus"], ["error: trainer.precision=bogus: Precision 'bogus' is "
+                                                           "invalid"]),
+    "unreadable time budget": Row(["trainer.max_time=bogus"], ["error: trainer.max_time=bogus:", "DD:HH:MM:SS"]),
+    "W&B online with a key it refuses": Row(["logger=wandb"], ["error: W&B could not start an online run",
+                                                               "WANDB_MODE=offline"], env={"WANDB_API_KEY": "dummy"}),
     "GPU requested, none present": Row(["trainer.accelerator=gpu"], ["trainer.accelerator=gpu", "0 CUDA GPU(s)"],
                                        cpu_only=True),
     "more devices than present": Row(["trainer.accelerator=cpu", "trainer.devices={cpus_plus_one}"],
@@ -123,6 +133,9 @@ MATRIX = {
                                                        ["holds a cdcgan model but this run builds dcgan"]),
     "resume a crafted pickle": Row(["ckpt_path={made}"], ["refusing to load checkpoint", "evil.ckpt"],
                                    make=evil_checkpoint),
+    "resume an empty checkpoint file": Row(["ckpt_path={made}"], ["refusing to load checkpoint", "empty.ckpt",
+                                                                  "not a readable checkpoint (EOFError)"],
+                                           make=lambda tmp: empty_file(tmp / "empty.ckpt")),
     "fresh run into a used run dir": Row(["hydra.run.dir={made}"], ["already holds checkpoints", "ckpt_path=last"],
                                          make=used_run_dir, keeps=("checkpoints/last.ckpt", "config_resolved.yaml",
                                                                  ".hydra/config.yaml", "train.log")),

@@ -222,3 +222,36 @@ def test_a_plan_that_makes_nothing_is_refused():
     for bad in (0, -3, 1.5, True):
         with pytest.raises(GanlabError, match=f"n_per_class={bad!r}: expected a positive integer"):
             plan_counts(names, {"a": 5, "b": 2}, n_per_class=bad, balance=None, classes=None)
+
+
+def test_bad_options_are_refused_before_anything_is_written(run_cli, cdcgan_ckpt, tmp_path):
+    """Each a single error line, exit 2, and the user's folder as it was: overwrite=no is not true (it was
+    truthy, and replaced the folder), a missing out= is not a folder named ???, and neither a truncation <= 0
+    nor batch_size=0 hangs."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    (tmp_path / "afile").write_text("x")
+    cases = {
+        "overwrite=no": ([f"out={mine}", "overwrite=no"], "overwrite='no': expected true or false"),
+        "missing out": ([], "out is required: pass out=..."),
+        "truncation=-1": ([f"out={tmp_path / 'a'}", "truncation=-1"], "truncation=-1: expected a number > 0"),
+        "batch_size=0": ([f"out={tmp_path / 'b'}", "batch_size=0"], "batch_size=0: expected an integer >= 1"),
+        "n_per_class=abc": ([f"out={tmp_path / 'c'}", "n_per_class=abc"], "n_per_class='abc': expected an integer"),
+        "out is a file": ([f"out={tmp_path / 'afile'}"], "is a file; name a folder for the images"),
+        "out under a file": ([f"out={tmp_path / 'afile' / 'sub'}"], "afile is a file, so no folder can be made"),
+        "out holds the checkpoint": ([f"out={cdcgan_ckpt.parent.parent}", "overwrite=true"],
+                                     "holds the checkpoint"),
+    }
+    for name, (args, message) in cases.items():
+        result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", *args)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and lines and lines[-1].startswith("error: ") and message in lines[-1], \
+            (name, result.stderr[-1500:])
+        assert "Traceback" not in result.stderr, name
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"] and not (tmp_path / "???").exists()
+    assert not any((tmp_path / n).exists() for n in "abc") and cdcgan_ckpt.is_file()
+    result = run_cli("ganlab.generate", f"ckpt={cdcgan_ckpt}", f"out={tmp_path / 'one'}", "classes=ModerateDemented",
+                     "n_per_class=2")
+    assert_ok(result)
+    assert [p.name for p in (tmp_path / "one").iterdir() if p.is_dir()] == ["ModerateDemented"]

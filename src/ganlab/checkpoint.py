@@ -13,7 +13,7 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, error_summary, first_line
 
 # ----------------------------------------------------------------------------- what a checkpoint may build
 # A checkpoint is plain data (weights_only=True), but its recipe goes to Hydra's instantiate, which calls
@@ -105,7 +105,7 @@ def read_checkpoint(path: str | Path) -> dict:
                           "when loaded; ganlab loads only plain weights (weights_only=True)") from exc
     except Exception as exc:  # RuntimeError for a truncated or foreign file
         raise GanlabError(f"refusing to load checkpoint {path}: not a readable checkpoint "
-                          f"({exc.__class__.__name__}: {str(exc).strip().splitlines()[0]})") from exc
+                          f"({error_summary(exc)})") from exc
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("ganlab"), dict) or "state_dict" not in ckpt:
         raise GanlabError(f"checkpoint {path} was not written by ganlab.train (no recipe inside)")
     recipe = ckpt["ganlab"].get("model")
@@ -172,7 +172,7 @@ def load_gan(path: str | Path, expect_family: str | None = None):
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise GanlabError(f"checkpoint {path} does not match its own recipe: {str(exc).splitlines()[0]}") from exc
+        raise GanlabError(f"checkpoint {path} does not match its own recipe: {first_line(exc)}") from exc
     return module.eval(), dict(ckpt["ganlab"]["data"])
 
 

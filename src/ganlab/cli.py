@@ -11,10 +11,12 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
+from omegaconf.errors import MissingMandatoryValue
 
 from ganlab.errors import GanlabError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def config_dir() -> str:
@@ -36,6 +38,9 @@ def user_error(exc: BaseException) -> str | None:
     """The one-line message for an error caused by the user's input, else None (a real bug)."""
     if isinstance(exc, GanlabError):
         return str(exc)
+    if isinstance(exc, MissingMandatoryValue):  # a ??? key left out
+        key = exc.full_key or "a mandatory key"
+        return f"{key} is required: pass {key}=..."
     if isinstance(exc, InstantiationException):
         cause = exc.__cause__
         key = next((line.split(":", 1)[1].strip() for line in str(exc).splitlines()
@@ -99,6 +104,11 @@ def entry_point(task):
     def wrapper(cfg):
         try:
             return task(cfg)
+        except KeyboardInterrupt:  # Ctrl-C before training's own handler is in place (it saves and exits 130)
+            if HydraConfig.initialized():
+                remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
+            print("error: interrupted (Ctrl-C); nothing was finished", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:
             message = user_error(exc)
             if message is None:

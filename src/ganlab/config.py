@@ -69,6 +69,18 @@ def _hints(target: str) -> dict:
                 if not isinstance(p.annotation, str)}
 
 
+def check_call_arguments(function, options: dict) -> None:
+    """An entry point's options, passed as keyword arguments to `function`: each int, float or bool its signature
+    declares must be one (`overwrite=no` would be truthy), or one GanlabError naming the option."""
+    for name, annotation in typing.get_type_hints(function).items():
+        allowed, optional = _allowed(annotation)
+        if name in options and allowed:
+            value = options[name]
+            if not (value is None and optional) and not _fits(value, allowed):
+                names = " or ".join(_NAMES[t] for t in (int, float, bool) if t in allowed)
+                raise GanlabError(f"{name}={value!r}: expected {names}")
+
+
 def check_argument_types(node, key: str) -> None:
     """Raise a GanlabError naming the key when a config value does not fit what the `_target_`'s
     constructor declares as int, float or bool (`model.generator.width=abc`, `trainer.max_epochs=1.5`),

@@ -30,6 +30,7 @@ from PIL import Image
 from ganlab.atomic import publish_dir
 from ganlab.checkpoint import file_sha256, load_gan
 from ganlab.cli import CONFIG_DIR, entry_point
+from ganlab.config import check_call_arguments
 from ganlab.data.folder import UInt8ImageDataset
 from ganlab.pixels import to_uint8
 from ganlab.errors import GanlabError
@@ -44,6 +45,7 @@ MANIFEST_FIELDS = ("file", "class", "label", "seed", "checkpoint_sha256", "model
 def plan_counts(class_names: list[str], class_counts: dict[str, int], *, n_per_class: int,
                 balance: str | None, classes: list[str] | None) -> dict[str, int]:
     """How many images of each class to make."""
+    classes = [classes] if isinstance(classes, str) else classes  # classes=ModerateDemented: one class
     unknown = sorted(set(classes or []) - set(class_names))
     if unknown:
         raise GanlabError(f"classes={unknown} not in the checkpoint's classes {class_names}")
@@ -77,10 +79,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> Path:
-    """A fresh temporary sibling of `out`; leftovers of killed runs (dead pid in the name) are removed."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+def check_out_dir(out: Path, overwrite: bool, ckpt: str) -> None:
+    """Refused before anything is loaded: a file, a path through a file, a non-empty folder without overwrite, and
+    a folder (overwritten or not) that holds the checkpoint being sampled."""
+    if out.exists() and not out.is_dir():
+        raise GanlabError(f"out={out} is a file; name a folder for the images")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise GanlabError(f"out={out}: {blocked} is a file, so no folder can be made under it")
+    if out.is_dir() and Path(ckpt).expanduser().resolve().is_relative_to(out.resolve()):
+        raise GanlabError(f"out={out} holds the checkpoint {ckpt} being sampled; choose another `out=`")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise GanlabError(f"out={out} holds the working directory; choose a folder of its own for the images")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise GanlabError(f"output directory {out} is not empty; choose another `out=` or pass overwrite=true")
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """A fresh temporary sibling of `out`; leftovers of killed runs (dead pid in the name) are removed."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.partial-*"):
         pid = stale.name.rsplit(".partial-", 1)[1].split("-")[0]
@@ -95,6 +111,11 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
              filter_min_prob: float | None = None, filter_novelty_percentile: float | None = None,
              filter_max_draws: int = 20) -> dict[str, int]:
     out_dir = Path(out).expanduser()
+    check_out_dir(out_dir, overwrite, ckpt)
+    if truncation is not None and not truncation > 0:
+        raise GanlabError(f"truncation={truncation!r}: expected a number > 0 (null: plain normal noise)")
+    if batch_size < 1:
+        raise GanlabError(f"batch_size={batch_size!r}: expected an integer >= 1")
     module, facts = load_gan(ckpt)
     trained = training_data(ckpt)
     conditional = module.conditional
@@ -110,7 +131,7 @@ def generate(ckpt: str, out: str, *, n_per_class: int = 100, balance: str | None
                                  max_draws=filter_max_draws) if filtered else (None, None)
     rule = " ".join(f"{k}={v}" for k, v in [("filter_min_prob", filter_min_prob),
                                             ("filter_novelty_percentile", filter_novelty_percentile)] if v is not None)
-    tmp = prepare_out_dir(out_dir, overwrite)
+    tmp = prepare_out_dir(out_dir)
     checkpoint_hash, model_name = file_sha256(ckpt), module.generator.__class__.__name__
     rng = torch.Generator().manual_seed(seed)
     rows, drawn, passed = [], {}, {}
@@ -228,8 +249,9 @@ def load_generated(out: str | Path, class_names: list[str] | None = None) -> UIn
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
 @entry_point
 def main(cfg: DictConfig) -> None:
-    options = OmegaConf.to_container(cfg, resolve=True)
+    options = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # ckpt= and out= are required
     options.pop("hydra", None)
+    check_call_arguments(generate, options)
     counts = generate(**options)
     print(f"wrote {sum(counts.values())} images to {cfg.out}: {counts}")
 

@@ -23,7 +23,7 @@ from ganlab.callbacks.throughput import Throughput
 from ganlab.checkpoint import check_same_model, read_checkpoint
 from ganlab.cli import occupied_message
 from ganlab.config import to_plain
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, error_summary
 from ganlab.models.lr_decay import no_budget
 from ganlab.strategy import is_rank_zero  # also registers the gan_ddp strategy name
 
@@ -76,7 +76,8 @@ def resolve_resume(cfg: DictConfig, callbacks: list[L.Callback]) -> tuple[str | 
     if requested == "last":
         path = find_last_checkpoint(dirs)
         if path is None:
-            log.info("ckpt_path=last: no last.ckpt in %s yet; starting from scratch", [str(d) for d in dirs])
+            log.warning("ckpt_path=last: no last.ckpt in %s yet; starting from scratch (to resume a run, give "
+                        "its hydra.run.dir too)", [str(d) for d in dirs])
             return None, None
     elif requested:
         path = Path(str(requested)).expanduser()
@@ -122,10 +123,16 @@ def build_trainer(cfg: DictConfig, callbacks, logger) -> L.Trainer:
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     except InstantiationException as exc:
-        if not isinstance(exc.__cause__, (MisconfigurationException, TypeError, ValueError)):
+        if not isinstance(exc.__cause__, (MisconfigurationException, TypeError, ValueError, ImportError)):
             raise
+        message = " ".join(str(exc.__cause__).split())
+        # the key the message is about, where it names one (Lightning says "Precision", "Timer(duration=...)")
+        named = {"precision": "precision", "timer(duration": "max_time", "strategy": "strategy"}
+        key = next((k for word, k in named.items() if word in message.lower() and k in cfg.trainer), None)
+        if key is not None:
+            raise GanlabError(f"trainer.{key}={cfg.trainer.get(key)}: {message}") from exc
         raise GanlabError(f"trainer.accelerator={cfg.trainer.get('accelerator')} "
-                          f"trainer.devices={cfg.trainer.get('devices')}: {' '.join(str(exc.__cause__).split())} "
+                          f"trainer.devices={cfg.trainer.get('devices')}: {message} "
                           f"(this machine: {torch.cuda.device_count()} CUDA GPU(s), {os.cpu_count()} CPU cores; "
                           "trainer.accelerator=auto uses what is there)") from exc
     if isinstance(trainer.accelerator, CPUAccelerator) and trainer.num_devices > (os.cpu_count() or 1):
@@ -159,11 +166,26 @@ def train(cfg: DictConfig) -> dict:
     if is_rank_zero():
         check_batches_per_process(datamodule, trainer.world_size)
     if logger:
-        logger.log_hyperparams(to_plain(cfg))
+        start_logging(logger, to_plain(cfg))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.global_step == 0:
         raise GanlabError("training ran no step (no training batches reached the model); nothing was trained")
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def start_logging(logger, hyperparams: dict) -> None:
+    """The logger's first write, which starts a W&B run: an online run that cannot reach W&B (no network, a bad
+    key) becomes one line naming the way to log offline, not a traceback."""
+    try:
+        logger.log_hyperparams(hyperparams)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("wandb"):
+            raise
+        import wandb
+
+        wandb.teardown()  # its closing lines now, so that the error line is the last
+        raise GanlabError(f"W&B could not start an online run ({error_summary(exc)}); WANDB_MODE=offline logs to "
+                          "files (upload them later with `wandb sync`), or choose logger=csv") from exc
 
 
 def count_classes(data_cfg: DictConfig) -> int:

@@ -153,8 +153,10 @@ class ResumableCheckpoint(ModelCheckpoint):
         path = self.last_path()
         trainer.save_checkpoint(path)  # atomic (AtomicCheckpointIO); every rank takes part
         if trainer.is_global_zero:
-            log.warning("stopped by %s at step %d: saved %s; continue with ckpt_path=last",
-                        signal.Signals(signum).name, trainer.global_step, path)
+            run_dir = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else Path(path).parent
+            log.warning("stopped by %s at step %d: saved %s; continue with the same command plus "
+                        "hydra.run.dir=%s ckpt_path=last", signal.Signals(signum).name, trainer.global_step, path,
+                        run_dir)
         previous = self._previous_handlers.get(signum)
         if signum not in (signal.SIGTERM, signal.SIGINT) and callable(previous):
             previous(signum, None)  # submitit: requeue this job (rank 0), then exit

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ganlab.errors import GanlabError
+from ganlab.errors import GanlabError, first_line
 from ganlab.pixels import to_uint8
 
 log = logging.getLogger("ganlab.metrics")
@@ -89,7 +89,7 @@ class InceptionFeatures(nn.Module):
                                           feature_extractor_weights_path=str(path), antialias=antialias)
         except Exception as exc:  # UnpicklingError, RuntimeError (wrong keys/shapes), OSError
             raise GanlabError(f"metrics.spaces.inception.weights={path} is not an InceptionV3 state_dict from "
-                              f"torch-fidelity: {str(exc).splitlines()[0]}") from exc
+                              f"torch-fidelity: {first_line(exc)}") from exc
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
