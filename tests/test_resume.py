@@ -18,7 +18,7 @@ import ganlab.config  # noqa: F401  (registers resolvers)
 from conftest import REPO, TINY, assert_ok, signal_when
 from ganlab.callbacks.checkpoint import ResumableCheckpoint, find_last_checkpoint
 from ganlab.callbacks.reseed import ReseedRNG, derive_seed
-from ganlab.checkpoint import check_same_model
+from ganlab.checkpoint import check_same_data, check_same_model
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError
 from ganlab.training import resolve_resume
@@ -169,6 +169,16 @@ def test_resume_refuses_other_model_settings():
     with pytest.raises(GanlabError, match="holds a dcgan model but this run builds cdcgan"):
         check_same_model(ckpt, to_plain(cdcgan.model), "x.ckpt")
 
+
+
+def test_resume_refuses_other_data():
+    facts = {"class_names": ["a", "b"], "image_size": 32, "channels": 1, "class_counts": {"a": 20, "b": 20}}
+    ckpt = {"ganlab": {"data": facts}}
+    check_same_data(ckpt, dict(facts), "x.ckpt")
+    with pytest.raises(GanlabError, match=r"x.ckpt was trained on other data \(class_counts: \{'a': 20, 'b': 20\} -> "
+                                          r"\{'a': 30, 'b': 20\}\)"):
+        check_same_data(ckpt, {**facts, "class_counts": {"a": 30, "b": 20}}, "x.ckpt")
+    check_same_data({"ganlab": {}}, facts, "old.ckpt")  # a checkpoint without data facts: nothing to compare
 
 
 def test_resume_accepts_a_recipe_written_before_an_option_existed():

@@ -161,6 +161,16 @@ def check_same_model(ckpt: dict, model_cfg: dict, path: str | Path) -> None:
                           f"{'; ...' if len(changed) > 4 else ''}); resume with the run's own settings")
 
 
+def check_same_data(ckpt: dict, facts: dict, path: str | Path) -> None:
+    """Resuming on the data the checkpoint was trained on: same classes, image size, channels and class counts."""
+    saved = ckpt["ganlab"].get("data") or {}
+    keys = ("class_names", "image_size", "channels", "class_counts")
+    changed = [f"{k}: {saved[k]!r} -> {facts.get(k)!r}" for k in keys if k in saved and saved[k] != facts.get(k)]
+    if changed:
+        raise GanlabError(f"checkpoint {path} was trained on other data ({'; '.join(changed[:2])}); resume with the "
+                          "run's own data settings (its config_resolved.yaml), or start a new run without ckpt_path")
+
+
 def load_gan(path: str | Path, expect_family: str | None = None):
     """(GANModule in eval mode, data facts dict) from a checkpoint file."""
     ckpt = read_checkpoint(path)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ganlab.callbacks.checkpoint import WANDB_ID_KEY, find_last_checkpoint
 from ganlab.callbacks.recipe import Recipe, data_facts
 from ganlab.callbacks.throughput import Throughput
-from ganlab.checkpoint import check_same_model, read_checkpoint
+from ganlab.checkpoint import check_same_data, check_same_model, read_checkpoint
 from ganlab.cli import occupied_message
 from ganlab.config import to_plain
 from ganlab.errors import GanlabError, error_summary
@@ -159,6 +159,8 @@ def train(cfg: DictConfig) -> dict:
         check_class_count(cfg, datamodule)
     callbacks = metric_callbacks + build_callbacks(cfg) + [Recipe(to_plain(cfg.model)), Throughput()]
     ckpt_path, resumed = resolve_resume(cfg, callbacks)
+    if resumed is not None and is_rank_zero():
+        check_same_data(resumed, data_facts(datamodule), ckpt_path)
     if is_rank_zero():  # extra DDP processes share this run dir; a refused start leaves an earlier run's record
         OmegaConf.save(cfg, f"{cfg.paths.output_dir}/config_resolved.yaml", resolve=True)
     logger = build_logger(cfg, resumed)
@@ -202,7 +204,8 @@ def check_class_count(cfg: DictConfig, datamodule) -> None:
     built = cfg.model.get("num_classes") or 0
     if built and built != datamodule.num_classes:
         raise GanlabError(f"model.num_classes={built} but the data has {datamodule.num_classes} classes "
-                          f"{list(datamodule.class_names)}; leave model.num_classes to the data (${{data.num_classes}})")
+                          f"{list(datamodule.class_names)}; "
+                          "leave model.num_classes to the data (${data.num_classes})")
 
 
 def check_batches_per_process(datamodule, world_size: int) -> None:
