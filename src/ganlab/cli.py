@@ -4,6 +4,7 @@ only) is removed."""
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def user_error(exc: BaseException) -> str | None:
         if inner is None and isinstance(cause, (ValueError, TypeError)):
             inner = str(cause)
         if inner is not None:
+            if key and re.match(r"[A-Za-z_]\w*=", inner):  # "latent_dim=0: ..." of the node at `key`
+                return f"{key}.{inner}"
             return f"{key}: {inner}" if key and not inner.startswith(key) else inner
     return None
 

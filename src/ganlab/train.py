@@ -23,6 +23,8 @@ from ganlab.sweep import METRICS_FILE, sweep_group
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @entry_point
 def main(cfg: DictConfig) -> float | None:
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise GanlabError(f"seed={cfg.seed!r}: expected an integer")
     if cfg.model.get("num_classes", 0) is None and cfg.data.get("num_classes") is None:
         from ganlab.training import count_classes  # a conditional model on data that names its classes itself
 

@@ -120,6 +120,11 @@ def check_budget(cfg: DictConfig) -> None:
 
 
 def build_trainer(cfg: DictConfig, callbacks, logger) -> L.Trainer:
+    strategy = cfg.trainer.get("strategy")
+    if isinstance(strategy, str) and strategy.startswith("ddp") and "find_unused_parameters_true" not in strategy:
+        raise GanlabError(f"trainer.strategy={strategy}: Lightning's DDP without find_unused_parameters fails at a "
+                          "GAN's first step (G's step leaves D's parameters unused); leave trainer.strategy as it is "
+                          "(ganlab's strategy trains data-parallel with trainer.devices=N, see conf/trainer/ddp.yaml)")
     try:
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     except InstantiationException as exc:

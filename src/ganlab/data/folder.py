@@ -104,6 +104,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.validate_options()
 
     def validate_options(self) -> None:
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise GanlabError(f"data.num_workers={self.num_workers!r}: expected an integer >= 0 (0: load in the "
+                              "training process)")
         if self.channels not in (1, 3):
             raise GanlabError(f"data.channels={self.channels}: images are read as 1 (grayscale) or 3 (RGB) channels")
         if self.resize not in RESIZE_POLICIES:

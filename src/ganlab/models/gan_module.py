@@ -296,6 +296,8 @@ class GANModule(L.LightningModule):
         self.loss = loss or NonSaturatingLoss()
         self.hparams["loss"] = repr(self.loss)
         self.latent_dim = generator.latent_dim
+        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
+            raise ValueError(f"latent_dim={self.latent_dim!r}: expected an integer >= 1")
         if latent_dim is not None and latent_dim != self.latent_dim:
             raise ValueError(f"latent_dim={latent_dim} but the generator takes {self.latent_dim}")
         self.num_classes = num_classes
