@@ -327,3 +327,22 @@ def test_transparent_pixels_read_as_black_background():
         arr = to_array(im, 8, 1, resize="stretch")[0]
         assert arr[0, 0] == 0 and abs(int(arr[4, 4]) - 120) <= 2, (im.mode, arr[0, 0], arr[4, 4])
     assert to_array(Image.fromarray(rgba[..., :3], "RGB"), 8, 1, resize="stretch")[0, 0, 0] == 255  # opaque: as is
+
+
+def test_folder_of_split_folders_is_not_read_as_classes(tmp_path):
+    for split in ("train", "test"):
+        for name in ("flair", "t1"):
+            for i in range(3):
+                save(tmp_path / split / name / f"{i}.png")
+    with pytest.raises(GanlabError, match=r"holds split folders \['test', 'train'\], not class folders.*"
+                                          r"data.train_split"):
+        ready(ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, train_split=None, test_split=None))
+    dm = ready(ImageFolderDataModule(str(tmp_path), image_size=16, batch_size=2, train_split="train",
+                                     test_split="test"))
+    assert dm.class_names == ["flair", "t1"]
+
+
+def test_a_root_that_is_a_file_is_named_as_one(tmp_path):
+    (tmp_path / "scans.zip").write_bytes(b"PK")
+    with pytest.raises(GanlabError, match="scans.zip is a file, not a folder"):
+        ready(ImageFolderDataModule(str(tmp_path / "scans.zip"), image_size=16, batch_size=2))

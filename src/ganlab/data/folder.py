@@ -157,6 +157,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         return None
 
     def check_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise GanlabError(f"data root {self.root} is a file, not a folder (unpack an archive first); expected "
+                              f"{self.layout_help()}")
         if not self.root.is_dir():
             raise GanlabError(f"data root {self.root} does not exist; expected {self.layout_help()}; "
                               f"{self.obtain_hint}")
@@ -188,6 +191,11 @@ class ImageFolderDataModule(L.LightningDataModule):
             return list(self.class_names)
         if not found:
             raise GanlabError(f"no class folders under {train_dir}; expected {self.expected_layout()}")
+        splits = {"train", "training", "test", "testing", "val", "valid", "validation"}
+        if len(found) > 1 and {n.lower() for n in found} <= splits:
+            names = sorted(found)
+            raise GanlabError(f"{train_dir} holds split folders {names}, not class folders: name them with "
+                              f"data.train_split=<one of {names}> (and data.test_split / data.val_split)")
         return sorted(found)
 
     def list_split(self, split_dir: Path, required: bool) -> list[tuple[str, int]]:

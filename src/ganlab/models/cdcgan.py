@@ -40,7 +40,8 @@ D_CONDITIONINGS = ("projection", "concat")
 def check_num_classes(num_classes) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r}: a conditional network needs a positive class count "
-                         "(it comes from data.num_classes)")
+                         "(it comes from data.num_classes; data without classes, e.g. data=oasis, trains "
+                         "model=dcgan or model=gan)")
     return num_classes
 
 
