@@ -147,6 +147,11 @@ MATRIX = {
                                      ["error: {made} already holds results ['audit.json']; pass overwrite=true"],
                                      module="ganlab.audit", make=used_audit_dir,
                                      keeps=("audit.json", ".hydra/config.yaml"), whole_stderr=True),
+    "a run folder given as the checkpoint": Row(["ckpt={tmp}", "out={tmp}/images"],
+                                                ["error: checkpoint {tmp} is a folder; name the .ckpt file"],
+                                                module="ganlab.generate", whole_stderr=True),
+    "augment a folder that does not exist": Row(["synthetic={tmp}/nope", "hydra.run.dir={tmp}/run"],
+                                                ["error: synthetic={tmp}/nope does not exist"], module="ganlab.augment"),
     "generate into a non-empty directory": Row(["ckpt={ckpt}", "out={made}", "n_per_class=2"],
                                                ["error: output directory {made} is not empty; choose another `out=` "
                                                 "or pass overwrite=true"],

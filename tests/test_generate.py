@@ -210,6 +210,8 @@ def test_unconditional_checkpoint_writes_one_folder(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["generate.json", "generated", "manifest.csv"]
     assert {Image.open(p).mode for p in (tmp_path / "out" / "generated").glob("*.png")} == {"RGB"}  # RGB stays RGB
     assert load_generated(tmp_path / "out").images.shape == (3, 3, 32, 32)
+    with pytest.raises(GanlabError, match="sampled from an unconditional model: its images have no class"):
+        load_generated(tmp_path / "out", list(CLASS_NAMES))  # what augment asks for
 
 
 def test_a_plan_that_makes_nothing_is_refused():

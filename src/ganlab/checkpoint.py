@@ -94,6 +94,8 @@ def check_recipe(tree, names: frozenset, what: str, key: str = "") -> None:
 
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise GanlabError(f"checkpoint {path} is a folder; name the .ckpt file (e.g. {path}/checkpoints/last.ckpt)")
     if not path.is_file():
         raise GanlabError(f"checkpoint {path} does not exist")
     try:

@@ -234,6 +234,10 @@ def load_generated(out: str | Path, class_names: list[str] | None = None) -> UIn
         names = {int(r["label"]): r["class"] for r in rows}
         class_names = [names.get(i, f"class{i}") for i in range(max(names, default=-1) + 1)]
     unknown = sorted({r["class"] for r in rows} - set(class_names))
+    if unknown == ["generated"]:
+        raise GanlabError(f"{out} was sampled from an unconditional model: its images have no class of "
+                          f"{list(class_names)}; sample a class-conditional (model=cdcgan) checkpoint, or audit the "
+                          "unconditional one with ckpt=")
     if unknown:
         raise GanlabError(f"{out}: generated classes {unknown} are not among {list(class_names)}")
     images = []

@@ -63,6 +63,8 @@ def training_data(ckpt: str | Path) -> tuple[dict, str] | None:
 
 def generated_data(folder: str | Path) -> tuple[dict, str] | None:
     """The training data of the checkpoint a ganlab.generate output was sampled from."""
+    if not Path(folder).expanduser().is_dir():
+        raise GanlabError(f"synthetic={folder} does not exist: name a ganlab.generate output folder")
     info_file = Path(folder).expanduser() / "generate.json"
     if not info_file.is_file():
         return None
