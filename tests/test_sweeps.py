@@ -151,6 +151,15 @@ def test_multirun_one_dir_per_job_shared_group_and_summary(run_cli, tmp_path):
     assert "model=cdcgan | 2 |" in (sweep / "summary.md").read_text()
 
 
+def test_a_bad_value_in_one_job_leaves_the_others_of_the_sweep_running(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("ganlab.train", "-m", *TINY, "model.lr_g=2e-4,-1,3e-4", "trainer.limit_train_batches=1",
+                     "logger=none", "metrics=none", f"hydra.sweep.dir={sweep}")
+    assert result.returncode != 0 and "error: model.lr_g=-1: expected a positive number" in result.stderr
+    assert (sweep / "0" / "metrics.json").is_file() and (sweep / "2" / "metrics.json").is_file()
+    assert not (sweep / "1").exists()  # the refused job's dir is removed, as a single run's is
+
+
 @pytest.mark.slow
 def test_optuna_two_trials(run_cli, tmp_path):
     sweep = tmp_path / "optuna"

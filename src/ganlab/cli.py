@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.experimental.callback import Callback
 from omegaconf.errors import MissingMandatoryValue
 
@@ -119,6 +120,8 @@ def entry_point(task):
             if HydraConfig.initialized():
                 remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
             print(f"error: {message}", file=sys.stderr)
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise  # one job of a sweep: Hydra records it as failed and the sweep goes on
             sys.exit(EXIT_BAD_INPUT)
 
     return wrapper
