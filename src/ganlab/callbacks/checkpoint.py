@@ -115,7 +115,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         # A run that stops between two scheduled saves (max_steps, every_n_epochs > 1) still ends with
         # its final state in last.ckpt (rewritten even when an epoch-end save just wrote it: one file).
         if self.save_last and self.dirpath and not (trainer.fast_dev_run or trainer.sanity_checking):
-            trainer.save_checkpoint(self.last_path())
+            trainer.save_checkpoint(self.last_path(), weights_only=False)  # a full one: it resumes
 
     # ------------------------------------------------------------ pre-emption
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -151,7 +151,7 @@ class ResumableCheckpoint(ModelCheckpoint):
             return
         signum = self._stop_signal or signal.SIGTERM
         path = self.last_path()
-        trainer.save_checkpoint(path)  # atomic (AtomicCheckpointIO); every rank takes part
+        trainer.save_checkpoint(path, weights_only=False)  # atomic (AtomicCheckpointIO); every rank takes part
         if trainer.is_global_zero:
             run_dir = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else Path(path).parent
             log.warning("stopped by %s at step %d: saved %s; continue with the same command plus "

@@ -137,7 +137,7 @@ class MetricsCallback(L.Callback):
             return
         self.best = {"value": value, "step": trainer.global_step, "epoch": trainer.current_epoch}
         path = self.best_path(trainer)
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
             log.info("metrics: %s %.4g is the lowest so far: saved %s", self.best_monitor, value, path)
 
