@@ -128,7 +128,7 @@ class SavingTrainer:
         self.default_root_dir, self.checkpoint_callbacks, self.is_global_zero = str(root), [], True
         self.global_step, self.current_epoch, self.saved = 0, 0, []
 
-    def save_checkpoint(self, path):
+    def save_checkpoint(self, path, weights_only=None):
         self.saved.append((Path(path), self.global_step))
 
 
