@@ -152,6 +152,12 @@ MATRIX = {
                                                 module="ganlab.generate", whole_stderr=True),
     "augment a folder that does not exist": Row(["synthetic={tmp}/nope", "hydra.run.dir={tmp}/run"],
                                                 ["error: synthetic={tmp}/nope does not exist"], module="ganlab.augment"),
+    "evaluate: sample count not a number": Row(["ckpt={tmp}/any.ckpt", "n_samples=abc"],
+                                               ["error: n_samples='abc': expected an integer >= 1"],
+                                               module="ganlab.evaluate", whole_stderr=True),
+    "evaluate into a file": Row(["ckpt={tmp}/any.ckpt", "out={made}"], ["error: out={made}: {made} is a file"],
+                                module="ganlab.evaluate", make=lambda tmp: empty_file(tmp / "results.txt"),
+                                whole_stderr=True),
     "generate into a non-empty directory": Row(["ckpt={ckpt}", "out={made}", "n_per_class=2"],
                                                ["error: output directory {made} is not empty; choose another `out=` "
                                                 "or pass overwrite=true"],

@@ -46,6 +46,13 @@ def evaluate(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
         raise GanlabError("ckpt=<path to a .ckpt file> is required")
     ckpt = Path(str(cfg.ckpt)).expanduser()
+    n = cfg.get("n_samples")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise GanlabError(f"n_samples={n!r}: expected an integer >= 1 (null: the metrics group's)")
+    out = Path(str(cfg.out)).expanduser() if cfg.get("out") else None
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None) if out else None
+    if blocked is not None:  # found now, not after the whole evaluation
+        raise GanlabError(f"out={out}: {blocked} is a file; name a folder for the results")
     suite = build_suite(cfg)
     module, facts = load_gan(ckpt)
     data_cfg, data_source = choose_data(cfg, training_data(ckpt), str(ckpt))

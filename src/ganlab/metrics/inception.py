@@ -40,7 +40,7 @@ def resolve_weights(configured: str | None, on_missing: str = "skip", announce: 
     where = (f"metrics.spaces.inception.weights={path}" if configured
              else f"{path} (metrics.spaces.inception.weights is unset)")
     message = (f"Inception weights not found at {where}; no download is attempted — place {WEIGHTS_FILE} "
-               f"({WEIGHTS_URL}) there or leave out metrics.families.inception")
+               f"({WEIGHTS_URL}) there, or go on without FID/IS/KID: metrics.spaces.inception.on_missing=skip")
     if on_missing == "error":
         raise GanlabError(message)
     if announce:
