@@ -158,6 +158,8 @@ def test_a_bad_value_in_one_job_leaves_the_others_of_the_sweep_running(run_cli, 
     assert result.returncode != 0 and "error: model.lr_g=-1: expected a positive number" in result.stderr
     assert (sweep / "0" / "metrics.json").is_file() and (sweep / "2" / "metrics.json").is_file()
     assert not (sweep / "1").exists()  # the refused job's dir is removed, as a single run's is
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))  # the jobs that ran keep their summary
+    assert sorted(r["config"] for r in rows) == ["model.lr_g=0.0002", "model.lr_g=0.0003"]
 
 
 @pytest.mark.slow

@@ -156,3 +156,15 @@ class SweepSummary(Callback):
         path = write_summary(Path(str(config.hydra.sweep.dir)), self.metrics)
         if path is not None:
             log.info("sweep summary: %s", path)
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """With the local launcher (jobs one after another, in this process) also after each job: a failed job
+        makes Hydra raise before on_multirun_end, and the jobs that finished keep their summary."""
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if launcher.endswith("BasicLauncher") and (Path(str(config.hydra.sweep.dir))).is_dir():
+            write_summary(Path(str(config.hydra.sweep.dir)), self.metrics)
