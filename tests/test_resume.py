@@ -249,3 +249,20 @@ def test_submitits_requeue_signal_saves_then_hands_over(tmp_path):
         assert signal.getsignal(signal.SIGINT) != checkpoint._request_stop
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_training_is_one_line_and_leaves_no_run_dir(start_cli, cli_env, tmp_path):
+    """SIGINT while the embedded data is still being rendered (before training's own handler is in place):
+    one error line, exit 130, no traceback, and neither a run dir nor a half-rendered dataset left."""
+    run_dir, log, data = tmp_path / "run", tmp_path / "interrupted.log", tmp_path / "fresh_data"
+    proc = start_cli(["-m", "ganlab.train", "data.per_class=3000", "logger=none", f"hydra.run.dir={run_dir}"],
+                     {**cli_env, "GANLAB_DATA_DIR": str(data)}, log)
+    signal_when(proc, lambda: log.is_file() and "Seed set to" in log.read_text(), "the start of the run",
+                signal.SIGINT, log)
+    output = log.read_text()
+    assert proc.returncode == 130, output[-3000:]
+    assert "Traceback" not in output and output.strip().splitlines()[-1] == \
+        "error: interrupted (Ctrl-C); nothing was finished"
+    assert not run_dir.exists()
+    assert not [p for p in data.rglob("*.png")], "a half-rendered dataset was left"
