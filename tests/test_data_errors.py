@@ -110,6 +110,9 @@ def test_num_classes_mismatch_and_parquet_column_errors(tmp_path, alz):
     assert "has no column 'image'" in error_of(lambda: ParquetDataModule(str(path)))
     pq.write_table(pa.table({"image": [1.0], "label": [0]}), path)
     assert "expected encoded image bytes" in error_of(lambda: ParquetDataModule(str(path)))
+    pq.write_table(pa.table({"image": [b"not an image"] * 4, "label": [0, 1, 0, 1]}), path)
+    message = error_of(lambda: ParquetDataModule(str(path), image_size=16, batch_size=2))
+    assert f"cannot read image {path}#0" in message and "BytesIO" not in message, message
 
 
 def test_oasis_file_without_subject_id(tmp_path):

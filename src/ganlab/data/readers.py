@@ -7,6 +7,7 @@ Hugging Face mirrors ship it).
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,8 @@ class ParquetImages:
 
 
 def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    text = " ".join(str(exc).split())
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "its bytes", text)  # a parquet cell: the key names it
 
 
 def open_image(key: str, parquet: ParquetImages | None = None) -> Image.Image:
