@@ -346,3 +346,13 @@ def test_a_root_that_is_a_file_is_named_as_one(tmp_path):
     (tmp_path / "scans.zip").write_bytes(b"PK")
     with pytest.raises(GanlabError, match="scans.zip is a file, not a folder"):
         ready(ImageFolderDataModule(str(tmp_path / "scans.zip"), image_size=16, batch_size=2))
+
+
+def test_the_other_brain_tumour_set_is_named_with_its_data_config(tmp_path):
+    four, yes_no = make_tumor_four(tmp_path / "four"), make_tumor_yes_no(tmp_path / "yn")
+    with pytest.raises(GanlabError, match="holds the four_class brain-tumour set, not the yes_no one: "
+                                          "use data=brain_tumor$"):
+        ready(BrainTumorDataModule(str(four), layout="yes_no", image_size=16, batch_size=2))
+    with pytest.raises(GanlabError, match="holds the yes_no brain-tumour set, not the four_class one: "
+                                          "use data=brain_tumor_yes_no"):
+        ready(BrainTumorDataModule(str(yes_no), layout="four_class", image_size=16, batch_size=2))

@@ -60,6 +60,12 @@ class BrainTumorDataModule(ImageFolderDataModule):
             if found is not None:
                 break
         else:
+            other = next((k for k in LAYOUTS if k != self.layout and self.find_dir(lambda d: self.matches(k, d))),
+                         None) if self.layout != "auto" else None
+            if other is not None:  # the other set: name the data config that reads it
+                config = "data=brain_tumor_yes_no" if other == "yes_no" else "data=brain_tumor"
+                raise GanlabError(f"{self.root} holds the {other} brain-tumour set, not the {self.layout} one: "
+                                  f"use {config}")
             raise GanlabError(f"no brain-tumour dataset under {self.root}; expected {self.layout_help()}; "
                               f"{self.obtain_hint}")
         self.layout, spec = layout, LAYOUTS[layout]
