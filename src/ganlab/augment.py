@@ -245,9 +245,6 @@ def log_row(logger_cfg, row: dict, class_names: list[str]) -> None:
     close_logger(logger)
 
 
-RESULT_FILES = ("rows.jsonl", "runs.csv", "utility.md", "results.json")
-
-
 def append_row(out_dir: Path, row: dict) -> None:
     """rows.jsonl: every finished (regime, seed) at once, so a cut-short run still has its rows."""
     with open(out_dir / "rows.jsonl", "a") as fh:

@@ -166,5 +166,5 @@ class SweepSummary(Callback):
         if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
             return
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
-        if launcher.endswith("BasicLauncher") and (Path(str(config.hydra.sweep.dir))).is_dir():
+        if launcher.endswith("BasicLauncher") and Path(str(config.hydra.sweep.dir)).is_dir():
             write_summary(Path(str(config.hydra.sweep.dir)), self.metrics)
