@@ -95,6 +95,9 @@ VARIANTS: dict[str, list[str]] = {
     # classes' weight here (22 against 360 images), held from growing the few large directions that collapse a
     # long-tailed class; not a schedule, a change to what the rare class's own parameters may learn
     "gsr": ["model.gsr_weight=0.5"],
+    # half of gsr's weight (session 41): gsr drew the rare class nearer new renders on 4 of 5 seeds at 1.14x the preset's
+    # FD/floor on 5 of 5; does a smaller dose keep the first with less of the second?
+    "gsr025": ["model.gsr_weight=0.25"],
     # adc03_common's FD and common-class gain with gsr holding the rare class's CBN: ADC pulled that class onto its
     # 22 images on 2 of 4 seeds (session 36) through what it shares with the others
     "adc03_common_gsr": ["model.adc_weight=0.3", "model.adc_few_shot=false", "model.gsr_weight=0.5"],
