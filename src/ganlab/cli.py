@@ -101,6 +101,13 @@ def remove_empty_parents(path: Path) -> None:
             return
 
 
+def stop_with(message: str) -> None:
+    """A failed start: its run dir goes if nothing was written there, then the one error line."""
+    if HydraConfig.initialized():
+        remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
+    print(f"error: {message}", file=sys.stderr)
+
+
 def entry_point(task):
     """Decorator for a Hydra task function."""
 
@@ -109,17 +116,13 @@ def entry_point(task):
         try:
             return task(cfg)
         except KeyboardInterrupt:  # Ctrl-C before training's own handler is in place (it saves and exits 130)
-            if HydraConfig.initialized():
-                remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
-            print("error: interrupted (Ctrl-C); nothing was finished", file=sys.stderr)
+            stop_with("interrupted (Ctrl-C); nothing was finished")
             sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:
             message = user_error(exc)
             if message is None:
                 raise
-            if HydraConfig.initialized():
-                remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
-            print(f"error: {message}", file=sys.stderr)
+            stop_with(message)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise  # one job of a sweep: Hydra records it as failed and the sweep goes on
             sys.exit(EXIT_BAD_INPUT)

@@ -176,9 +176,9 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, y.to(x.dtype)], dim=1)
 
 
-def check_count(name: str, value, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}={value!r}: expected an integer >= 0 ({hint})")
+def check_count(name: str, value, hint: str, least: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {least} ({hint})")
     return value
 
 

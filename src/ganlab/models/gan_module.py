@@ -30,7 +30,7 @@ from ganlab.errors import GanlabError
 from ganlab.models.ada import AdaptiveAugment, multi_process
 from ganlab.models.apa import PseudoAugment
 from ganlab.models.cdcgan import enable_cond_weight
-from ganlab.models.dcgan import check_flag, has_noise_inputs, noise_seeded_by
+from ganlab.models.dcgan import check_count, check_flag, has_noise_inputs, noise_seeded_by
 from ganlab.models.diffaugment import augment_with_probability, diff_augment, parse_policy
 from ganlab.models.ema import ema_beta, make_ema, step_average
 from ganlab.models.gsr import cbn_layers, class_weights as gsr_class_weights, gsr_term
@@ -115,8 +115,7 @@ def check_techniques(num_classes, diffaugment, ada_target, ada_kimg, ada_interva
     for name, value, least, unit in (("ada_interval", ada_interval, 1, "minibatches"),
                                      ("r1_interval", r1_interval, 1, "minibatches"),
                                      ("standing_stats", standing_stats, 0, "batches; 0: off")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name}={value!r}: expected an integer >= {least} ({unit})")
+        check_count(name, value, unit, least)
     for name, value in (("lecam_weight", lecam_weight), ("mode_seeking", mode_seeking)):
         if not (number(value) and value >= 0):
             raise ValueError(f"{name}={value!r}: expected a number >= 0 (0: off)")
@@ -296,8 +295,7 @@ class GANModule(L.LightningModule):
         self.loss = loss or NonSaturatingLoss()
         self.hparams["loss"] = repr(self.loss)
         self.latent_dim = generator.latent_dim
-        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
-            raise ValueError(f"latent_dim={self.latent_dim!r}: expected an integer >= 1")
+        check_count("latent_dim", self.latent_dim, "the size of G's noise vector", least=1)
         if latent_dim is not None and latent_dim != self.latent_dim:
             raise ValueError(f"latent_dim={latent_dim} but the generator takes {self.latent_dim}")
         self.num_classes = num_classes
